@@ -1,0 +1,452 @@
+//! The decoder: embeddings, blocks (attention + dense MLP or MoE FFN), final norm, LM head.
+//! Loading maps transformers' checkpoint names (per family) onto this one structure.
+use crate::attention::{Attention, LayerCache};
+use crate::config::{Family, ModelConfig, QkNorm};
+use crate::error::Result;
+use crate::layers::{Linear, Mlp, RmsNorm};
+use crate::moe::{MoeLayer, SharedExpert, TopK};
+use crate::observer::{ForwardObserver, HiddenPoint};
+use crate::rope::Rope;
+use crate::weights::WeightMap;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug)]
+pub enum Ffn {
+    Dense(Mlp),
+    Moe(MoeLayer),
+}
+
+#[derive(Debug)]
+pub struct Block {
+    pub input_norm: RmsNorm,
+    pub attn: Attention,
+    pub post_norm: RmsNorm,
+    pub ffn: Ffn,
+}
+
+#[derive(Debug)]
+pub struct Model {
+    pub config: ModelConfig,
+    pub embed: Tensor,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the LM head is tied to the embeddings.
+    pub lm_head: Option<Tensor>,
+    rope: Rope,
+    pub device: Device,
+    pub kind: Kind,
+}
+
+/// One KV cache per layer.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    pub layers: Vec<LayerCache>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> KvCache {
+        KvCache {
+            layers: (0..num_layers).map(|_| LayerCache::default()).collect(),
+        }
+    }
+
+    /// Number of positions already cached.
+    pub fn len(&self) -> i64 {
+        self.layers
+            .first()
+            .and_then(|l| l.kv.as_ref())
+            .map_or(0, |(k, _)| k.size()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Optional parts of a forward call.
+#[derive(Default)]
+pub struct ForwardOptions<'a> {
+    pub observer: Option<&'a mut dyn ForwardObserver>,
+    /// Force every MoE layer to send every token to this expert (DUME statistics, oracle eval).
+    pub route_override: Option<i64>,
+}
+
+/// Checkpoint tensor names of one family (transformers' `modeling_<family>.py` module paths).
+pub(crate) struct Names {
+    family: Family,
+}
+
+impl Names {
+    pub(crate) fn new(family: Family) -> Names {
+        Names { family }
+    }
+    pub(crate) fn layer(&self, l: usize) -> String {
+        format!("model.layers.{l}")
+    }
+    pub(crate) fn ffn(&self, l: usize) -> String {
+        match self.family {
+            Family::Mixtral => format!("model.layers.{l}.block_sparse_moe"),
+            _ => format!("model.layers.{l}.mlp"),
+        }
+    }
+    /// Names of an expert's gate, up and down projections.
+    pub(crate) fn expert_projs(&self) -> [&'static str; 3] {
+        match self.family {
+            Family::Mixtral => ["w1", "w3", "w2"],
+            _ => ["gate_proj", "up_proj", "down_proj"],
+        }
+    }
+}
+
+fn linear(w: &mut WeightMap, name: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
+    Ok(Linear {
+        weight: w.take(&format!("{name}.weight"), &[out, inp])?,
+        bias: if bias {
+            Some(w.take(&format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        },
+    })
+}
+
+fn rms(w: &mut WeightMap, name: &str, dim: i64, eps: f64) -> Result<RmsNorm> {
+    Ok(RmsNorm {
+        weight: w.take(&format!("{name}.weight"), &[dim])?,
+        eps,
+    })
+}
+
+fn mlp(w: &mut WeightMap, prefix: &str, projs: [&str; 3], h: i64, f: i64) -> Result<Mlp> {
+    Ok(Mlp {
+        gate: linear(w, &format!("{prefix}.{}", projs[0]), f, h, false)?,
+        up: linear(w, &format!("{prefix}.{}", projs[1]), f, h, false)?,
+        down: linear(w, &format!("{prefix}.{}", projs[2]), h, f, false)?,
+    })
+}
+
+impl Model {
+    /// Loads a checkpoint directory (config.json + safetensors) in `kind` on `device`.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Model> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let mut w = WeightMap::load(dir, device, kind)?;
+        let model = Self::from_weights(config, &mut w, device, kind)?;
+        w.finish()?;
+        Ok(model)
+    }
+
+    fn from_weights(
+        config: ModelConfig,
+        w: &mut WeightMap,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Model> {
+        let c = &config;
+        let names = Names::new(c.family);
+        let (h, v) = (c.hidden_size as i64, c.vocab_size as i64);
+        let embed = w.take("model.embed_tokens.weight", &[v, h])?;
+        let layers = (0..c.num_layers)
+            .map(|l| Self::load_block(c, &names, w, l))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = rms(w, "model.norm", h, c.rms_norm_eps)?;
+        let lm_head = if c.tie_word_embeddings {
+            // Some tied checkpoints still store the (identical) head; it is not needed.
+            w.take_opt("lm_head.weight", &[v, h])?;
+            None
+        } else {
+            Some(w.take("lm_head.weight", &[v, h])?)
+        };
+        let rope = Rope::new(&c.rope, c.head_dim, device);
+        Ok(Model {
+            config,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            device,
+            kind,
+        })
+    }
+
+    fn load_block(c: &ModelConfig, names: &Names, w: &mut WeightMap, l: usize) -> Result<Block> {
+        let p = names.layer(l);
+        let (h, hd) = (c.hidden_size as i64, c.head_dim as i64);
+        let (nh, nkv) = (c.num_heads as i64, c.num_kv_heads as i64);
+        let eps = c.rms_norm_eps;
+        let a = format!("{p}.self_attn");
+        let (q_norm, k_norm) = match c.qk_norm {
+            QkNorm::None => (None, None),
+            QkNorm::PerHead => (
+                Some(rms(w, &format!("{a}.q_norm"), hd, eps)?),
+                Some(rms(w, &format!("{a}.k_norm"), hd, eps)?),
+            ),
+            QkNorm::Full => (
+                Some(rms(w, &format!("{a}.q_norm"), nh * hd, eps)?),
+                Some(rms(w, &format!("{a}.k_norm"), nkv * hd, eps)?),
+            ),
+        };
+        let attn = Attention {
+            q_proj: linear(w, &format!("{a}.q_proj"), nh * hd, h, c.qkv_bias)?,
+            k_proj: linear(w, &format!("{a}.k_proj"), nkv * hd, h, c.qkv_bias)?,
+            v_proj: linear(w, &format!("{a}.v_proj"), nkv * hd, h, c.qkv_bias)?,
+            o_proj: linear(w, &format!("{a}.o_proj"), h, nh * hd, c.o_bias)?,
+            q_norm,
+            k_norm,
+            qk_norm: c.qk_norm,
+            clip_qkv: c.clip_qkv,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        };
+        let ffn_prefix = names.ffn(l);
+        let ffn = match &c.moe {
+            Some(m) if m.sparse_layers[l] => {
+                let (n, f) = (m.num_experts as i64, m.expert_intermediate_size as i64);
+                let projs = names.expert_projs();
+                let (w_gate, w_up, w_down) = load_experts(w, &ffn_prefix, projs, n, f, h)?;
+                let shared = match m.shared_expert_intermediate_size {
+                    None => None,
+                    Some(fs) => Some(SharedExpert {
+                        mlp: mlp(w, &format!("{ffn_prefix}.shared_expert"), projs, h, fs as i64)?,
+                        gate: Some(linear(w, &format!("{ffn_prefix}.shared_expert_gate"), 1, h, false)?),
+                    }),
+                };
+                Ffn::Moe(MoeLayer {
+                    router: linear(w, &format!("{ffn_prefix}.gate"), n, h, false)?,
+                    w_gate,
+                    w_up,
+                    w_down,
+                    shared,
+                    selector: Arc::new(TopK {
+                        k: m.top_k as i64,
+                        norm: m.router_norm,
+                    }),
+                })
+            }
+            _ => Ffn::Dense(mlp(
+                w,
+                &names.ffn(l).replace("block_sparse_moe", "mlp"),
+                ["gate_proj", "up_proj", "down_proj"],
+                h,
+                c.intermediate_size as i64,
+            )?),
+        };
+        Ok(Block {
+            input_norm: rms(w, &format!("{p}.input_layernorm"), h, eps)?,
+            attn,
+            post_norm: rms(w, &format!("{p}.post_attention_layernorm"), h, eps)?,
+            ffn,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Final hidden states `[B, T, H]` (after the final norm).
+    ///
+    /// `attention_mask` is `[B, S]` over all positions including cached ones (1 = real token,
+    /// 0 = padding), as in transformers. Positions are `cumsum(mask) - 1`, so left padding works.
+    pub fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+        opts: &mut ForwardOptions<'_>,
+    ) -> Tensor {
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let total = past + t;
+        let positions = match attention_mask {
+            Some(m) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1)
+                .clamp_min(0)
+                .narrow(1, past, t),
+            None => Tensor::arange_start(past, total, (Kind::Int64, self.device))
+                .unsqueeze(0)
+                .expand([b, t], false),
+        };
+        let token_mask = attention_mask.map(|m| m.narrow(1, past, t).to_kind(Kind::Bool));
+        let mask = match attention_mask {
+            None if past == 0 || t == 1 => None,
+            _ => Some(attention_mask_4d(attention_mask, b, past, t, self.device)),
+        };
+        let (cos, sin) = self.rope.cos_sin(&positions, self.kind);
+        let mut x = self
+            .embed
+            .index_select(0, &input_ids.flatten(0, -1))
+            .view([b, t, -1]);
+        for (l, block) in self.layers.iter().enumerate() {
+            if let Some(o) = opts.observer.as_deref_mut() {
+                o.on_hidden(l, HiddenPoint::BlockInput, &x);
+            }
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let h = block.input_norm.forward(&x);
+            let attn = block
+                .attn
+                .forward(&h, &cos, &sin, mask.as_ref(), past == 0, layer_cache);
+            x = x + attn;
+            let h = block.post_norm.forward(&x);
+            if let Some(o) = opts.observer.as_deref_mut() {
+                o.on_hidden(l, HiddenPoint::FfnInput, &h);
+            }
+            let y = match &block.ffn {
+                Ffn::Dense(m) => m.forward(&h),
+                Ffn::Moe(moe) => moe.forward(
+                    l,
+                    &h,
+                    token_mask.as_ref(),
+                    opts.route_override,
+                    opts.observer.as_deref_mut(),
+                ),
+            };
+            x = x + y;
+            if let Some(o) = opts.observer.as_deref_mut() {
+                o.on_hidden(l, HiddenPoint::BlockOutput, &x);
+            }
+        }
+        self.norm.forward(&x)
+    }
+
+    /// LM-head logits in f32 for final hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden
+            .linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
+            .to_kind(Kind::Float)
+    }
+
+    /// Logits `[B, T, V]` (f32) of a plain forward.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let hidden =
+            self.forward_hidden(input_ids, attention_mask, cache, &mut ForwardOptions::default());
+        self.logits(&hidden)
+    }
+
+    /// Every weight under its transformers checkpoint name (per-expert layout, which every
+    /// transformers version loads), as `save_pretrained` writes them.
+    pub fn named_tensors(&self) -> BTreeMap<String, Tensor> {
+        let names = Names::new(self.config.family);
+        let mut out = BTreeMap::new();
+        let mut put = |name: String, t: &Tensor| {
+            out.insert(name, t.shallow_clone());
+        };
+        let put_linear = |put: &mut dyn FnMut(String, &Tensor), name: String, l: &Linear| {
+            put(format!("{name}.weight"), &l.weight);
+            if let Some(b) = &l.bias {
+                put(format!("{name}.bias"), b);
+            }
+        };
+        put("model.embed_tokens.weight".into(), &self.embed);
+        put("model.norm.weight".into(), &self.norm.weight);
+        if let Some(head) = &self.lm_head {
+            put("lm_head.weight".into(), head);
+        }
+        for (l, block) in self.layers.iter().enumerate() {
+            let p = names.layer(l);
+            put(format!("{p}.input_layernorm.weight"), &block.input_norm.weight);
+            put(format!("{p}.post_attention_layernorm.weight"), &block.post_norm.weight);
+            let a = &block.attn;
+            for (proj, lin) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                put_linear(&mut put, format!("{p}.self_attn.{proj}"), lin);
+            }
+            for (nm, norm) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
+                if let Some(n) = norm {
+                    put(format!("{p}.self_attn.{nm}.weight"), &n.weight);
+                }
+            }
+            let f = names.ffn(l);
+            match &block.ffn {
+                Ffn::Dense(m) => {
+                    let f = f.replace("block_sparse_moe", "mlp");
+                    put_mlp(&mut put, &f, ["gate_proj", "up_proj", "down_proj"], m);
+                }
+                Ffn::Moe(moe) => {
+                    put_linear(&mut put, format!("{f}.gate"), &moe.router);
+                    let [g, u, d] = names.expert_projs();
+                    for e in 0..moe.num_experts() {
+                        put(format!("{f}.experts.{e}.{g}.weight"), &moe.w_gate.get(e));
+                        put(format!("{f}.experts.{e}.{u}.weight"), &moe.w_up.get(e));
+                        put(format!("{f}.experts.{e}.{d}.weight"), &moe.w_down.get(e));
+                    }
+                    if let Some(s) = &moe.shared {
+                        put_mlp(&mut put, &format!("{f}.shared_expert"), names.expert_projs(), &s.mlp);
+                        if let Some(gate) = &s.gate {
+                            put_linear(&mut put, format!("{f}.shared_expert_gate"), gate);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn put_mlp(put: &mut dyn FnMut(String, &Tensor), prefix: &str, projs: [&str; 3], m: &Mlp) {
+    for (proj, lin) in projs.iter().zip([&m.gate, &m.up, &m.down]) {
+        put(format!("{prefix}.{proj}.weight"), &lin.weight);
+    }
+}
+
+/// Stacks per-expert projections `experts.{e}.{proj}.weight` into `[N, F, H]` / `[N, H, F]`.
+/// Also accepts transformers-5 fused tensors (`experts.gate_up_proj` `[N, 2F, H]`,
+/// `experts.down_proj` `[N, H, F]`).
+fn load_experts(
+    w: &mut WeightMap,
+    prefix: &str,
+    projs: [&str; 3],
+    n: i64,
+    f: i64,
+    h: i64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let fused = format!("{prefix}.experts.gate_up_proj");
+    if w.contains(&fused) {
+        let gate_up = w.take(&fused, &[n, 2 * f, h])?;
+        let down = w.take(&format!("{prefix}.experts.down_proj"), &[n, h, f])?;
+        let gate = gate_up.narrow(1, 0, f).contiguous();
+        let up = gate_up.narrow(1, f, f).contiguous();
+        return Ok((gate, up, down));
+    }
+    let mut stack = |proj: &str, shape: [i64; 2]| -> Result<Tensor> {
+        let parts = (0..n)
+            .map(|e| w.take(&format!("{prefix}.experts.{e}.{proj}.weight"), &shape))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&parts, 0))
+    };
+    Ok((
+        stack(projs[0], [f, h])?,
+        stack(projs[1], [f, h])?,
+        stack(projs[2], [h, f])?,
+    ))
+}
+
+/// Boolean attention mask `[B, 1, T, S]`: causal, no attention to padding keys, and every query
+/// may always see itself so that fully padded rows stay finite (their outputs are never used).
+fn attention_mask_4d(
+    attention_mask: Option<&Tensor>,
+    b: i64,
+    past: i64,
+    t: i64,
+    device: Device,
+) -> Tensor {
+    let total = past + t;
+    let q_pos = Tensor::arange_start(past, total, (Kind::Int64, device)).unsqueeze(1);
+    let k_pos = Tensor::arange(total, (Kind::Int64, device)).unsqueeze(0);
+    let causal = k_pos.le_tensor(&q_pos);
+    let diag = k_pos.eq_tensor(&q_pos);
+    let keys = match attention_mask {
+        Some(m) => m.to_kind(Kind::Bool),
+        None => Tensor::ones([b, total], (Kind::Bool, device)),
+    };
+    causal
+        .unsqueeze(0)
+        .unsqueeze(0)
+        .logical_and(&keys.unsqueeze(1).unsqueeze(1))
+        .logical_or(&diag.unsqueeze(0).unsqueeze(0))
+}

@@ -1,0 +1,124 @@
+//! The MoE feed-forward layer: stacked SwiGLU experts (`w_gate`/`w_up` `[N, F, H]`,
+//! `w_down` `[N, H, F]`, so pruning, merging and neuron permutation are single tensor ops), a
+//! linear router, a pluggable [`Selector`] and an optional sigmoid-gated shared expert.
+pub mod selector;
+
+use crate::layers::{Linear, Mlp};
+use crate::observer::{ForwardObserver, MoeEvent};
+pub use selector::{Selection, Selector, TopK};
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+/// Qwen2-MoE's always-on expert, scaled by `sigmoid(gate(x))` when a gate is present.
+#[derive(Debug)]
+pub struct SharedExpert {
+    pub mlp: Mlp,
+    pub gate: Option<Linear>,
+}
+
+#[derive(Debug)]
+pub struct MoeLayer {
+    /// Router `[N, H]` (+ optional bias `[N]`, used by DUME's ridge router).
+    pub router: Linear,
+    pub w_gate: Tensor,
+    pub w_up: Tensor,
+    pub w_down: Tensor,
+    pub shared: Option<SharedExpert>,
+    pub selector: Arc<dyn Selector>,
+}
+
+impl MoeLayer {
+    pub fn num_experts(&self) -> i64 {
+        self.w_gate.size()[0]
+    }
+
+    pub fn expert_intermediate_size(&self) -> i64 {
+        self.w_gate.size()[1]
+    }
+
+    /// Router logits `[.., N]` in f32 (computed in the model dtype, then upcast, as transformers).
+    pub fn router_logits(&self, x: &Tensor) -> Tensor {
+        self.router.forward(x).to_kind(Kind::Float)
+    }
+
+    /// Intermediate activation `silu(W_gate x) ⊙ (W_up x)` of one expert, `[M, F]`.
+    pub fn expert_intermediate(&self, expert: i64, x: &Tensor) -> Tensor {
+        x.linear::<Tensor>(&self.w_gate.get(expert), None).silu()
+            * x.linear::<Tensor>(&self.w_up.get(expert), None)
+    }
+
+    /// Output `E_i(x)` of one expert for rows `x` `[M, H]`.
+    pub fn expert_forward(&self, expert: i64, x: &Tensor) -> Tensor {
+        self.expert_intermediate(expert, x)
+            .linear::<Tensor>(&self.w_down.get(expert), None)
+    }
+
+    /// `x` `[B, T, H]`; `token_mask` `[B, T]` bool marks real tokens.
+    pub fn forward<'o>(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        token_mask: Option<&Tensor>,
+        route_override: Option<i64>,
+        observer: Option<&mut (dyn ForwardObserver + 'o)>,
+    ) -> Tensor {
+        let size = x.size();
+        let logits = self.router_logits(x);
+        let selection = match route_override {
+            Some(e) => Selection::forced(&logits, e),
+            None => self.selector.select(&logits, token_mask),
+        };
+        if let Some(obs) = observer {
+            obs.on_moe(
+                layer,
+                self,
+                &MoeEvent {
+                    input: x,
+                    router_logits: &logits,
+                    selection: &selection,
+                    token_mask,
+                },
+            );
+        }
+        let hidden = size[2];
+        let flat = x.view([-1, hidden]);
+        let out = self.dispatch(&flat, &selection);
+        let out = match &self.shared {
+            None => out,
+            Some(shared) => {
+                let mut s = shared.mlp.forward(&flat);
+                if let Some(g) = &shared.gate {
+                    s *= g.forward(&flat).sigmoid();
+                }
+                out + s
+            }
+        };
+        out.view(size.as_slice())
+    }
+
+    /// Gathers each expert's tokens, runs the expert once on them, and scatters the weighted
+    /// outputs back (the transformers loop; one matmul per active expert).
+    fn dispatch(&self, flat: &Tensor, selection: &Selection) -> Tensor {
+        let n = self.num_experts();
+        let mask = selection.mask.view([-1, n]);
+        let weights = selection.weights.view([-1, n]);
+        let counts: Vec<i64> =
+            Vec::try_from(mask.sum_dim_intlist(0, false, Kind::Int64)).expect("expert counts");
+        let mut out = flat.zeros_like();
+        for (e, &count) in counts.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let e = e as i64;
+            let rows = mask.select(1, e).nonzero().squeeze_dim(1);
+            let y = self.expert_forward(e, &flat.index_select(0, &rows));
+            let w = weights
+                .select(1, e)
+                .index_select(0, &rows)
+                .unsqueeze(1)
+                .to_kind(flat.kind());
+            out = out.index_add(0, &rows, &(y * w));
+        }
+        out
+    }
+}
