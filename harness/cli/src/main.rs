@@ -1,1 +1,49 @@
-fn main() {}
+//! `moebench`: benchmark and evaluation harness for Mixture-of-Experts construction and
+//! compression methods. Each subcommand lives in its own module; errors are printed as one line
+//! (what, where, how to fix) and give a non-zero exit code.
+mod common;
+mod generate;
+mod inspect;
+mod prepare;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "moebench", version, about = "MoE construction/compression benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert the packaged SmolLM2-135M-Instruct GGUF into a Hugging Face cache entry.
+    Prepare(prepare::Args),
+    /// Family, parameter counts and analytic FLOPs per token of a model.
+    Inspect(inspect::Args),
+    /// Greedy generation with a KV cache.
+    Generate(generate::GenerateArgs),
+    /// Token ids of a prompt and the top-K log-probabilities at its last position.
+    Logits(generate::LogitsArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MOEBENCH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Prepare(a) => prepare::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Generate(a) => generate::run_generate(a),
+        Command::Logits(a) => generate::run_logits(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

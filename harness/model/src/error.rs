@@ -45,6 +45,8 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, msg: String },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Hub(#[from] moebench_hub::HubError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -16,29 +16,34 @@ pub struct WeightMap {
     kind: Kind,
 }
 
+/// Shard file names listed in a `model.safetensors.index.json`, sorted and deduplicated.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let bad = |msg: String| ModelError::Safetensors {
+        path: index.to_path_buf(),
+        msg,
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("index is not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("index has no `weight_map` object".into()))?;
+    let files: std::collections::BTreeSet<String> = map
+        .values()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    Ok(files.into_iter().collect())
+}
+
 /// The safetensors files of a checkpoint directory, in a stable order.
 pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join(INDEX_FILE);
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
-            path: index.clone(),
-            source,
-        })?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Safetensors {
-                path: index.clone(),
-                msg: format!("index is not valid JSON: {e}"),
-            })?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::Safetensors {
-                path: index.clone(),
-                msg: "index has no `weight_map` object".into(),
-            })?;
-        let files: std::collections::BTreeSet<&str> =
-            map.values().filter_map(|f| f.as_str()).collect();
-        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+        return Ok(shard_names(&index)?.iter().map(|f| dir.join(f)).collect());
     }
     let single = dir.join(SINGLE_FILE);
     if single.exists() {

@@ -1,0 +1,230 @@
+//! Per-document scoring: lm-eval's `ConfigurableTask.process_results` (`lm_eval/api/task.py`)
+//! on moebench-core's metric and filter implementations.
+//!
+//! Keys are lm-eval's `"<metric>,<filter>"`. Only `generate_until` tasks have real filter
+//! pipelines (`filter_list`); the others report under the implicit `none` filter.
+use crate::config::{MetricConfig, OutputType, TaskConfig};
+use crate::requests::{DocInstance, Expected};
+use moebench_core::metrics::{
+    score_loglikelihood, score_multiple_choice, score_rolling, Aggregation, DocScore, ExactMatch,
+    Loglikelihood, MetricName, MultipleChoice,
+};
+use moebench_core::{Filter, FilterPipeline};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One model answer to one request of a document, in the order of
+/// [`DocInstance::requests`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// A `loglikelihood` request: the summed log-probability of the continuation, whether it
+    /// is the greedy continuation, and its token count (for `acc_token_norm`).
+    Loglikelihood {
+        loglikelihood: f64,
+        is_greedy: bool,
+        tokens: usize,
+    },
+    /// A `loglikelihood_rolling` request: the document's log-likelihood and token count (for
+    /// `token_perplexity`).
+    Rolling { loglikelihood: f64, tokens: usize },
+    /// A `generate_until` request: the generated text.
+    Generated(String),
+}
+
+/// A metric the task reports, with its aggregation over documents.
+#[derive(Debug, Clone)]
+pub struct MetricSpec {
+    pub name: MetricName,
+    pub aggregation: Aggregation,
+    pub higher_is_better: bool,
+    exact_match: Option<ExactMatch>,
+}
+
+/// The metrics and filter pipelines of a task.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    output_type: OutputType,
+    metrics: Vec<MetricSpec>,
+    pipelines: Vec<FilterPipeline>,
+}
+
+/// Metrics each output type computes (lm-eval's, plus the moebench extensions
+/// `acc_token_norm` and `token_perplexity`); the first ones are lm-eval's defaults
+/// (`lm_eval/api/registry.py` `DEFAULT_METRIC_REGISTRY`).
+fn supported(output_type: OutputType) -> (&'static [MetricName], usize) {
+    use MetricName::*;
+    match output_type {
+        OutputType::Loglikelihood => (&[Perplexity, Acc], 2),
+        OutputType::LoglikelihoodRolling => (&[WordPerplexity, BytePerplexity, BitsPerByte, TokenPerplexity], 3),
+        OutputType::MultipleChoice => (&[Acc, AccNorm, AccBytes, AccMutualInfo, ExactMatch, AccTokenNorm], 2),
+        OutputType::GenerateUntil => (&[ExactMatch], 1),
+    }
+}
+
+impl Scorer {
+    /// Reads `metric_list` (lm-eval's defaults without one) and `filter_list`.
+    pub(crate) fn new(config: &TaskConfig) -> Result<Self, String> {
+        let (supported, defaults) = supported(config.output_type);
+        let configured = config.metric_list.clone().unwrap_or_else(|| {
+            supported[..defaults]
+                .iter()
+                .map(|name| MetricConfig {
+                    metric: name.as_str().to_owned(),
+                    ..MetricConfig::default()
+                })
+                .collect()
+        });
+        let metrics = configured
+            .iter()
+            .map(|metric| metric_spec(metric, config.output_type, supported))
+            .collect::<Result<_, _>>()?;
+        let pipelines = match (&config.filter_list, config.output_type) {
+            (None, _) => vec![FilterPipeline::none()],
+            (Some(list), OutputType::GenerateUntil) => list
+                .iter()
+                .map(|pipeline| {
+                    let steps = pipeline
+                        .filter
+                        .iter()
+                        .map(|step| Filter::from_config(&step.function, &Value::Object(step.args.clone())))
+                        .collect::<Result<_, _>>()
+                        .map_err(|error| format!("filter `{}`: {error}", pipeline.name))?;
+                    FilterPipeline::new(&pipeline.name, steps).map_err(|error| error.to_string())
+                })
+                .collect::<Result<_, _>>()?,
+            (Some(_), other) => {
+                return Err(format!("`filter_list` is only supported for generate_until, not {}", other.name()))
+            }
+        };
+        Ok(Self {
+            output_type: config.output_type,
+            metrics,
+            pipelines,
+        })
+    }
+
+    /// The metrics, in `metric_list` order.
+    pub fn metrics(&self) -> &[MetricSpec] {
+        &self.metrics
+    }
+
+    /// The filter names, in `filter_list` order (`["none"]` without one).
+    pub fn filter_names(&self) -> Vec<&str> {
+        self.pipelines.iter().map(FilterPipeline::name).collect()
+    }
+
+    fn uses(&self, name: MetricName) -> bool {
+        self.metrics.iter().any(|metric| metric.name == name)
+    }
+
+    /// Whether multiple-choice documents also need the unconditional log-likelihood of each
+    /// choice (`acc_mutual_info`).
+    pub(crate) fn wants_unconditional(&self) -> bool {
+        self.output_type == OutputType::MultipleChoice && self.uses(MetricName::AccMutualInfo)
+    }
+
+    /// The per-document scores of `instance` given the `responses` to its requests.
+    pub fn score(&self, instance: &DocInstance, responses: &[Response]) -> Result<BTreeMap<String, DocScore>, String> {
+        if responses.len() != instance.requests.len() {
+            return Err(format!(
+                "{} responses for {} requests",
+                responses.len(),
+                instance.requests.len()
+            ));
+        }
+        let mut out = BTreeMap::new();
+        if let Expected::References(references) = &instance.expected {
+            let Some(Response::Generated(text)) = responses.first() else {
+                return Err("expected a generated text".to_owned());
+            };
+            for pipeline in &self.pipelines {
+                let filtered = pipeline.apply(std::slice::from_ref(text)).map_err(|error| error.to_string())?;
+                let prediction = filtered.first().map(String::as_str).unwrap_or_default();
+                for metric in &self.metrics {
+                    let exact_match = metric.exact_match.as_ref().ok_or("only exact_match scores generations")?;
+                    let score = DocScore::Value(exact_match.score(prediction, references));
+                    out.insert(format!("{},{}", metric.name, pipeline.name()), score);
+                }
+            }
+            return Ok(out);
+        }
+        let scores = match &instance.expected {
+            Expected::Choice(gold) => self.multiple_choice(instance, responses, gold)?,
+            Expected::Greedy => {
+                let (loglikelihood, is_greedy, _) = as_loglikelihood(&responses[0])?;
+                score_loglikelihood(Loglikelihood { loglikelihood, is_greedy })
+            }
+            Expected::CountedText(text) => match responses[0] {
+                Response::Rolling { loglikelihood, tokens } => score_rolling(loglikelihood, text, tokens),
+                _ => return Err("expected a rolling log-likelihood".to_owned()),
+            },
+            Expected::References(_) => Vec::new(),
+        };
+        let filter = self.pipelines[0].name();
+        for (name, score) in scores {
+            if self.uses(name) {
+                out.insert(format!("{name},{filter}"), score);
+            }
+        }
+        Ok(out)
+    }
+
+    fn multiple_choice(
+        &self,
+        instance: &DocInstance,
+        responses: &[Response],
+        gold: &moebench_core::metrics::Gold,
+    ) -> Result<Vec<(MetricName, DocScore)>, String> {
+        let parsed = responses.iter().map(as_loglikelihood).collect::<Result<Vec<_>, _>>()?;
+        let (conditional, unconditional) = parsed.split_at(instance.choices.len().min(parsed.len()));
+        let results: Vec<Loglikelihood> = conditional
+            .iter()
+            .map(|&(loglikelihood, is_greedy, _)| Loglikelihood { loglikelihood, is_greedy })
+            .collect();
+        let unconditional: Vec<f64> = unconditional.iter().map(|r| r.0).collect();
+        let tokens: Vec<usize> = conditional.iter().map(|r| r.2).collect();
+        let doc = MultipleChoice {
+            choices: &instance.choices,
+            results: &results,
+            unconditional: self.wants_unconditional().then_some(unconditional.as_slice()),
+            token_counts: self.uses(MetricName::AccTokenNorm).then_some(tokens.as_slice()),
+        };
+        score_multiple_choice(&doc, gold).map_err(|error| error.to_string())
+    }
+}
+
+fn as_loglikelihood(response: &Response) -> Result<(f64, bool, usize), String> {
+    match *response {
+        Response::Loglikelihood { loglikelihood, is_greedy, tokens } => Ok((loglikelihood, is_greedy, tokens)),
+        _ => Err("expected a log-likelihood".to_owned()),
+    }
+}
+
+fn metric_spec(config: &MetricConfig, output_type: OutputType, supported: &[MetricName]) -> Result<MetricSpec, String> {
+    let name: MetricName = config.metric.parse().map_err(|error: moebench_core::CoreError| error.to_string())?;
+    if !supported.contains(&name) {
+        let names: Vec<&str> = supported.iter().map(|m| m.as_str()).collect();
+        return Err(format!(
+            "metric `{name}` is not computed for output_type {} (supported: {})",
+            output_type.name(),
+            names.join(", ")
+        ));
+    }
+    let aggregation = match &config.aggregation {
+        Some(aggregation) => aggregation.parse().map_err(|error: moebench_core::CoreError| error.to_string())?,
+        None => name.default_aggregation(),
+    };
+    let exact_match = if output_type == OutputType::GenerateUntil {
+        Some(ExactMatch::from_config(&Value::Object(config.kwargs.clone())).map_err(|error| error.to_string())?)
+    } else if let Some(key) = config.kwargs.keys().next() {
+        return Err(format!("metric `{name}` takes no argument `{key}`"));
+    } else {
+        None
+    };
+    Ok(MetricSpec {
+        name,
+        aggregation,
+        higher_is_better: config.higher_is_better.unwrap_or(name.higher_is_better()),
+        exact_match,
+    })
+}
