@@ -1,7 +1,9 @@
 //! `moebench`: benchmark and evaluation harness for Mixture-of-Experts construction and
 //! compression methods. Each subcommand lives in its own module; errors are printed as one line
 //! (what, where, how to fix) and give a non-zero exit code.
+mod bench;
 mod common;
+mod eval;
 mod generate;
 mod inspect;
 mod prepare;
@@ -25,6 +27,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Token ids of a prompt and the top-K log-probabilities at its last position.
     Logits(generate::LogitsArgs),
+    /// Evaluate a model on lm-eval compatible tasks.
+    Eval(eval::Args),
+    /// Prefill latency, decode latency/throughput and peak memory of greedy generation.
+    Bench(bench::Args),
 }
 
 fn main() {
@@ -41,6 +47,8 @@ fn main() {
         Command::Inspect(a) => inspect::run(a),
         Command::Generate(a) => generate::run_generate(a),
         Command::Logits(a) => generate::run_logits(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -13,6 +13,11 @@ pub fn strip(s: &str) -> &str {
     s.trim_matches(is_space)
 }
 
+/// `str.rstrip()` with no argument.
+pub fn rstrip(s: &str) -> &str {
+    s.trim_end_matches(is_space)
+}
+
 /// `len(re.split(r"\s+", text))`: lm-eval's default word count for perplexity
 /// (`ConfigurableTask.count_words`, `lm_eval/api/task.py`). Leading and trailing whitespace
 /// each add an empty piece, and the empty string counts as one word.
@@ -50,7 +55,12 @@ mod tests {
         assert_eq!(ours, PY_SPACES);
     }
 
-    /// `len(re.split(r"\s+", t))` in CPython 3.11.7 for each text.
+    /// `str.rstrip()` with no argument.
+pub fn rstrip(s: &str) -> &str {
+    s.trim_end_matches(is_space)
+}
+
+/// `len(re.split(r"\s+", t))` in CPython 3.11.7 for each text.
     #[test]
     fn count_words_matches_re_split() {
         let cases = [

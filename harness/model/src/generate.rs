@@ -1,7 +1,7 @@
 //! Greedy decoding with a KV cache, batched with left padding (transformers' `generate` with
 //! `do_sample=False`): prefill once, then one token per step for every unfinished sequence.
 use crate::model::{KvCache, Model};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Decides when a sequence is finished, given its generated ids so far.
 pub trait StopCondition {
@@ -17,6 +17,71 @@ impl StopCondition for StopOnIds {
     }
 }
 
+/// One batch of sequences being decoded greedily, one forward per call: [`GreedyDecoder::prefill`]
+/// runs the prompts, [`GreedyDecoder::step`] feeds one token per sequence; both return the argmax
+/// next id of every sequence (reading it back is the only host synchronisation). This is the one
+/// decoding loop: [`greedy_batch`] drives it, and benchmarks time its two calls separately.
+pub struct GreedyDecoder<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    /// `[B, S]` mask over every position fed so far; `None` when no prompt is padded.
+    attention: Option<Tensor>,
+}
+
+impl<'m> GreedyDecoder<'m> {
+    /// Forward of the left-padded `prompts` (at least one, not all empty) that fills the cache.
+    pub fn prefill(model: &'m Model, prompts: &[Vec<i64>]) -> (GreedyDecoder<'m>, Vec<i64>) {
+        let (input, attention) = left_pad(prompts, model.device);
+        let mut decoder = GreedyDecoder {
+            model,
+            cache: KvCache::new(model.num_layers()),
+            attention,
+        };
+        let next = decoder.forward(&input);
+        (decoder, next)
+    }
+
+    /// Forward of one new token per sequence (`tokens.len()` = batch size).
+    pub fn step(&mut self, tokens: &[i64]) -> Vec<i64> {
+        let (b, dev) = (tokens.len() as i64, self.model.device);
+        self.attention = self
+            .attention
+            .take()
+            .map(|m| Tensor::cat(&[m, Tensor::ones([b, 1], (Kind::Int64, dev))], 1));
+        self.forward(&Tensor::from_slice(tokens).view([b, 1]).to_device(dev))
+    }
+
+    fn forward(&mut self, input: &Tensor) -> Vec<i64> {
+        let _guard = tch::no_grad_guard();
+        let hidden = self.model.forward_hidden(
+            input,
+            self.attention.as_ref(),
+            Some(&mut self.cache),
+            &mut Default::default(),
+        );
+        let last = hidden.narrow(1, hidden.size()[1] - 1, 1);
+        Vec::try_from(self.model.logits(&last).squeeze_dim(1).argmax(-1, false)).expect("argmax")
+    }
+}
+
+/// Input ids `[B, T]` on `device`, left-padded with 0, and their attention mask when any prompt
+/// is shorter than the longest.
+fn left_pad(prompts: &[Vec<i64>], device: Device) -> (Tensor, Option<Tensor>) {
+    let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let padded = prompts.iter().any(|p| p.len() != max_len);
+    let mut ids = Vec::with_capacity(prompts.len() * max_len);
+    let mut mask = Vec::with_capacity(prompts.len() * max_len);
+    for p in prompts {
+        let pad = max_len - p.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
+    }
+    let shape = [prompts.len() as i64, max_len as i64];
+    let input = Tensor::from_slice(&ids).view(shape).to_device(device);
+    let attention = padded.then(|| Tensor::from_slice(&mask).view(shape).to_device(device));
+    (input, attention)
+}
+
 /// Greedy continuation of each prompt, at most `max_new_tokens` ids per prompt.
 pub fn greedy_batch(
     model: &Model,
@@ -24,37 +89,17 @@ pub fn greedy_batch(
     max_new_tokens: usize,
     stop: &mut dyn StopCondition,
 ) -> Vec<Vec<i64>> {
-    let _guard = tch::no_grad_guard();
     let b = prompts.len();
     let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
     if b == 0 || max_new_tokens == 0 {
         return out;
     }
-    let max_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let padded = prompts.iter().any(|p| p.len() != max_len);
-    let mut ids = Vec::with_capacity(b * max_len);
-    let mut mask = Vec::with_capacity(b * max_len);
-    for p in prompts {
-        let pad = max_len - p.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, p.len())));
-    }
-    let dev = model.device;
-    let shape = [b as i64, max_len as i64];
-    let mut input = Tensor::from_slice(&ids).view(shape).to_device(dev);
-    let mut attention = padded.then(|| Tensor::from_slice(&mask).view(shape).to_device(dev));
-    let mut cache = KvCache::new(model.num_layers());
+    let (mut decoder, mut next) = GreedyDecoder::prefill(model, prompts);
     let mut done = vec![false; b];
-    for _ in 0..max_new_tokens {
-        let hidden = model.forward_hidden(
-            &input,
-            attention.as_ref(),
-            Some(&mut cache),
-            &mut Default::default(),
-        );
-        let last = hidden.narrow(1, hidden.size()[1] - 1, 1);
-        let next: Vec<i64> =
-            Vec::try_from(model.logits(&last).squeeze_dim(1).argmax(-1, false)).expect("argmax");
+    for step in 0..max_new_tokens {
+        if step > 0 {
+            next = decoder.step(&next);
+        }
         for (i, &tok) in next.iter().enumerate() {
             if !done[i] {
                 out[i].push(tok);
@@ -64,8 +109,6 @@ pub fn greedy_batch(
         if done.iter().all(|&d| d) {
             break;
         }
-        input = Tensor::from_slice(&next).view([b as i64, 1]).to_device(dev);
-        attention = attention.map(|m| Tensor::cat(&[m, Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1));
     }
     out
 }

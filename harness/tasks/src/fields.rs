@@ -36,7 +36,9 @@ impl FieldContext {
     /// A column's value, or the rendered template.
     fn resolve(&self, text: &str, doc: &Value) -> Result<Resolved, String> {
         if self.features.contains(text) {
-            return Ok(Resolved::Column(doc.get(text).cloned().unwrap_or(Value::Null)));
+            return Ok(Resolved::Column(
+                doc.get(text).cloned().unwrap_or(Value::Null),
+            ));
         }
         self.templates.render(text, doc).map(Resolved::Rendered)
     }
@@ -79,7 +81,9 @@ impl Field {
             Self::Spec(FieldSpec::Int(n)) => Ok(Value::from(*n)),
             Self::Spec(FieldSpec::Text(text)) => match cx.resolve(text, doc)? {
                 Resolved::Column(value) => Ok(value),
-                Resolved::Rendered(rendered) => Ok(cx.index(&rendered)?.unwrap_or(Value::String(rendered))),
+                Resolved::Rendered(rendered) => {
+                    Ok(cx.index(&rendered)?.unwrap_or(Value::String(rendered)))
+                }
             },
             _ => Err("doc_to_text must be a string or an integer".to_owned()),
         }
@@ -107,7 +111,7 @@ impl Field {
                     Ok(Value::String(rendered))
                 }
             },
-            Self::Spec(FieldSpec::Map(_)) => Err("doc_to_target cannot be a map".to_owned()),
+            _ => Err("doc_to_target must be a string, an integer or a list".to_owned()),
         }
     }
 
@@ -116,7 +120,9 @@ impl Field {
         let value = match (self.provided(doc), self) {
             (Some(value), _) => value?,
             (None, Self::Spec(FieldSpec::List(items))) => Value::Array(items.clone()),
-            (None, Self::Spec(FieldSpec::Map(map))) => Value::Array(map.values().cloned().collect()),
+            (None, Self::Spec(FieldSpec::Map(map))) => {
+                Value::Array(map.values().cloned().collect())
+            }
             (None, Self::Spec(FieldSpec::Text(text))) => match cx.resolve(text, doc)? {
                 Resolved::Column(value) => value,
                 Resolved::Rendered(rendered) => literal_eval(&rendered)?,
@@ -156,20 +162,40 @@ mod tests {
 
     #[test]
     fn lm_eval_field_rules() {
-        let templates = ["{{label}}", "{{choices.text}}", "{{[sol1, sol2]}}", "{{tgts}}", "Q: {{goal}}"];
-        let cx = context(&templates, &["goal", "label", "sol1", "sol2", "choices", "tgts"]);
+        let templates = [
+            "{{label}}",
+            "{{choices.text}}",
+            "{{[sol1, sol2]}}",
+            "{{tgts}}",
+            "Q: {{goal}}",
+        ];
+        let cx = context(
+            &templates,
+            &["goal", "label", "sol1", "sol2", "choices", "tgts"],
+        );
         let doc = json!({"goal": "g", "label": "1", "sol1": "a", "sol2": "b",
                          "choices": {"text": ["x", "y's"]}, "tgts": ["p", "q"]});
         assert_eq!(spec("goal").text(&cx, &doc).unwrap(), json!("g"));
         assert_eq!(spec("Q: {{goal}}").text(&cx, &doc).unwrap(), json!("Q: g"));
         assert_eq!(spec("label").target(&cx, &doc).unwrap(), json!("1"));
         assert_eq!(spec("{{label}}").target(&cx, &doc).unwrap(), json!(1));
-        assert_eq!(spec("{{tgts}}").target(&cx, &doc).unwrap(), json!(["p", "q"]));
-        assert_eq!(spec("{{choices.text}}").choices(&cx, &doc).unwrap(), ["x", "y's"]);
-        assert_eq!(spec("{{[sol1, sol2]}}").choices(&cx, &doc).unwrap(), ["a", "b"]);
+        assert_eq!(
+            spec("{{tgts}}").target(&cx, &doc).unwrap(),
+            json!(["p", "q"])
+        );
+        assert_eq!(
+            spec("{{choices.text}}").choices(&cx, &doc).unwrap(),
+            ["x", "y's"]
+        );
+        assert_eq!(
+            spec("{{[sol1, sol2]}}").choices(&cx, &doc).unwrap(),
+            ["a", "b"]
+        );
         let fixed = Field::Spec(FieldSpec::List(vec![json!("no"), json!("yes")]));
         assert_eq!(fixed.choices(&cx, &doc).unwrap(), ["no", "yes"]);
-        let by_map = Field::Spec(FieldSpec::Map(json!({"a": "A", "b": "B"}).as_object().unwrap().clone()));
+        let by_map = Field::Spec(FieldSpec::Map(
+            json!({"a": "A", "b": "B"}).as_object().unwrap().clone(),
+        ));
         assert_eq!(by_map.choices(&cx, &doc).unwrap(), ["A", "B"]);
     }
 }

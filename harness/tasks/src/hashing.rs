@@ -150,7 +150,7 @@ fn json_string(s: &str, out: &mut String) {
 pub(crate) fn python_str(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
-        other => crate::template::py_str(&minijinja::Value::from_serialize(other)),
+        other => crate::template::py_str(&minijinja::Value::from(minijinja::value::Serde(other))),
     }
 }
 

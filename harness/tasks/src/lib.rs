@@ -41,9 +41,11 @@ pub fn score_doc(
     instance: &DocInstance,
     responses: &[Response],
 ) -> Result<std::collections::BTreeMap<String, moebench_core::metrics::DocScore>, TaskError> {
-    task.scorer().score(instance, responses).map_err(|message| TaskError::Responses {
-        task: task.name().to_owned(),
-        doc: instance.doc_id,
-        message,
-    })
+    task.scorer()
+        .score(instance, responses)
+        .map_err(|message| TaskError::Responses {
+            task: task.name().to_owned(),
+            doc: instance.doc_id,
+            message,
+        })
 }

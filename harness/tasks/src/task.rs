@@ -40,11 +40,19 @@ pub struct Task {
 }
 
 impl Task {
-    /// Loads the data of `spec` for an evaluation with `num_fewshot` shots (`None`: the
-    /// YAML's `num_fewshot`, else 0, as lm-eval's `--num_fewshot` override works).
-    pub fn load(spec: TaskSpec, hub: &HubConfig, num_fewshot: Option<usize>) -> Result<Self, TaskError> {
+    /// Loads the data of `spec` for an evaluation with `num_fewshot` shots. As lm-eval's
+    /// `--num_fewshot` (`lm_eval/evaluator.py` `simple_evaluate`): `None` keeps the YAML's
+    /// `num_fewshot` (0 without one), and a YAML that says `num_fewshot: 0` ignores the override.
+    pub fn load(
+        spec: TaskSpec,
+        hub: &HubConfig,
+        num_fewshot: Option<usize>,
+    ) -> Result<Self, TaskError> {
         let config = &spec.config;
-        let num_fewshot = num_fewshot.or(config.num_fewshot).unwrap_or(0);
+        let num_fewshot = match config.num_fewshot {
+            Some(0) => 0,
+            default => num_fewshot.or(default).unwrap_or(0),
+        };
         let at = || spec.path.display().to_string();
         let eval_split = config
             .eval_split()
@@ -52,7 +60,10 @@ impl Task {
             .to_owned();
         let eval = process(&spec, load_split(&spec, hub, &eval_split)?)?;
         if eval.docs.is_empty() {
-            return Err(TaskError::config(at(), format!("split `{eval_split}` has no documents")));
+            return Err(TaskError::config(
+                at(),
+                format!("split `{eval_split}` has no documents"),
+            ));
         }
         let mut files = eval.files.clone();
         let fewshot_docs = match config.fewshot_source_split() {
@@ -63,12 +74,20 @@ impl Task {
                 files.extend(data.files);
                 data.docs
             }
-            None => return Err(TaskError::config(at(), "few-shot examples asked for, but no split to draw them from")),
+            None => {
+                return Err(TaskError::config(
+                    at(),
+                    "few-shot examples asked for, but no split to draw them from",
+                ))
+            }
         };
         if fewshot_docs.len() < num_fewshot {
             return Err(TaskError::config(
                 at(),
-                format!("{num_fewshot} shots asked for, but the few-shot split has {} documents", fewshot_docs.len()),
+                format!(
+                    "{num_fewshot} shots asked for, but the few-shot split has {} documents",
+                    fewshot_docs.len()
+                ),
             ));
         }
         let features: BTreeSet<String> = eval
@@ -78,8 +97,9 @@ impl Task {
             .flat_map(|doc| doc.keys().cloned())
             .collect();
         let (eval_formatting, fewshot_formatting) = formattings(&spec);
-        let templates = Templates::new(template_sources(&spec))
-            .map_err(|(source, message)| TaskError::config(at(), format!("template {source:?}: {message}")))?;
+        let templates = Templates::new(template_sources(&spec)).map_err(|(source, message)| {
+            TaskError::config(at(), format!("template {source:?}: {message}"))
+        })?;
         let context = FieldContext {
             templates,
             features,
@@ -108,8 +128,16 @@ impl Task {
     /// multiple inputs; `doc_to_target` giving a list means multiple targets.
     fn inspect_first_doc(&mut self) -> Result<(), TaskError> {
         let first = &self.eval_docs[0];
-        let text = self.eval.text.text(&self.context, first).map_err(|m| self.field_error("doc_to_text", 0, m))?;
-        let target = self.eval.target.target(&self.context, first).map_err(|m| self.field_error("doc_to_target", 0, m))?;
+        let text = self
+            .eval
+            .text
+            .text(&self.context, first)
+            .map_err(|m| self.field_error("doc_to_text", 0, m))?;
+        let target = self
+            .eval
+            .target
+            .target(&self.context, first)
+            .map_err(|m| self.field_error("doc_to_target", 0, m))?;
         self.multiple_input = self.eval.choice.is_some() && text.is_i64();
         self.multiple_target = target.is_array();
         Ok(())
@@ -161,44 +189,68 @@ impl Task {
 
 /// Applies the task's `moebench_processor` to every document of a split.
 fn process(spec: &TaskSpec, data: SplitData) -> Result<SplitData, TaskError> {
-    let Some(processor) = spec.config.moebench_processor else { return Ok(data) };
+    let Some(processor) = spec.config.moebench_processor else {
+        return Ok(data);
+    };
     let file = data.files.first().cloned().unwrap_or_default();
     let docs = data
         .docs
         .into_iter()
         .enumerate()
         .map(|(i, doc)| {
-            processor
-                .process_doc(doc)
-                .map_err(|message| TaskError::data(&file, format!("document {i}: {}: {message}", processor.name())))
+            processor.process_doc(doc).map_err(|message| {
+                TaskError::data(
+                    &file,
+                    format!("document {i}: {}: {message}", processor.name()),
+                )
+            })
         })
         .collect::<Result<_, _>>()?;
-    Ok(SplitData { docs, files: data.files })
+    Ok(SplitData {
+        docs,
+        files: data.files,
+    })
 }
 
 /// The fields of evaluated documents, and of few-shot examples (`fewshot_config` overrides,
 /// `FewshotConfig.from_dict` inheriting the rest).
 fn formattings(spec: &TaskSpec) -> (Formatting, Formatting) {
     let config = &spec.config;
-    let field = |name: &'static str, value: &Option<FieldSpec>| match (config.moebench_processor, value) {
-        (_, Some(value)) => Some(Field::Spec(value.clone())),
-        (Some(processor), None) if processor.provided_fields().contains(&name) => Some(Field::Processor(processor, name)),
-        _ => None,
-    };
+    let field =
+        |name: &'static str, value: &Option<FieldSpec>| match (config.moebench_processor, value) {
+            (_, Some(value)) => Some(Field::Spec(value.clone())),
+            (Some(processor), None) if processor.provided_fields().contains(&name) => {
+                Some(Field::Processor(processor, name))
+            }
+            _ => None,
+        };
     let eval = Formatting {
-        text: field("doc_to_text", &config.doc_to_text).unwrap_or(Field::Spec(FieldSpec::Text(String::new()))),
-        target: field("doc_to_target", &config.doc_to_target).unwrap_or(Field::Spec(FieldSpec::Text(String::new()))),
+        text: field("doc_to_text", &config.doc_to_text)
+            .unwrap_or(Field::Spec(FieldSpec::Text(String::new()))),
+        target: field("doc_to_target", &config.doc_to_target)
+            .unwrap_or(Field::Spec(FieldSpec::Text(String::new()))),
         choice: field("doc_to_choice", &config.doc_to_choice),
         target_delimiter: config.target_delimiter.clone(),
         fewshot_delimiter: config.fewshot_delimiter.clone(),
     };
     let overrides = config.fewshot_config.clone().unwrap_or_default();
     let fewshot = Formatting {
-        text: overrides.doc_to_text.map_or_else(|| eval.text.clone(), Field::Spec),
-        target: overrides.doc_to_target.map_or_else(|| eval.target.clone(), Field::Spec),
-        choice: overrides.doc_to_choice.map(Field::Spec).or_else(|| eval.choice.clone()),
-        target_delimiter: overrides.target_delimiter.unwrap_or_else(|| eval.target_delimiter.clone()),
-        fewshot_delimiter: overrides.fewshot_delimiter.unwrap_or_else(|| eval.fewshot_delimiter.clone()),
+        text: overrides
+            .doc_to_text
+            .map_or_else(|| eval.text.clone(), Field::Spec),
+        target: overrides
+            .doc_to_target
+            .map_or_else(|| eval.target.clone(), Field::Spec),
+        choice: overrides
+            .doc_to_choice
+            .map(Field::Spec)
+            .or_else(|| eval.choice.clone()),
+        target_delimiter: overrides
+            .target_delimiter
+            .unwrap_or_else(|| eval.target_delimiter.clone()),
+        fewshot_delimiter: overrides
+            .fewshot_delimiter
+            .unwrap_or_else(|| eval.fewshot_delimiter.clone()),
     };
     (eval, fewshot)
 }
@@ -225,7 +277,11 @@ fn template_sources(spec: &TaskSpec) -> BTreeSet<String> {
     sources
 }
 
-fn content_hash(spec: &TaskSpec, num_fewshot: usize, files: &[PathBuf]) -> Result<String, TaskError> {
+fn content_hash(
+    spec: &TaskSpec,
+    num_fewshot: usize,
+    files: &[PathBuf],
+) -> Result<String, TaskError> {
     let config = serde_json::to_string(&spec.config).unwrap_or_default();
     let mut text = format!("moebench-tasks content v1\n{config}\nnum_fewshot={num_fewshot}\n");
     for file in files {

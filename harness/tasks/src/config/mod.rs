@@ -319,14 +319,18 @@ impl TaskConfig {
     pub fn generation(&self) -> (Vec<String>, usize) {
         let kwargs = self.generation_kwargs.clone().unwrap_or_default();
         (
-            kwargs.until.unwrap_or_else(|| vec![self.fewshot_delimiter.clone()]),
+            kwargs
+                .until
+                .unwrap_or_else(|| vec![self.fewshot_delimiter.clone()]),
             kwargs.max_gen_toks.unwrap_or(DEFAULT_MAX_GEN_TOKS),
         )
     }
 
     /// The split documents are evaluated on (`Task.eval_docs`: test, else validation).
     pub fn eval_split(&self) -> Option<&str> {
-        self.test_split.as_deref().or(self.validation_split.as_deref())
+        self.test_split
+            .as_deref()
+            .or(self.validation_split.as_deref())
     }
 
     /// The split few-shot examples come from (`ConfigurableTask.fewshot_docs`: the few-shot
@@ -360,7 +364,10 @@ impl TaskConfig {
             return Err("`task:` (the task name) is missing".to_owned());
         }
         if self.repeats != 1 {
-            return Err(format!("`repeats: {}` is not supported (only 1)", self.repeats));
+            return Err(format!(
+                "`repeats: {}` is not supported (only 1)",
+                self.repeats
+            ));
         }
         if self.dataset_path.is_none() && self.moebench_loader.is_none() {
             return Err("no data source: set `dataset_path` or `moebench_loader`".to_owned());
@@ -388,7 +395,9 @@ impl TaskConfig {
                 (Some(_), true) => {
                     return Err(format!(
                         "`{name}` is computed by `moebench_processor: {}`; remove it from the YAML",
-                        self.moebench_processor.map(Processor::name).unwrap_or_default()
+                        self.moebench_processor
+                            .map(Processor::name)
+                            .unwrap_or_default()
                     ))
                 }
                 (None, false) if name != "doc_to_choice" => {
@@ -409,7 +418,9 @@ impl TaskConfig {
             return Ok(());
         };
         if kwargs.do_sample == Some(true) {
-            return Err("`generation_kwargs.do_sample: true` is not supported (greedy only)".to_owned());
+            return Err(
+                "`generation_kwargs.do_sample: true` is not supported (greedy only)".to_owned(),
+            );
         }
         if kwargs.temperature.is_some_and(|t| t != 0.0) {
             return Err("`generation_kwargs.temperature` must be 0 (greedy only)".to_owned());

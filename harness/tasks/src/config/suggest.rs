@@ -2,7 +2,10 @@
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a plausible
 /// typo (at most a third of the word's length, and at least 2 edits allowed).
-pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(2);
     candidates
         .into_iter()

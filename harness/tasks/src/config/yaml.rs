@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 /// A task or a group YAML.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per YAML file: boxing would only burden callers
 pub enum LoadedYaml {
     Task(TaskSpec),
     Group(GroupSpec),
@@ -44,7 +45,7 @@ pub fn load_yaml(path: &Path) -> Result<LoadedYaml, TaskError> {
             file.validate::<GroupConfig>(false)?;
         }
         let config: GroupConfig = from_mapping(&merged.mapping, &at)?;
-        config.check().map_err(|message| TaskError::config(&at, message))?;
+        config.check().map_err(|message| merged.error(message))?;
         return Ok(LoadedYaml::Group(GroupSpec {
             path: path.to_owned(),
             config,
@@ -54,7 +55,7 @@ pub fn load_yaml(path: &Path) -> Result<LoadedYaml, TaskError> {
         file.validate::<TaskConfig>(true)?;
     }
     let config: TaskConfig = from_mapping(&merged.mapping, &at)?;
-    config.check().map_err(|message| TaskError::config(&at, message))?;
+    config.check().map_err(|message| merged.error(message))?;
     let data_dir = merged
         .origin
         .get("dataset_kwargs")
@@ -84,6 +85,46 @@ pub(crate) struct Merged {
     origin: BTreeMap<String, PathBuf>,
 }
 
+impl Merged {
+    /// An error about the merged configuration, located at the line that writes a `name`
+    /// quoted in the message (the last one written in the files), else at the top file.
+    fn error(&self, message: String) -> TaskError {
+        let at = quoted(&message)
+            .iter()
+            .rev()
+            .find_map(|name| {
+                self.files.iter().find_map(|file| {
+                    let (line, column) = nested_key_position(&file.text, name)?;
+                    Some(format!("{}:{line}:{column}", file.path.display()))
+                })
+            })
+            .unwrap_or_else(|| self.files[0].path.display().to_string());
+        TaskError::config(at, message)
+    }
+}
+
+/// The `` `names` `` quoted in a message.
+fn quoted(message: &str) -> Vec<&str> {
+    message.split('`').skip(1).step_by(2).collect()
+}
+
+/// The 1-based line and column of the first `name:` key at any depth (also as a list item,
+/// `- name:`).
+fn nested_key_position(text: &str, name: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+        let rest = &line[indent..];
+        let after = rest
+            .strip_prefix(name)
+            .or_else(|| rest.strip_prefix(&format!("\"{name}\"")))
+            .or_else(|| rest.strip_prefix(&format!("'{name}'")))?;
+        after
+            .trim_start()
+            .starts_with(':')
+            .then_some((i + 1, indent + 1))
+    })
+}
+
 /// Reads `path` and merges its includes.
 pub(crate) fn read_merged(path: &Path) -> Result<Merged, TaskError> {
     read_tree(path, &mut Vec::new())
@@ -106,8 +147,12 @@ fn read_tree(path: &Path, stack: &mut Vec<PathBuf>) -> Result<Merged, TaskError>
             .iter()
             .map(|item| item.as_str().map(str::to_owned))
             .collect::<Option<_>>()
-            .ok_or_else(|| file.error_at_key("include", "`include` must be a path or a list of paths"))?,
-        Some(_) => return Err(file.error_at_key("include", "`include` must be a path or a list of paths")),
+            .ok_or_else(|| {
+                file.error_at_key("include", "`include` must be a path or a list of paths")
+            })?,
+        Some(_) => {
+            return Err(file.error_at_key("include", "`include` must be a path or a list of paths"))
+        }
     };
     stack.push(canonical);
     let mut merged = Merged {
@@ -154,7 +199,10 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     ("doc_to_image", "multimodal tasks are not supported"),
     ("doc_to_audio", "multimodal tasks are not supported"),
     ("gen_prefix", "`gen_prefix` is not supported"),
-    ("unsafe_code", "tasks that execute generated code are not supported"),
+    (
+        "unsafe_code",
+        "tasks that execute generated code are not supported",
+    ),
     ("class", "Python task classes are not supported"),
 ];
 
@@ -182,7 +230,10 @@ impl SourceFile {
     /// Rejects Python hooks and unsupported keys, then checks keys and types against `T`.
     fn validate<T: DeserializeOwned>(&self, is_task: bool) -> Result<(), TaskError> {
         let mapping = self.mapping()?;
-        let task_name = mapping.get("task").and_then(Value::as_str).unwrap_or_default();
+        let task_name = mapping
+            .get("task")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         for (key, value) in &mapping {
             let Some(key) = key.as_str() else { continue };
             if let Some(function) = find_function_tag(value) {
@@ -221,8 +272,8 @@ impl SourceFile {
     }
 
     fn error_at_key(&self, key: &str, message: impl Into<String>) -> TaskError {
-        let at = match key_line(&self.text, key) {
-            Some(line) => format!("{}:{line}:1", self.path.display()),
+        let at = match nested_key_position(&self.text, key) {
+            Some((line, column)) => format!("{}:{line}:{column}", self.path.display()),
             None => self.path.display().to_string(),
         };
         TaskError::config(at, message)
@@ -238,7 +289,12 @@ impl SourceFile {
                 if let Some(stripped) = message.strip_suffix(&suffix) {
                     message = stripped.to_owned();
                 }
-                format!("{}:{}:{}", self.path.display(), location.line(), location.column())
+                format!(
+                    "{}:{}:{}",
+                    self.path.display(),
+                    location.line(),
+                    location.column()
+                )
             }
             None => self.path.display().to_string(),
         };
@@ -266,19 +322,6 @@ fn unknown_name_hint(message: &str) -> Option<String> {
     closest(&captures[1], candidates).map(|best| format!(" (did you mean `{best}`?)"))
 }
 
-/// The 1-based line where top-level `key:` is written.
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
-            .iter()
-            .any(|written| {
-                line.strip_prefix(written.as_str())
-                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
-            })
-    })
-    .map(|index| index + 1)
-}
-
 /// The argument of the first `!function` tag inside `value`.
 fn find_function_tag(value: &Value) -> Option<String> {
     match value {
@@ -292,7 +335,10 @@ fn find_function_tag(value: &Value) -> Option<String> {
 fn yaml_scalar(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
     }
 }
 
@@ -321,21 +367,33 @@ mod tests {
             "child.yaml",
             "include: ../base.yaml\ntask: child\ntraining_split: null\ntarget_delimiter: \"\"\n",
         );
-        let LoadedYaml::Task(spec) = load_yaml(&path).unwrap() else { panic!("not a task") };
+        let LoadedYaml::Task(spec) = load_yaml(&path).unwrap() else {
+            panic!("not a task")
+        };
         assert_eq!(spec.name, "child");
         assert_eq!(spec.config.training_split, None);
         assert_eq!(spec.config.target_delimiter, "");
         assert_eq!(spec.config.fewshot_delimiter, "\n\n");
         // data_files resolve against the file that set dataset_kwargs
-        assert_eq!(spec.data_dir, dir.path());
+        assert_eq!(
+            spec.data_dir.canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
     }
 
     #[test]
     fn unknown_key_reports_location_and_hint() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "t.yaml", &format!("task: t\n{BASE}doc_to_txt: x\n"));
+        let path = write(
+            dir.path(),
+            "t.yaml",
+            &format!("task: t\n{BASE}doc_to_txt: x\n"),
+        );
         let error = load_yaml(&path).unwrap_err().to_string();
-        assert!(error.contains("t.yaml:12:1: unknown field `doc_to_txt`"), "{error}");
+        assert!(
+            error.contains("t.yaml:12:1: unknown field `doc_to_txt`"),
+            "{error}"
+        );
         assert!(error.ends_with("(did you mean `doc_to_text`?)"), "{error}");
 
         let nested = write(
@@ -344,7 +402,19 @@ mod tests {
             &format!("task: m\n{BASE}metric_list:\n  - metric: acc\n    ignore_cse: true\n"),
         );
         let error = load_yaml(&nested).unwrap_err().to_string();
-        assert!(error.contains("m.yaml:14:5: metric_list[0]: unknown field `ignore_cse`"), "{error}");
+        assert!(
+            error.contains("m.yaml:14:5: metric `acc` takes no argument `ignore_cse`"),
+            "{error}"
+        );
+
+        let generation = write(
+            dir.path(),
+            "g.yaml",
+            "task: g\ndataset_path: json\ntest_split: test\ndoc_to_text: q\ndoc_to_target: a\n\
+             metric_list:\n  - metric: exact_match\n    ignore_cse: true\n",
+        );
+        let error = load_yaml(&generation).unwrap_err().to_string();
+        assert!(error.contains("g.yaml:8:5: "), "{error}");
         assert!(error.contains("did you mean `ignore_case`"), "{error}");
     }
 
@@ -357,7 +427,10 @@ mod tests {
             &format!("task: hellaswag\n{BASE}process_docs: !function utils.process_docs\n"),
         );
         let error = load_yaml(&path).unwrap_err().to_string();
-        assert!(error.contains("hellaswag.yaml:12:1: `process_docs: !function utils.process_docs`"), "{error}");
+        assert!(
+            error.contains("hellaswag.yaml:12:1: `process_docs: !function utils.process_docs`"),
+            "{error}"
+        );
         assert!(error.contains("moebench_processor: hellaswag"), "{error}");
     }
 
@@ -366,6 +439,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "a.yaml", "include: b.yaml\ntask: a\n");
         let b = write(dir.path(), "b.yaml", "include: a.yaml\n");
-        assert!(load_yaml(&b).unwrap_err().to_string().contains("include cycle"));
+        assert!(load_yaml(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("include cycle"));
     }
 }

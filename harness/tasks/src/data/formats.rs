@@ -76,8 +76,9 @@ pub(crate) fn read_json(path: &Path) -> Result<Vec<Value>, TaskError> {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            serde_json::from_str(line)
-                .map_err(|error| TaskError::data(path, format!("line {}: invalid JSON: {error}", i + 1)))
+            serde_json::from_str(line).map_err(|error| {
+                TaskError::data(path, format!("line {}: invalid JSON: {error}", i + 1))
+            })
         })
         .collect::<Result<Vec<Value>, _>>()?;
     check_objects(path, rows)
@@ -85,7 +86,10 @@ pub(crate) fn read_json(path: &Path) -> Result<Vec<Value>, TaskError> {
 
 fn check_objects(path: &Path, rows: Vec<Value>) -> Result<Vec<Value>, TaskError> {
     match rows.iter().position(|row| !row.is_object()) {
-        Some(i) => Err(TaskError::data(path, format!("record {} is not a JSON object", i + 1))),
+        Some(i) => Err(TaskError::data(
+            path,
+            format!("record {} is not a JSON object", i + 1),
+        )),
         None => Ok(rows),
     }
 }
@@ -94,7 +98,8 @@ fn check_objects(path: &Path, rows: Vec<Value>) -> Result<Vec<Value>, TaskError>
 /// integers → int, all numbers (empty cells allowed, as `null`) → float, all
 /// `True`/`False` → bool, else strings with empty cells as `null`.
 fn read_csv(path: &Path) -> Result<Vec<Value>, TaskError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|error| TaskError::data(path, error.to_string()))?;
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|error| TaskError::data(path, error.to_string()))?;
     let header: Vec<String> = reader
         .headers()
         .map_err(|error| TaskError::data(path, error.to_string()))?
@@ -106,7 +111,13 @@ fn read_csv(path: &Path) -> Result<Vec<Value>, TaskError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TaskError::data(path, error.to_string()))?;
     let columns: Vec<Vec<Value>> = (0..header.len())
-        .map(|c| infer_column(records.iter().map(|record| record.get(c).unwrap_or_default())))
+        .map(|c| {
+            infer_column(
+                records
+                    .iter()
+                    .map(|record| record.get(c).unwrap_or_default()),
+            )
+        })
         .collect();
     Ok((0..records.len())
         .map(|r| {
@@ -123,7 +134,9 @@ fn read_csv(path: &Path) -> Result<Vec<Value>, TaskError> {
 
 fn infer_column<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> Vec<Value> {
     if cells.clone().all(|cell| cell.parse::<i64>().is_ok()) {
-        return cells.map(|cell| Value::from(cell.parse::<i64>().unwrap_or_default())).collect();
+        return cells
+            .map(|cell| Value::from(cell.parse::<i64>().unwrap_or_default()))
+            .collect();
     }
     let is_float = |cell: &str| cell.is_empty() || cell.parse::<f64>().is_ok_and(f64::is_finite);
     if cells.clone().all(is_float) && cells.clone().any(|cell| !cell.is_empty()) {
@@ -135,7 +148,13 @@ fn infer_column<'a>(cells: impl Iterator<Item = &'a str> + Clone) -> Vec<Value> 
         return cells.map(|cell| Value::Bool(cell == "True")).collect();
     }
     cells
-        .map(|cell| if cell.is_empty() { Value::Null } else { Value::from(cell) })
+        .map(|cell| {
+            if cell.is_empty() {
+                Value::Null
+            } else {
+                Value::from(cell)
+            }
+        })
         .collect()
 }
 
@@ -169,7 +188,9 @@ pub(crate) fn unify_columns(rows: Vec<Value>) -> Vec<Value> {
     }
     rows.into_iter()
         .map(|mut row| {
-            let Some(map) = row.as_object_mut() else { return row };
+            let Some(map) = row.as_object_mut() else {
+                return row;
+            };
             let unified: Map<String, Value> = columns
                 .iter()
                 .map(|column| {
@@ -197,14 +218,24 @@ mod tests {
     fn json_lines_array_and_column_unification() {
         let dir = tempfile::tempdir().unwrap();
         let lines = dir.path().join("a.jsonl");
-        std::fs::write(&lines, "{\"b\": 1, \"a\": \"x\"}\r\n\n{\"a\": \"y\", \"c\": 2.5, \"b\": 2.0}\n").unwrap();
+        std::fs::write(
+            &lines,
+            "{\"b\": 1, \"a\": \"x\"}\r\n\n{\"a\": \"y\", \"c\": 2.5, \"b\": 2.0}\n",
+        )
+        .unwrap();
         assert_eq!(
             Format::Json.read(&lines).unwrap(),
-            vec![json!({"b": 1.0, "a": "x", "c": null}), json!({"b": 2.0, "a": "y", "c": 2.5})]
+            vec![
+                json!({"b": 1.0, "a": "x", "c": null}),
+                json!({"b": 2.0, "a": "y", "c": 2.5})
+            ]
         );
         let array = dir.path().join("b.json");
         std::fs::write(&array, "[{\"q\": 1}, {\"q\": 2}]").unwrap();
-        assert_eq!(Format::Json.read(&array).unwrap(), vec![json!({"q": 1}), json!({"q": 2})]);
+        assert_eq!(
+            Format::Json.read(&array).unwrap(),
+            vec![json!({"q": 1}), json!({"q": 2})]
+        );
     }
 
     #[test]
@@ -214,7 +245,10 @@ mod tests {
         std::fs::write(&path, "n,x,t,s\n1,1.5,True,\"a, b\"\n2,,False,\n").unwrap();
         assert_eq!(
             Format::Csv.read(&path).unwrap(),
-            vec![json!({"n": 1, "x": 1.5, "t": true, "s": "a, b"}), json!({"n": 2, "x": null, "t": false, "s": null})]
+            vec![
+                json!({"n": 1, "x": 1.5, "t": true, "s": "a, b"}),
+                json!({"n": 2, "x": null, "t": false, "s": null})
+            ]
         );
     }
 }

@@ -30,7 +30,11 @@ pub(crate) struct HubSource<'a> {
     pub(crate) data_files: Option<BTreeMap<String, Vec<String>>>,
 }
 
-pub(crate) fn load_split(hub: &HubConfig, source: &HubSource, split: &str) -> Result<SplitData, TaskError> {
+pub(crate) fn load_split(
+    hub: &HubConfig,
+    source: &HubSource,
+    split: &str,
+) -> Result<SplitData, TaskError> {
     let reference = match source.repo.parse::<ModelRef>()? {
         ModelRef::Hub { repo_id, revision } => ModelRef::Hub {
             repo_id,
@@ -51,14 +55,22 @@ pub(crate) fn load_split(hub: &HubConfig, source: &HubSource, split: &str) -> Re
     }
     let mut docs = Vec::new();
     for file in &files {
-        let format = Format::from_path(file)
-            .ok_or_else(|| TaskError::data(file, "unsupported data file type (supported: parquet, json, jsonl, csv)"))?;
+        let format = Format::from_path(file).ok_or_else(|| {
+            TaskError::data(
+                file,
+                "unsupported data file type (supported: parquet, json, jsonl, csv)",
+            )
+        })?;
         docs.extend(format.read(file)?);
     }
     Ok(SplitData { docs, files })
 }
 
-fn split_files(repo: &ResolvedRepo, source: &HubSource, split: &str) -> Result<Vec<PathBuf>, TaskError> {
+fn split_files(
+    repo: &ResolvedRepo,
+    source: &HubSource,
+    split: &str,
+) -> Result<Vec<PathBuf>, TaskError> {
     let patterns = match &source.data_files {
         Some(data_files) => Some(data_files.get(split).cloned().unwrap_or_default()),
         None => card_patterns(repo, source.name, split)?,
@@ -90,10 +102,20 @@ struct CardConfig {
 }
 
 /// The `data_files` patterns of `split` declared in the dataset card, if it declares configs.
-fn card_patterns(repo: &ResolvedRepo, name: Option<&str>, split: &str) -> Result<Option<Vec<String>>, TaskError> {
-    let Some(readme) = repo.files.get("README.md") else { return Ok(None) };
+fn card_patterns(
+    repo: &ResolvedRepo,
+    name: Option<&str>,
+    split: &str,
+) -> Result<Option<Vec<String>>, TaskError> {
+    let Some(readme) = repo.files.get("README.md") else {
+        return Ok(None);
+    };
     let text = std::fs::read_to_string(readme).map_err(TaskError::io(readme))?;
-    let Some(header) = text.strip_prefix("---\n").and_then(|rest| rest.split_once("\n---")).map(|(h, _)| h) else {
+    let Some(header) = text
+        .strip_prefix("---\n")
+        .and_then(|rest| rest.split_once("\n---"))
+        .map(|(h, _)| h)
+    else {
         return Ok(None);
     };
     let card: Card = serde_yaml::from_str(header)
@@ -102,7 +124,9 @@ fn card_patterns(repo: &ResolvedRepo, name: Option<&str>, split: &str) -> Result
         Some(name) => config.config_name == name,
         None => config.default || config.config_name == "default",
     });
-    let Some(config) = config else { return Ok(None) };
+    let Some(config) = config else {
+        return Ok(None);
+    };
     Ok(Some(match &config.data_files {
         Some(serde_yaml::Value::String(pattern)) if split == "train" => vec![pattern.clone()],
         Some(serde_yaml::Value::Sequence(entries)) => entries
@@ -110,9 +134,10 @@ fn card_patterns(repo: &ResolvedRepo, name: Option<&str>, split: &str) -> Result
             .filter(|entry| entry.get("split").and_then(serde_yaml::Value::as_str) == Some(split))
             .flat_map(|entry| match entry.get("path") {
                 Some(serde_yaml::Value::String(path)) => vec![path.clone()],
-                Some(serde_yaml::Value::Sequence(paths)) => {
-                    paths.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect()
-                }
+                Some(serde_yaml::Value::Sequence(paths)) => paths
+                    .iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect(),
                 _ => Vec::new(),
             })
             .collect(),
@@ -130,7 +155,11 @@ fn split_keywords(split: &str) -> Vec<&str> {
     }
 }
 
-fn conventional_files(repo: &ResolvedRepo, name: Option<&str>, split: &str) -> Result<Vec<PathBuf>, TaskError> {
+fn conventional_files(
+    repo: &ResolvedRepo,
+    name: Option<&str>,
+    split: &str,
+) -> Result<Vec<PathBuf>, TaskError> {
     let base = match name {
         Some(name) if repo.dir.join(name).is_dir() => repo.dir.join(name),
         _ => repo.dir.clone(),
@@ -181,7 +210,12 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        let source = HubSource { repo: "org/data", name, revision: None, data_files: None };
+        let source = HubSource {
+            repo: "org/data",
+            name,
+            revision: None,
+            data_files: None,
+        };
         load_split(&hub, &source, split).unwrap().docs
     }
 
@@ -194,7 +228,10 @@ mod tests {
             ("Easy/test-00000-of-00001.jsonl", "{\"q\": \"easy\"}\n"),
             ("Hard/test-00000-of-00001.jsonl", "{\"q\": \"hard\"}\n"),
         ]);
-        assert_eq!(load(&cache, Some("Hard"), "test"), vec![serde_json::json!({"q": "hard"})]);
+        assert_eq!(
+            load(&cache, Some("Hard"), "test"),
+            vec![serde_json::json!({"q": "hard"})]
+        );
     }
 
     #[test]
@@ -205,8 +242,17 @@ mod tests {
             ("data/contest.jsonl", "{\"q\": 3}\n"),
             ("cfg/cfg-test.jsonl", "{\"q\": 4}\n"),
         ]);
-        assert_eq!(load(&cache, None, "test"), vec![serde_json::json!({"q": 1}), serde_json::json!({"q": 4})]);
-        assert_eq!(load(&cache, Some("cfg"), "test"), vec![serde_json::json!({"q": 4})]);
-        assert_eq!(load(&cache, None, "validation"), vec![serde_json::json!({"q": 2})]);
+        assert_eq!(
+            load(&cache, None, "test"),
+            vec![serde_json::json!({"q": 4}), serde_json::json!({"q": 1})]
+        );
+        assert_eq!(
+            load(&cache, Some("cfg"), "test"),
+            vec![serde_json::json!({"q": 4})]
+        );
+        assert_eq!(
+            load(&cache, None, "validation"),
+            vec![serde_json::json!({"q": 2})]
+        );
     }
 }

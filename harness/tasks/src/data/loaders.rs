@@ -47,7 +47,11 @@ pub enum Loader {
 
 impl Loader {
     /// Reads one split from `files`.
-    pub(crate) fn read(self, files: &[PathBuf], dataset_name: Option<&str>) -> Result<SplitData, TaskError> {
+    pub(crate) fn read(
+        self,
+        files: &[PathBuf],
+        dataset_name: Option<&str>,
+    ) -> Result<SplitData, TaskError> {
         let files = match self {
             Self::MmluCsv => expand_mmlu_dirs(files, dataset_name)?,
             _ => files.to_vec(),
@@ -61,7 +65,10 @@ impl Loader {
             Self::HellaswagLlamacppBz2 => concat(&files, read_hellaswag)?,
             Self::MmluCsv => concat(&files, read_mmlu)?,
             Self::WikitextTokens => concat(&files, |path| {
-                Ok(wikitext_pages(&read_text(path)?).into_iter().map(|page| json!({ "page": page })).collect())
+                Ok(wikitext_pages(&read_text(path)?)
+                    .into_iter()
+                    .map(|page| json!({ "page": page }))
+                    .collect())
             })?,
             Self::Jsonl => unify_columns(concat(&files, read_json)?),
         };
@@ -69,7 +76,10 @@ impl Loader {
     }
 }
 
-fn concat(files: &[PathBuf], read: impl Fn(&Path) -> Result<Vec<Value>, TaskError>) -> Result<Vec<Value>, TaskError> {
+fn concat(
+    files: &[PathBuf],
+    read: impl Fn(&Path) -> Result<Vec<Value>, TaskError>,
+) -> Result<Vec<Value>, TaskError> {
     let mut docs = Vec::new();
     for path in files {
         docs.extend(read(path)?);
@@ -78,12 +88,19 @@ fn concat(files: &[PathBuf], read: impl Fn(&Path) -> Result<Vec<Value>, TaskErro
 }
 
 /// Reads JSONL files and maps each row, naming the file and line on failure.
-fn map_jsonl(files: &[PathBuf], map: impl Fn(&Value) -> Result<Value, String>) -> Result<Vec<Value>, TaskError> {
+fn map_jsonl(
+    files: &[PathBuf],
+    map: impl Fn(&Value) -> Result<Value, String>,
+) -> Result<Vec<Value>, TaskError> {
     concat(files, |path| {
         read_json(path)?
             .iter()
             .enumerate()
-            .map(|(i, row)| map(row).map_err(|message| TaskError::data(path, format!("record {}: {message}", i + 1))))
+            .map(|(i, row)| {
+                map(row).map_err(|message| {
+                    TaskError::data(path, format!("record {}: {message}", i + 1))
+                })
+            })
             .collect()
     })
 }
@@ -113,14 +130,22 @@ fn ai2_row(row: &Value, question_column: &str) -> Result<Value, String> {
     };
     let mut out = serde_json::Map::new();
     out.insert("id".to_owned(), json!(text(row, &["id"])?));
-    out.insert(question_column.to_owned(), json!(text(row, &["question", "stem"])?));
-    out.insert("choices".to_owned(), json!({ "text": column("text")?, "label": column("label")? }));
+    out.insert(
+        question_column.to_owned(),
+        json!(text(row, &["question", "stem"])?),
+    );
+    out.insert(
+        "choices".to_owned(),
+        json!({ "text": column("text")?, "label": column("label")? }),
+    );
     out.insert("answerKey".to_owned(), json!(text(row, &["answerKey"])?));
     Ok(Value::Object(out))
 }
 
 fn piqa_row(row: &Value, label: &str) -> Result<Value, String> {
-    let label: i64 = label.parse().map_err(|_| format!("label {label:?} is not an integer"))?;
+    let label: i64 = label
+        .parse()
+        .map_err(|_| format!("label {label:?} is not an integer"))?;
     Ok(json!({
         "goal": text(row, &["goal"])?,
         "sol1": text(row, &["sol1"])?,
@@ -132,7 +157,9 @@ fn piqa_row(row: &Value, label: &str) -> Result<Value, String> {
 fn winogrande_row(row: &Value, label: &str) -> Result<Value, String> {
     if let Some(answer) = row.get("answer").and_then(Value::as_str) {
         if answer != label {
-            return Err(format!("`answer` {answer:?} disagrees with the label file's {label:?}"));
+            return Err(format!(
+                "`answer` {answer:?} disagrees with the label file's {label:?}"
+            ));
         }
     }
     Ok(json!({
@@ -144,7 +171,10 @@ fn winogrande_row(row: &Value, label: &str) -> Result<Value, String> {
 }
 
 /// Pairs the rows of the `.jsonl` file with the lines of the `.lst` label file.
-fn with_labels(files: &[PathBuf], map: impl Fn(&Value, &str) -> Result<Value, String>) -> Result<Vec<Value>, TaskError> {
+fn with_labels(
+    files: &[PathBuf],
+    map: impl Fn(&Value, &str) -> Result<Value, String>,
+) -> Result<Vec<Value>, TaskError> {
     let find = |extension: &str| {
         files
             .iter()
@@ -159,17 +189,30 @@ fn with_labels(files: &[PathBuf], map: impl Fn(&Value, &str) -> Result<Value, St
     let (rows_path, labels_path) = (find("jsonl")?, find("lst")?);
     let rows = read_json(rows_path)?;
     let text = read_text(labels_path)?;
-    let labels: Vec<&str> = text.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+    let labels: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
     if labels.len() != rows.len() {
         return Err(TaskError::data(
             labels_path,
-            format!("{} labels for {} rows in {}", labels.len(), rows.len(), rows_path.display()),
+            format!(
+                "{} labels for {} rows in {}",
+                labels.len(),
+                rows.len(),
+                rows_path.display()
+            ),
         ));
     }
     rows.iter()
         .zip(labels)
         .enumerate()
-        .map(|(i, (row, label))| map(row, label).map_err(|message| TaskError::data(rows_path, format!("record {}: {message}", i + 1))))
+        .map(|(i, (row, label))| {
+            map(row, label).map_err(|message| {
+                TaskError::data(rows_path, format!("record {}: {message}", i + 1))
+            })
+        })
         .collect()
 }
 
@@ -180,7 +223,9 @@ fn boolq_row(row: &Value) -> Result<Value, String> {
         Value::String(s) if s.eq_ignore_ascii_case("false") => false,
         other => return Err(format!("`label` {other} is not true/false")),
     };
-    let idx = field(row, &["idx"])?.as_i64().ok_or("`idx` is not an integer")?;
+    let idx = field(row, &["idx"])?
+        .as_i64()
+        .ok_or("`idx` is not an integer")?;
     Ok(json!({
         "question": text(row, &["question"])?,
         "passage": text(row, &["passage"])?,
@@ -197,15 +242,25 @@ fn read_hellaswag(path: &Path) -> Result<Vec<Value>, TaskError> {
         .map_err(TaskError::io(path))?;
     let text = universal_newlines(text);
     let lines: Vec<&str> = text.lines().collect();
-    if lines.len() % 6 != 0 {
-        return Err(TaskError::data(path, format!("{} lines is not a multiple of 6", lines.len())));
+    if !lines.len().is_multiple_of(6) {
+        return Err(TaskError::data(
+            path,
+            format!("{} lines is not a multiple of 6", lines.len()),
+        ));
     }
     lines
         .chunks(6)
         .enumerate()
         .map(|(i, item)| {
             let label: i64 = item[1].trim().parse().map_err(|_| {
-                TaskError::data(path, format!("line {}: gold label {:?} is not an integer", 6 * i + 2, item[1]))
+                TaskError::data(
+                    path,
+                    format!(
+                        "line {}: gold label {:?} is not an integer",
+                        6 * i + 2,
+                        item[1]
+                    ),
+                )
             })?;
             Ok(json!({ "query": item[0], "choices": &item[2..6], "label": label }))
         })
@@ -213,7 +268,10 @@ fn read_hellaswag(path: &Path) -> Result<Vec<Value>, TaskError> {
 }
 
 /// `<dir>` entries of `data_files` → the subject CSVs inside.
-fn expand_mmlu_dirs(files: &[PathBuf], dataset_name: Option<&str>) -> Result<Vec<PathBuf>, TaskError> {
+fn expand_mmlu_dirs(
+    files: &[PathBuf],
+    dataset_name: Option<&str>,
+) -> Result<Vec<PathBuf>, TaskError> {
     let mut expanded = Vec::new();
     for path in files {
         if !path.is_dir() {
@@ -224,12 +282,19 @@ fn expand_mmlu_dirs(files: &[PathBuf], dataset_name: Option<&str>) -> Result<Vec
             .map_err(TaskError::io(path))?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
             .filter(|file| {
-                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                name.ends_with(".csv") && dataset_name.is_none_or(|subject| subject_of(file) == subject)
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                name.ends_with(".csv")
+                    && dataset_name.is_none_or(|subject| subject_of(file) == subject)
             })
             .collect();
         if found.is_empty() {
-            return Err(TaskError::data(path, format!("no CSV for subject {dataset_name:?} in this directory")));
+            return Err(TaskError::data(
+                path,
+                format!("no CSV for subject {dataset_name:?} in this directory"),
+            ));
         }
         found.sort();
         expanded.extend(found);
@@ -239,7 +304,10 @@ fn expand_mmlu_dirs(files: &[PathBuf], dataset_name: Option<&str>) -> Result<Vec
 
 /// `abstract_algebra_test.csv` → `abstract_algebra`.
 fn subject_of(path: &Path) -> &str {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     match stem.rsplit_once('_') {
         Some((subject, "test" | "dev" | "val")) => subject,
         _ => stem,

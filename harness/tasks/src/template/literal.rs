@@ -34,7 +34,10 @@ impl Parser {
     }
 
     fn skip_space(&mut self) {
-        while self.peek().is_some_and(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c')) {
+        while self
+            .peek()
+            .is_some_and(|c| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c'))
+        {
             self.pos += 1;
         }
     }
@@ -127,8 +130,9 @@ impl Parser {
             "True" => Ok(Value::Bool(true)),
             "False" => Ok(Value::Bool(false)),
             "None" => Ok(Value::Null),
-            prefix if matches!(self.peek(), Some('\'' | '"'))
-                && ["r", "u", "R", "U"].contains(&prefix) =>
+            prefix
+                if matches!(self.peek(), Some('\'' | '"'))
+                    && ["r", "u", "R", "U"].contains(&prefix) =>
             {
                 self.pos = start;
                 self.strings()
@@ -158,11 +162,14 @@ impl Parser {
             self.pos += 1;
         }
         let quote = self.peek().ok_or_else(|| self.error("expected a quote"))?;
-        let triple = self.chars.get(self.pos + 1) == Some(&quote) && self.chars.get(self.pos + 2) == Some(&quote);
+        let triple = self.chars.get(self.pos + 1) == Some(&quote)
+            && self.chars.get(self.pos + 2) == Some(&quote);
         self.pos += if triple { 3 } else { 1 };
         let mut text = String::new();
         loop {
-            let c = self.peek().ok_or_else(|| self.error("unterminated string"))?;
+            let c = self
+                .peek()
+                .ok_or_else(|| self.error("unterminated string"))?;
             if c == quote
                 && (!triple
                     || (self.chars.get(self.pos + 1) == Some(&quote)
@@ -179,7 +186,9 @@ impl Parser {
                 text.push(c);
                 continue;
             }
-            let escaped = self.peek().ok_or_else(|| self.error("unterminated string"))?;
+            let escaped = self
+                .peek()
+                .ok_or_else(|| self.error("unterminated string"))?;
             self.pos += 1;
             if raw {
                 text.push('\\');
@@ -238,7 +247,12 @@ impl Parser {
 
     fn hex(&mut self, digits: usize) -> Result<u32, String> {
         let end = self.pos + digits;
-        let hex: String = self.chars.get(self.pos..end).unwrap_or_default().iter().collect();
+        let hex: String = self
+            .chars
+            .get(self.pos..end)
+            .unwrap_or_default()
+            .iter()
+            .collect();
         let code = u32::from_str_radix(&hex, 16)
             .ok()
             .filter(|_| hex.len() == digits)
@@ -257,7 +271,10 @@ impl Parser {
         }) {
             self.pos += 1;
         }
-        let written: String = self.chars[start..self.pos].iter().filter(|&&c| c != '_').collect();
+        let written: String = self.chars[start..self.pos]
+            .iter()
+            .filter(|&&c| c != '_')
+            .collect();
         let lower = written.to_ascii_lowercase();
         let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
             .into_iter()
@@ -275,7 +292,8 @@ impl Parser {
         if let Some(n) = integer {
             return Ok(Value::from(if negative { -n } else { n }));
         }
-        if radix.is_some() || lower.ends_with('j') || lower.contains("inf") || lower.contains("nan") {
+        if radix.is_some() || lower.ends_with('j') || lower.contains("inf") || lower.contains("nan")
+        {
             return Err(self.error(&format!("unsupported number `{written}`")));
         }
         let x: f64 = lower
@@ -297,9 +315,15 @@ mod tests {
         let cases = [
             ("['a', \"b\", 'it\\'s']", json!(["a", "b", "it's"])),
             ("('x',)", json!(["x"])),
-            ("[1, -2, 3.5, 1e3, 0x10, 1_000, True, False, None]", json!([1, -2, 3.5, 1000.0, 16, 1000, true, false, null])),
+            (
+                "[1, -2, 3.5, 1e3, 0x10, 1_000, True, False, None]",
+                json!([1, -2, 3.5, 1000.0, 16, 1000, true, false, null]),
+            ),
             ("{'a': [1], \"b\": {}}", json!({"a": [1], "b": {}})),
-            (r"'\t\n\\ \x41\u00e9\U0001F600 \101'", json!("\t\n\\ Aé😀 A")),
+            (
+                r"'\t\n\\ \x41\u00e9\U0001F600 \101'",
+                json!("\t\n\\ Aé😀 A"),
+            ),
             (r"r'\n' 'x' u'y'", json!("\\nxy")),
             ("'''a'b\nc'''", json!("a'b\nc")),
             ("  [ ]  ", json!([])),
@@ -308,7 +332,15 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(literal_eval(text).unwrap(), expected, "{text}");
         }
-        for bad in ["[1, 2", "'open", "foo", "[1] x", "{1: 2}", "01", r"'\N{DASH}'"] {
+        for bad in [
+            "[1, 2",
+            "'open",
+            "foo",
+            "[1] x",
+            "{1: 2}",
+            "01",
+            r"'\N{DASH}'",
+        ] {
             assert!(literal_eval(bad).is_err(), "{bad}");
         }
     }

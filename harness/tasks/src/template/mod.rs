@@ -13,11 +13,11 @@ mod literal;
 mod repr;
 
 pub use literal::literal_eval;
-pub(crate) use repr::{float_repr, py_str};
+pub(crate) use repr::{float_repr, py_repr, py_str};
 
-use moebench_core::pystr;
 use minijinja::value::{from_args, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
+use moebench_core::pystr;
 use regex::Regex;
 
 /// A set of compiled templates, each registered under its own source text.
@@ -39,9 +39,7 @@ impl Templates {
         syntax.keep_trailing_newline(true);
         env.set_syntax(syntax.build().expect("default delimiters are valid"));
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_formatter(|out, _state, value| {
-            out.write_str(&py_str(value)).map_err(Error::from)
-        });
+        env.set_formatter(|out, _state, value| out.write_str(&py_str(value)).map_err(Error::from));
         env.set_unknown_method_callback(python_methods);
         env.add_filter("regex_replace", regex_replace);
         env.add_filter("string", |value: Value| py_str(&value));
@@ -54,9 +52,12 @@ impl Templates {
 
     /// Renders the registered template `source` with the columns of `doc` as variables.
     pub fn render(&self, source: &str, doc: &serde_json::Value) -> Result<String, String> {
-        let template = self.env.get_template(source).map_err(|error| describe(&error))?;
+        let template = self
+            .env
+            .get_template(source)
+            .map_err(|error| describe(&error))?;
         template
-            .render(Value::from_serialize(doc))
+            .render(Value::from(minijinja::value::Serde(doc)))
             .map_err(|error| describe(&error))
     }
 }
@@ -73,7 +74,12 @@ fn describe(error: &Error) -> String {
 }
 
 /// Python methods missing from pycompat (or with different whitespace), then pycompat.
-fn python_methods(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+fn python_methods(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
     match (value.kind(), method) {
         (ValueKind::Seq, "index") => {
             let (needle,): (&Value,) = from_args(args)?;
@@ -85,7 +91,7 @@ fn python_methods(state: &mut State, value: &Value, method: &str, args: &[Value]
             }
             Err(Error::new(
                 ErrorKind::InvalidOperation,
-                format!("{} is not in list", py_str(needle)),
+                format!("{} is not in list", py_repr(needle)),
             ))
         }
         (ValueKind::String, "index") => {
@@ -109,9 +115,17 @@ fn python_methods(state: &mut State, value: &Value, method: &str, args: &[Value]
 
 /// lm-eval's `regex_replace(string, pattern, repl, count=0)` filter (`re.sub`), with Python's
 /// replacement syntax (`\1`, `\g<name>`) translated.
-fn regex_replace(text: &str, pattern: &str, replacement: &str, count: Option<usize>) -> Result<String, Error> {
+fn regex_replace(
+    text: &str,
+    pattern: &str,
+    replacement: &str,
+    count: Option<usize>,
+) -> Result<String, Error> {
     let regex = Regex::new(pattern).map_err(|error| {
-        Error::new(ErrorKind::InvalidOperation, format!("regex_replace pattern: {error}"))
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("regex_replace pattern: {error}"),
+        )
     })?;
     let replacement = python_replacement(replacement);
     Ok(regex
@@ -162,7 +176,9 @@ mod tests {
     use serde_json::json;
 
     fn render(source: &str, doc: serde_json::Value) -> Result<String, String> {
-        Templates::new([source.to_owned()]).unwrap().render(source, &doc)
+        Templates::new([source.to_owned()])
+            .unwrap()
+            .render(source, &doc)
     }
 
     #[test]
@@ -171,17 +187,38 @@ mod tests {
             "question": "  What?\n", "choices": {"text": ["a", "it's"], "label": ["A", "B"]},
             "answerKey": "B", "text": "the last word", "n": 3, "x": 2.0, "flag": true
         });
+        // Expected strings: lm-eval's Jinja2 environment (`lm_eval/utils.py`) on the same doc.
         let cases = [
-            ("Question: {{question.strip()}}\nAnswer:", "Question: What?\nAnswer:"),
+            (
+                "Question: {{question.strip()}}\nAnswer:",
+                "Question: What?\nAnswer:",
+            ),
             ("{{choices.label.index(answerKey)}}", "1"),
             ("{{choices.text}}", "['a', \"it's\"]"),
             ("{{[choices.label[0], n]}}", "['A', 3]"),
             ("{{text.split(' ')[:-1]|join(' ')}}", "the last"),
             ("{{' '+text.split(' ')[-1]}}", " word"),
             ("{{x}} {{flag}} {{none}}", "2.0 True None"),
-            ("{{question|regex_replace('\\s+(\\w)', ' <\\1>')}}", " <What>?\n"),
+            (
+                "{{question|regex_replace('\\s+(\\w)', ' <\\1>')}}",
+                " <\u{1}>hat?\n",
+            ),
+            (
+                "{{question|regex_replace('\\\\s+(\\\\w)', ' <\\\\1>')}}",
+                " <W>hat?\n",
+            ),
             ("{{text.index('last')}}|{{n|string}}", "4|3"),
             ("trailing\n", "trailing\n"),
+            (
+                "{{choices}}",
+                "{'text': ['a', \"it's\"], 'label': ['A', 'B']}",
+            ),
+            ("{{(1, 'a')}}", "(1, 'a')"),
+            (
+                "{{ 7 / 2 }} {{ 1e20 }} {{ 0.1 + 0.2 }}",
+                "3.5 1e+20 0.30000000000000004",
+            ),
+            ("{{ [1.0, -0.0] }}", "[1.0, -0.0]"),
         ];
         let doc = {
             let mut doc = doc;
@@ -191,7 +228,10 @@ mod tests {
         for (source, expected) in cases {
             assert_eq!(render(source, doc.clone()).unwrap(), expected, "{source}");
         }
-        assert!(render("{{missing}}", doc.clone()).unwrap_err().contains("undefined"));
-        assert!(render("{{choices.label.index('Z')}}", doc).unwrap_err().contains("'Z' is not in list"));
+        assert!(render("{{missing}}", doc.clone())
+            .unwrap_err()
+            .contains("undefined"));
+        let error = render("{{choices.label.index('Z')}}", doc).unwrap_err();
+        assert!(error.contains("'Z' is not in list"), "{error}");
     }
 }

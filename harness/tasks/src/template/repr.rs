@@ -3,27 +3,31 @@
 use minijinja::value::{Value, ValueKind};
 use std::fmt::Write;
 
-/// `str(value)`: strings as they are, everything else as [`repr`].
+/// `str(value)`: strings as they are, everything else as [`py_repr`].
 pub(crate) fn py_str(value: &Value) -> String {
     match value.as_str() {
         Some(text) => text.to_owned(),
-        None => {
-            let mut out = String::new();
-            repr(value, &mut out);
-            out
-        }
+        None => py_repr(value),
     }
 }
 
-/// `repr(value)` appended to `out`.
-pub(crate) fn repr(value: &Value, out: &mut String) {
+/// `repr(value)`.
+pub(crate) fn py_repr(value: &Value) -> String {
+    let mut out = String::new();
+    repr(value, &mut out);
+    out
+}
+
+fn repr(value: &Value, out: &mut String) {
     match value.kind() {
         ValueKind::Undefined | ValueKind::None => out.push_str("None"),
         ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
         ValueKind::Number if value.is_integer() => {
             let _ = write!(out, "{value}");
         }
-        ValueKind::Number => out.push_str(&float_repr(f64::try_from(value.clone()).unwrap_or(f64::NAN))),
+        ValueKind::Number => out.push_str(&float_repr(
+            f64::try_from(value.clone()).unwrap_or(f64::NAN),
+        )),
         ValueKind::String => string_repr(value.as_str().unwrap_or_default(), out),
         ValueKind::Seq => {
             let tuple = value.is_tuple();
@@ -80,7 +84,11 @@ pub(crate) fn float_repr(x: f64) -> String {
     let n = digits.len() as i32;
     let body = if !(-4 < decpt && decpt <= 16) {
         let (first, rest) = digits.split_at(1);
-        let dot = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let dot = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let exp_sign = if exponent < 0 { '-' } else { '+' };
         format!("{first}{dot}e{exp_sign}{:02}", exponent.abs())
     } else if decpt <= 0 {
@@ -96,8 +104,12 @@ pub(crate) fn float_repr(x: f64) -> String {
 
 /// `repr(str)`: single quotes unless the text has `'` and no `"`; backslash escapes for the
 /// quote, `\`, `\t`, `\n`, `\r`, and `\x`/`\u`/`\U` for non-printable characters.
-pub(crate) fn string_repr(text: &str, out: &mut String) {
-    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+fn string_repr(text: &str, out: &mut String) {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in text.chars() {
         match c {
@@ -185,9 +197,9 @@ mod tests {
 
     #[test]
     fn values_print_like_python() {
-        let value = Value::from_serialize(serde_json::json!(
+        let value = Value::from(minijinja::value::Serde(serde_json::json!(
             {"a": ["it's", "say \"hi\"", "both ' \"", "tab\t\u{a0}é"], "b": [true, null, 3, 2.0]}
-        ));
+        )));
         assert_eq!(
             py_str(&value),
             r#"{'a': ["it's", 'say "hi"', 'both \' "', 'tab\t\xa0é'], 'b': [True, None, 3, 2.0]}"#

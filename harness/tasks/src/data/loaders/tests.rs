@@ -4,7 +4,9 @@ use sha2::{Digest, Sha256};
 
 /// `<repo>/../shared/datasets/<relative>`, or `None` (with a SKIPPED note) when absent.
 fn shared(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets").join(relative);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/datasets")
+        .join(relative);
     if path.exists() {
         Some(path)
     } else {
@@ -20,7 +22,9 @@ fn read(loader: Loader, relative: &[&str], name: Option<&str>) -> Option<Vec<Val
 
 #[test]
 fn ai2_arc() {
-    let Some(docs) = read(Loader::Ai2ArcJsonl, &["arc_easy/ARC-Easy-Test.jsonl"], None) else { return };
+    let Some(docs) = read(Loader::Ai2ArcJsonl, &["arc_easy/ARC-Easy-Test.jsonl"], None) else {
+        return;
+    };
     assert_eq!(docs.len(), 2376);
     assert_eq!(
         docs[0],
@@ -37,16 +41,27 @@ fn ai2_arc() {
             "answerKey": "A"
         })
     );
-    let Some(challenge) = read(Loader::Ai2ArcJsonl, &["arc_challenge/ARC-Challenge-Test.jsonl"], None) else { return };
+    let Some(challenge) = read(
+        Loader::Ai2ArcJsonl,
+        &["arc_challenge/ARC-Challenge-Test.jsonl"],
+        None,
+    ) else {
+        return;
+    };
     assert_eq!(challenge.len(), 1172);
 }
 
 #[test]
 fn openbookqa() {
-    let Some(docs) = read(Loader::OpenbookqaJsonl, &["openbookqa/test.jsonl"], None) else { return };
+    let Some(docs) = read(Loader::OpenbookqaJsonl, &["openbookqa/test.jsonl"], None) else {
+        return;
+    };
     assert_eq!(docs.len(), 500);
     assert_eq!(docs[0]["id"], "8-343");
-    assert!(docs[0]["question_stem"].as_str().unwrap().starts_with("A person wants to start saving money"));
+    assert!(docs[0]["question_stem"]
+        .as_str()
+        .unwrap()
+        .starts_with("A person wants to start saving money"));
     assert_eq!(docs[0]["choices"]["text"][1], "quit eating lunch out");
     assert_eq!(docs[0]["answerKey"], "B");
     let keys: Vec<&String> = docs[0].as_object().unwrap().keys().collect();
@@ -55,17 +70,35 @@ fn openbookqa() {
 
 #[test]
 fn piqa() {
-    let Some(docs) = read(Loader::PiqaJsonlLst, &["piqa/valid-labels.lst", "piqa/valid.jsonl"], None) else { return };
+    let Some(docs) = read(
+        Loader::PiqaJsonlLst,
+        &["piqa/valid-labels.lst", "piqa/valid.jsonl"],
+        None,
+    ) else {
+        return;
+    };
     assert_eq!(docs.len(), 1838);
-    assert_eq!(docs[0]["goal"], "How do I ready a guinea pig cage for it's new occupants?");
+    assert_eq!(
+        docs[0]["goal"],
+        "How do I ready a guinea pig cage for it's new occupants?"
+    );
     assert_eq!(docs[0]["label"], 0);
-    assert_eq!(docs[1], json!({"goal": "dresser", "sol1": "replace drawer with bobby pin ",
-                               "sol2": "finish, woodgrain with  bobby pin ", "label": 1}));
+    assert_eq!(
+        docs[1],
+        json!({"goal": "dresser", "sol1": "replace drawer with bobby pin ",
+                               "sol2": "finish, woodgrain with  bobby pin ", "label": 1})
+    );
 }
 
 #[test]
 fn winogrande() {
-    let Some(docs) = read(Loader::WinograndeJsonlLst, &["winogrande/dev.jsonl", "winogrande/dev-labels.lst"], None) else { return };
+    let Some(docs) = read(
+        Loader::WinograndeJsonlLst,
+        &["winogrande/dev.jsonl", "winogrande/dev-labels.lst"],
+        None,
+    ) else {
+        return;
+    };
     assert_eq!(docs.len(), 1267);
     assert_eq!(
         docs[0],
@@ -76,18 +109,35 @@ fn winogrande() {
 
 #[test]
 fn superglue_boolq() {
-    let Some(docs) = read(Loader::SuperglueBoolqJsonl, &["boolq/val.jsonl"], None) else { return };
+    let Some(docs) = read(Loader::SuperglueBoolqJsonl, &["boolq/val.jsonl"], None) else {
+        return;
+    };
     assert_eq!(docs.len(), 3270);
-    assert_eq!(docs[0]["question"], "does ethanol take more energy make that produces");
-    assert!(docs[0]["passage"].as_str().unwrap().starts_with("Ethanol fuel -- All biomass"));
-    assert_eq!((docs[0]["idx"].clone(), docs[0]["label"].clone()), (json!(0), json!(0)));
+    assert_eq!(
+        docs[0]["question"],
+        "does ethanol take more energy make that produces"
+    );
+    assert!(docs[0]["passage"]
+        .as_str()
+        .unwrap()
+        .starts_with("Ethanol fuel -- All biomass"));
+    assert_eq!(
+        (docs[0]["idx"].clone(), docs[0]["label"].clone()),
+        (json!(0), json!(0))
+    );
     let trues = docs.iter().filter(|doc| doc["label"] == 1).count();
     assert_eq!(trues, 2033);
 }
 
 #[test]
 fn hellaswag_llamacpp() {
-    let Some(docs) = read(Loader::HellaswagLlamacppBz2, &["hellaswag/hellaswag_val_full.txt.bz2"], None) else { return };
+    let Some(docs) = read(
+        Loader::HellaswagLlamacppBz2,
+        &["hellaswag/hellaswag_val_full.txt.bz2"],
+        None,
+    ) else {
+        return;
+    };
     assert_eq!(docs.len(), 10042);
     assert_eq!(
         docs[0],
@@ -100,7 +150,9 @@ fn hellaswag_llamacpp() {
 
 #[test]
 fn mmlu_csv() {
-    let Some(dev) = read(Loader::MmluCsv, &["mmlu/dev"], Some("abstract_algebra")) else { return };
+    let Some(dev) = read(Loader::MmluCsv, &["mmlu/dev"], Some("abstract_algebra")) else {
+        return;
+    };
     assert_eq!(dev.len(), 5);
     assert_eq!(
         dev[0],
@@ -108,33 +160,53 @@ fn mmlu_csv() {
                "subject": "abstract_algebra", "choices": ["0", "1", "2", "3"], "answer": 1})
     );
     assert_eq!(dev[1]["choices"][0], "True, True");
-    let Some(all) = read(Loader::MmluCsv, &["mmlu/test"], None) else { return };
+    let Some(all) = read(Loader::MmluCsv, &["mmlu/test"], None) else {
+        return;
+    };
     assert_eq!(all.len(), 14042);
-    let Some(file) = read(Loader::MmluCsv, &["mmlu/test/anatomy_test.csv"], None) else { return };
+    let Some(file) = read(Loader::MmluCsv, &["mmlu/test/anatomy_test.csv"], None) else {
+        return;
+    };
     assert_eq!(file[0]["subject"], "anatomy");
 }
 
 #[test]
 fn wikitext_tokens() {
-    let Some(docs) = read(Loader::WikitextTokens, &["wikitext2/test.txt"], None) else { return };
-    let pages: Vec<&str> = docs.iter().map(|doc| doc["page"].as_str().unwrap()).collect();
+    let Some(docs) = read(Loader::WikitextTokens, &["wikitext2/test.txt"], None) else {
+        return;
+    };
+    let pages: Vec<&str> = docs
+        .iter()
+        .map(|doc| doc["page"].as_str().unwrap())
+        .collect();
     // The same 62 pages, byte for byte, as the Python builder run on this file.
     assert_eq!(pages.len(), 62);
     assert!(pages[0].starts_with(" = Robert <unk> = \n \n Robert <unk> is an English film"));
     let digest = Sha256::digest(pages.join("\0").as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(hex, "ce8a8e4491cd620bdf3457a41b14d483a16f7380e8d2dce8e53228666b4a79ba");
+    assert_eq!(
+        hex,
+        "ce8a8e4491cd620bdf3457a41b14d483a16f7380e8d2dce8e53228666b4a79ba"
+    );
 }
 
 #[test]
 fn wikitext_pages_rules() {
     let text = " \n = A = \n x \n = = B = = \n y \n\n = C = \n z\n";
-    assert_eq!(wikitext_pages(text), [" = A = \n x \n = = B = = \n y \n", " = C = \n z\n"]);
+    assert_eq!(
+        wikitext_pages(text),
+        [" = A = \n x \n = = B = = \n y \n", " = C = \n z\n"]
+    );
 }
 
 #[test]
 fn jsonl_passthrough() {
-    let Some(docs) = read(Loader::Jsonl, &["lambada/lambada_test.jsonl"], None) else { return };
+    let Some(docs) = read(Loader::Jsonl, &["lambada/lambada_test.jsonl"], None) else {
+        return;
+    };
     assert_eq!(docs.len(), 5153);
-    assert!(docs[0]["text"].as_str().unwrap().starts_with("In my palm is a clear stone"));
+    assert!(docs[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("In my palm is a clear stone"));
 }

@@ -1,0 +1,179 @@
+//! One task end to end: build lm-eval's requests, answer them, score every document, aggregate
+//! with standard errors (closed form for means, bootstrap otherwise, perplexities included).
+use crate::lm::LanguageModel;
+use crate::EvalError;
+use moebench_core::metrics::DocScore;
+use moebench_tasks::{build_instances, score_doc, DocInstance, Request, Response, Task};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub limit: Option<usize>,
+    pub fewshot_seed: u64,
+    /// Bootstrap replicates for non-mean aggregations (lm-eval's default is 100000).
+    pub bootstrap_iters: usize,
+}
+
+/// One aggregated metric of a task.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricValue {
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub higher_is_better: bool,
+    /// True when lm-eval would print N/A for this stderr (we bootstrap it).
+    pub stderr_is_moebench_extension: bool,
+}
+
+/// Per-document record, for `--log-samples` and for rescoring without the model.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SampleRecord {
+    pub doc_id: usize,
+    pub doc_hash: String,
+    pub prompt_hash: String,
+    pub target_hash: String,
+    pub target: Value,
+    pub arguments: Vec<Value>,
+    pub responses: Vec<Value>,
+    pub metrics: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskOutcome {
+    pub name: String,
+    /// `"<metric>,<filter>"` → value.
+    pub metrics: BTreeMap<String, MetricValue>,
+    pub n_original: usize,
+    pub n_effective: usize,
+    pub samples: Vec<SampleRecord>,
+    /// lm-eval's `task_hashes` entry (sha256 over the samples' hashes).
+    pub task_hash: String,
+    /// moebench's content hash of the task (config + data files), for caching.
+    pub content_hash: String,
+    pub version: Value,
+    pub num_fewshot: usize,
+    /// The resolved task configuration, as lm-eval's `configs[task]`.
+    pub config: Value,
+    /// `lm_eval_rolling(max_length=…)` for rolling-perplexity tasks (the protocol is part of
+    /// the number), else `None`.
+    pub ppl_protocol: Option<String>,
+}
+
+fn request_args(r: &Request) -> Value {
+    match r {
+        Request::Loglikelihood { context, continuation } => json!({"arg_0": context, "arg_1": continuation}),
+        Request::Rolling { text } => json!({"arg_0": text}),
+        Request::Generate { context, until, max_gen_toks } => {
+            json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks, "do_sample": false}})
+        }
+    }
+}
+
+fn response_json(r: &Response) -> Value {
+    match r {
+        Response::Loglikelihood { loglikelihood, is_greedy, tokens } => json!([loglikelihood, is_greedy, tokens]),
+        Response::Rolling { loglikelihood, tokens } => json!([loglikelihood, tokens]),
+        Response::Generated(text) => json!(text),
+    }
+}
+
+fn score_json(s: &DocScore) -> Value {
+    match s {
+        DocScore::Value(v) => json!(v),
+        DocScore::Weighted(ll, w) => json!([ll, w]),
+    }
+}
+
+/// Reads a stored response back (the inverse of the sample log's encoding), for `rescore`.
+pub fn response_from_json(v: &Value) -> Option<Response> {
+    match v {
+        Value::String(s) => Some(Response::Generated(s.clone())),
+        Value::Array(a) if a.len() == 3 => Some(Response::Loglikelihood {
+            loglikelihood: a[0].as_f64()?,
+            is_greedy: a[1].as_bool()?,
+            tokens: a[2].as_u64()? as usize,
+        }),
+        Value::Array(a) if a.len() == 2 => Some(Response::Rolling {
+            loglikelihood: a[0].as_f64()?,
+            tokens: a[1].as_u64()? as usize,
+        }),
+        _ => None,
+    }
+}
+
+pub fn evaluate_task(lm: &LanguageModel<'_>, task: &Task, opts: &EvalOptions) -> Result<TaskOutcome, EvalError> {
+    let rolling = task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
+    let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
+    let requests: Vec<Request> = instances.iter().flat_map(|d| d.requests.iter().cloned()).collect();
+    let responses = lm.run(&requests)?;
+    let mut per_doc = Vec::with_capacity(instances.len());
+    let mut offset = 0;
+    for inst in &instances {
+        let n = inst.requests.len();
+        per_doc.push((inst, responses[offset..offset + n].to_vec()));
+        offset += n;
+    }
+    let mut outcome = score_task(task, &per_doc, opts)?;
+    if rolling {
+        outcome.ppl_protocol = Some(format!("lm_eval_rolling(max_length={},context_len=1)", lm.settings.max_length));
+    }
+    Ok(outcome)
+}
+
+/// Scores and aggregates documents whose responses are known (used by `evaluate_task` and by
+/// rescoring from stored samples).
+pub fn score_task(task: &Task, docs: &[(&DocInstance, Vec<Response>)], opts: &EvalOptions) -> Result<TaskOutcome, EvalError> {
+    let mut by_metric: BTreeMap<String, Vec<DocScore>> = BTreeMap::new();
+    let mut samples = Vec::with_capacity(docs.len());
+    for (inst, resp) in docs {
+        let scores = score_doc(task, inst, resp)?;
+        samples.push(SampleRecord {
+            doc_id: inst.doc_id,
+            doc_hash: inst.hashes.doc.clone(),
+            prompt_hash: inst.hashes.prompt.clone(),
+            target_hash: inst.hashes.target.clone(),
+            target: inst.target.clone(),
+            arguments: inst.requests.iter().map(request_args).collect(),
+            responses: resp.iter().map(response_json).collect(),
+            metrics: scores.iter().map(|(k, v)| (k.clone(), score_json(v))).collect(),
+        });
+        for (key, score) in scores {
+            by_metric.entry(key).or_default().push(score);
+        }
+    }
+    let mut metrics = BTreeMap::new();
+    for spec in task.scorer().metrics() {
+        for (key, scores) in &by_metric {
+            if key.split(',').next() != Some(spec.name.as_str()) {
+                continue;
+            }
+            metrics.insert(
+                key.clone(),
+                MetricValue {
+                    value: spec.aggregation.aggregate(scores)?,
+                    stderr: spec.aggregation.stderr(scores, opts.bootstrap_iters)?,
+                    higher_is_better: spec.higher_is_better,
+                    stderr_is_moebench_extension: !spec.aggregation.lm_eval_reports_stderr(),
+                },
+            );
+        }
+    }
+    let instances: Vec<DocInstance> = docs.iter().map(|(i, _)| (*i).clone()).collect();
+    let filters = task.scorer().filter_names().len().max(1);
+    let task_hash = moebench_tasks::hashing::lm_eval_task_hash(&instances, filters);
+    let config = &task.spec().config;
+    Ok(TaskOutcome {
+        name: task.name().to_string(),
+        metrics,
+        n_original: task.eval_docs().len(),
+        n_effective: docs.len(),
+        samples,
+        task_hash,
+        content_hash: task.content_hash().to_string(),
+        version: config.version().cloned().unwrap_or(Value::Null),
+        num_fewshot: task.num_fewshot(),
+        config: serde_json::to_value(config).unwrap_or(Value::Null),
+        ppl_protocol: None,
+    })
+}
