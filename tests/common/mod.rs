@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub const SMOLLM2: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
 
@@ -28,13 +28,24 @@ pub fn smollm2_dir(test: &str) -> Option<PathBuf> {
         if !gguf().exists() {
             return None;
         }
-        let prepared = moebench_gguf::prepare_smollm2(&gguf(), &hub_cache()).expect("prepare SmolLM2");
+        let prepared =
+            moebench_gguf::prepare_smollm2(&gguf(), &hub_cache()).expect("prepare SmolLM2");
         Some(prepared.snapshot_dir)
     });
     if dir.is_none() {
-        eprintln!("SKIPPED {test}: {} is missing; run `make deps`", gguf().display());
+        eprintln!(
+            "SKIPPED {test}: {} is missing; run `make deps`",
+            gguf().display()
+        );
     }
     dir.clone()
+}
+
+/// Serialises the tests of one binary that run a real model: libtorch's OpenMP teams from
+/// several test threads on 2 cores oversubscribe the CPU and slow everything down many times.
+pub fn model_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub fn fixture(path: &str) -> serde_json::Value {
@@ -48,13 +59,18 @@ pub fn moebench(args: &[&str]) -> Output {
 }
 
 pub fn moebench_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moebench"))
+    moebench_command(cwd, args).output().expect("run moebench")
+}
+
+/// The `moebench` command of [`moebench_in`], not started (to spawn and kill it).
+pub fn moebench_command(cwd: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_moebench"));
+    command
         .args(args)
         .current_dir(cwd)
         .env("HF_HUB_CACHE", hub_cache())
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("run moebench")
+        .env("HF_HUB_OFFLINE", "1");
+    command
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -68,9 +84,22 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts the command failed cleanly: non-zero exit, an `error:` line naming `needle`, no panic.
 pub fn assert_clean_failure(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr should start with `error: `: {err}");
-    assert!(err.contains(needle), "stderr should mention `{needle}`: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(
+        err.starts_with("error: "),
+        "stderr should start with `error: `: {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr should mention `{needle}`: {err}"
+    );
     assert!(!err.contains("panicked"), "must not panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one error line expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one error line expected: {err}"
+    );
 }
