@@ -2,8 +2,8 @@
 //! with standard errors (closed form for means, bootstrap otherwise, perplexities included).
 use crate::lm::LanguageModel;
 use crate::EvalError;
-use moebench_core::metrics::DocScore;
-use moebench_tasks::{build_instances, score_doc, DocInstance, Request, Response, Task};
+use moebench_core::metrics::{DocScore, Gold};
+use moebench_tasks::{build_instances, score_doc, DocInstance, Expected, Request, Response, Task};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -102,9 +102,32 @@ pub fn response_from_json(v: &Value) -> Option<Response> {
     }
 }
 
+/// lm-eval scores a gold index outside the choices as wrong with only a warning; here it is bad
+/// input, reported before any model time is spent.
+fn check_golds(task: &Task, instances: &[DocInstance]) -> Result<(), EvalError> {
+    for inst in instances {
+        let Expected::Choice(gold) = &inst.expected else { continue };
+        let golds = match gold {
+            Gold::Index(i) => vec![*i],
+            Gold::Indices(v) => v.clone(),
+        };
+        let n = inst.choices.len() as i64;
+        if let Some(bad) = golds.iter().find(|&&g| g < 0 || g >= n) {
+            return Err(EvalError::Invalid(format!(
+                "task `{}` ({}): doc {}: gold answer {bad} is out of range for {n} choices (fix doc_to_target / doc_to_choice)",
+                task.name(),
+                task.spec().path.display(),
+                inst.doc_id
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn evaluate_task(lm: &LanguageModel<'_>, task: &Task, opts: &EvalOptions) -> Result<TaskOutcome, EvalError> {
     let rolling = task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
     let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
+    check_golds(task, &instances)?;
     let requests: Vec<Request> = instances.iter().flat_map(|d| d.requests.iter().cloned()).collect();
     let responses = lm.run(&requests)?;
     let mut per_doc = Vec::with_capacity(instances.len());
