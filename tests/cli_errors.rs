@@ -16,7 +16,8 @@ fn damaged_copy(name: &str, damage: impl FnOnce(&Path)) -> tempfile::TempDir {
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut v);
     std::fs::write(&path, v.to_string()).unwrap();
 }
@@ -44,35 +45,59 @@ fn truncated_safetensors() {
 
 #[test]
 fn corrupted_safetensors_header() {
-    let dir = damaged_copy("llama", |d| std::fs::write(d.join("model.safetensors"), b"\x10\0\0\0\0\0\0\0not json at all!").unwrap());
+    let dir = damaged_copy("llama", |d| {
+        std::fs::write(
+            d.join("model.safetensors"),
+            b"\x10\0\0\0\0\0\0\0not json at all!",
+        )
+        .unwrap()
+    });
     assert_clean_failure(&inspect(dir.path()), "corrupt or truncated safetensors");
 }
 
 #[test]
 fn unsupported_family() {
-    let dir = damaged_copy("llama", |d| edit_config(d, |v| v["model_type"] = "bloom".into()));
+    let dir = damaged_copy("llama", |d| {
+        edit_config(d, |v| v["model_type"] = "bloom".into())
+    });
     assert_clean_failure(&inspect(dir.path()), "unsupported model family `bloom`");
 }
 
 #[test]
 fn shape_mismatch_between_config_and_weights() {
-    let dir = damaged_copy("mixtral", |d| edit_config(d, |v| v["hidden_size"] = 48.into()));
+    let dir = damaged_copy("mixtral", |d| {
+        edit_config(d, |v| v["hidden_size"] = 48.into())
+    });
     assert_clean_failure(&inspect(dir.path()), "shape mismatch");
 }
 
 #[test]
 fn bad_device_and_dtype() {
     let dir = repo_root().join("tests/fixtures/tiny/llama");
-    assert_clean_failure(&moebench(&["inspect", dir.to_str().unwrap(), "--device", "tpu"]), "unknown device `tpu`");
-    assert_clean_failure(&moebench(&["inspect", dir.to_str().unwrap(), "--dtype", "int3"]), "unknown dtype `int3`");
+    assert_clean_failure(
+        &moebench(&["inspect", dir.to_str().unwrap(), "--device", "tpu"]),
+        "unknown device `tpu`",
+    );
+    assert_clean_failure(
+        &moebench(&["inspect", dir.to_str().unwrap(), "--dtype", "int3"]),
+        "unknown dtype `int3`",
+    );
 }
 
 #[test]
 fn inspect_tiny_moe_reports_active_parameters() {
     let dir = repo_root().join("tests/fixtures/tiny/mixtral");
-    let out = moebench(&["inspect", dir.to_str().unwrap(), "--device", "cpu", "--json"]);
+    let out = moebench(&[
+        "inspect",
+        dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["experts"], 4);
-    assert!(v["params"]["active_per_token"].as_f64().unwrap() < v["params"]["total"].as_f64().unwrap());
+    assert!(
+        v["params"]["active_per_token"].as_f64().unwrap() < v["params"]["total"].as_f64().unwrap()
+    );
 }

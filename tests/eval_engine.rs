@@ -20,17 +20,35 @@ fn load_task(name: &str) -> Task {
 #[test]
 fn results_do_not_depend_on_batch_size() {
     let _lock = model_lock();
-    let Some(dir) = smollm2_dir("results_do_not_depend_on_batch_size") else { return };
+    let Some(dir) = smollm2_dir("results_do_not_depend_on_batch_size") else {
+        return;
+    };
     let model = Model::load(&dir, Device::Cpu, Kind::Float).unwrap();
     let tok = Tokenizer::from_dir(&dir).unwrap();
-    let opts = EvalOptions { limit: Some(24), fewshot_seed: 1234, bootstrap_iters: 100 };
-    let tasks = [load_task("shakespeare_nextline"), load_task("shakespeare_sonnets")];
+    let opts = EvalOptions {
+        limit: Some(24),
+        fewshot_seed: 1234,
+        bootstrap_iters: 100,
+    };
+    let tasks = [
+        load_task("shakespeare_nextline"),
+        load_task("shakespeare_sonnets"),
+    ];
     let mut runs = Vec::new();
     for batch_size in [1, 8, 32] {
         // A small max_length makes the sonnets span several rolling windows.
-        let settings = LmSettings { max_length: 64, batch_size, token_budget: 4096 };
+        let settings = LmSettings {
+            max_length: 64,
+            batch_size,
+            token_budget: 4096,
+        };
         let lm = LanguageModel::new(&model, &tok, settings);
-        runs.push(tasks.iter().map(|t| evaluate_task(&lm, t, &opts).unwrap()).collect::<Vec<_>>());
+        runs.push(
+            tasks
+                .iter()
+                .map(|t| evaluate_task(&lm, t, &opts).unwrap())
+                .collect::<Vec<_>>(),
+        );
     }
     for other in &runs[1..] {
         for (a, b) in runs[0].iter().zip(other) {
@@ -67,8 +85,20 @@ fn eval_bad_task(yaml: &str, docs: &str) -> std::process::Output {
     write(dir.path(), "docs.jsonl", docs);
     let task = write(dir.path(), "task.yaml", yaml);
     let out = dir.path().join("out");
-    let output = moebench(&["eval", SMOLLM2, "--device", "cpu", "--tasks", &task, "--out", out.to_str().unwrap()]);
-    assert!(!out.join("results.json").exists(), "nothing may be written on error");
+    let output = moebench(&[
+        "eval",
+        SMOLLM2,
+        "--device",
+        "cpu",
+        "--tasks",
+        &task,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.join("results.json").exists(),
+        "nothing may be written on error"
+    );
     output
 }
 
@@ -99,8 +129,14 @@ fn bad_task_files_give_one_clear_error() {
         let err = stderr(&out);
         assert!(!out.status.success(), "{what}: expected failure");
         assert!(err.starts_with("error: "), "{what}: {err}");
-        assert!(err.contains(needle), "{what}: error should mention `{needle}`: {err}");
-        assert!(err.contains("task.yaml") || err.contains("bad_task"), "{what}: error should name the task: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: error should mention `{needle}`: {err}"
+        );
+        assert!(
+            err.contains("task.yaml") || err.contains("bad_task"),
+            "{what}: error should name the task: {err}"
+        );
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
@@ -115,5 +151,8 @@ fn unknown_field_error_has_line_and_column() {
     let err = stderr(&out);
     // `doc_to_txet` is on line 11 of the generated file.
     assert!(err.contains(":11:1"), "{err}");
-    assert!(err.contains("doc_to_text"), "should suggest the closest key: {err}");
+    assert!(
+        err.contains("doc_to_text"),
+        "should suggest the closest key: {err}"
+    );
 }

@@ -20,22 +20,72 @@ struct Run {
 }
 
 const RUNS: &[Run] = &[
-    Run { fixture: "arc_easy", tasks: &[("arc_easy", "arc_easy_shared")], limit: 100, extra: &[] },
-    Run { fixture: "arc_challenge", tasks: &[("arc_challenge", "arc_challenge_shared")], limit: 100, extra: &[] },
-    Run { fixture: "arc_easy_3shot", tasks: &[("arc_easy", "arc_easy_shared")], limit: 30, extra: &["--num-fewshot", "3"] },
-    Run { fixture: "hellaswag", tasks: &[("hellaswag", "hellaswag_shared")], limit: 100, extra: &[] },
-    Run { fixture: "winogrande", tasks: &[("winogrande", "winogrande_shared")], limit: 100, extra: &[] },
-    Run { fixture: "piqa", tasks: &[("piqa", "piqa_shared")], limit: 100, extra: &[] },
-    Run { fixture: "boolq", tasks: &[("boolq", "boolq_shared")], limit: 50, extra: &[] },
-    Run { fixture: "openbookqa", tasks: &[("openbookqa", "openbookqa_shared")], limit: 100, extra: &[] },
+    Run {
+        fixture: "arc_easy",
+        tasks: &[("arc_easy", "arc_easy_shared")],
+        limit: 100,
+        extra: &[],
+    },
+    Run {
+        fixture: "arc_challenge",
+        tasks: &[("arc_challenge", "arc_challenge_shared")],
+        limit: 100,
+        extra: &[],
+    },
+    Run {
+        fixture: "arc_easy_3shot",
+        tasks: &[("arc_easy", "arc_easy_shared")],
+        limit: 30,
+        extra: &["--num-fewshot", "3"],
+    },
+    Run {
+        fixture: "hellaswag",
+        tasks: &[("hellaswag", "hellaswag_shared")],
+        limit: 100,
+        extra: &[],
+    },
+    Run {
+        fixture: "winogrande",
+        tasks: &[("winogrande", "winogrande_shared")],
+        limit: 100,
+        extra: &[],
+    },
+    Run {
+        fixture: "piqa",
+        tasks: &[("piqa", "piqa_shared")],
+        limit: 100,
+        extra: &[],
+    },
+    Run {
+        fixture: "boolq",
+        tasks: &[("boolq", "boolq_shared")],
+        limit: 50,
+        extra: &[],
+    },
+    Run {
+        fixture: "openbookqa",
+        tasks: &[("openbookqa", "openbookqa_shared")],
+        limit: 100,
+        extra: &[],
+    },
     Run {
         fixture: "lambada_openai",
         tasks: &[("lambada_openai", "lambada_openai_shared")],
         limit: 100,
         extra: &["--bootstrap-iters", "100000"],
     },
-    Run { fixture: "wikitext", tasks: &[("wikitext", "wikitext_shared")], limit: 5, extra: &[] },
-    Run { fixture: "wikitext_len512", tasks: &[("wikitext", "wikitext_shared")], limit: 5, extra: &["--max-length", "512"] },
+    Run {
+        fixture: "wikitext",
+        tasks: &[("wikitext", "wikitext_shared")],
+        limit: 5,
+        extra: &[],
+    },
+    Run {
+        fixture: "wikitext_len512",
+        tasks: &[("wikitext", "wikitext_shared")],
+        limit: 5,
+        extra: &["--max-length", "512"],
+    },
     Run {
         fixture: "mmlu",
         tasks: &[
@@ -46,7 +96,12 @@ const RUNS: &[Run] = &[
         limit: 20,
         extra: &[],
     },
-    Run { fixture: "gsm8k", tasks: &[("gsm8k", "gsm8k_offline")], limit: 10, extra: &[] },
+    Run {
+        fixture: "gsm8k",
+        tasks: &[("gsm8k", "gsm8k_offline")],
+        limit: 10,
+        extra: &[],
+    },
 ];
 
 fn close(a: f64, b: f64) -> bool {
@@ -67,10 +122,14 @@ fn check_metrics(run: &str, ours: &Value, theirs: &Value) {
     let theirs = theirs.as_object().unwrap();
     for (key, want) in theirs {
         let Some(want) = want.as_f64() else { continue };
-        if key == "sample_len" || key.contains("_stderr") && !key.starts_with("acc") && !key.starts_with("exact") {
+        if key == "sample_len"
+            || key.contains("_stderr") && !key.starts_with("acc") && !key.starts_with("exact")
+        {
             continue; // lm-eval's bootstrap stderrs are checked below only when iterations match
         }
-        let got = ours[key].as_f64().unwrap_or_else(|| panic!("{run}: we do not report {key}"));
+        let got = ours[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{run}: we do not report {key}"));
         let ok = if key.starts_with("acc") || key.starts_with("exact_match") {
             (got - want).abs() <= 1e-12
         } else {
@@ -99,7 +158,10 @@ fn check_samples(run: &str, ours: &[Value], theirs: &[Value]) {
             }
             let ll = r[0].as_f64().unwrap();
             let want_ll = want["loglikelihood"].as_f64().unwrap();
-            assert!(close(ll, want_ll), "{run}: loglikelihood of doc {doc}: {ll} vs {want_ll}");
+            assert!(
+                close(ll, want_ll),
+                "{run}: loglikelihood of doc {doc}: {ll} vs {want_ll}"
+            );
             if let Some(g) = want.get("is_greedy") {
                 assert_eq!(r[1], *g, "{run}: is_greedy of doc {doc}");
             }
@@ -117,31 +179,64 @@ fn check_run(run: &Run) {
         return;
     }
     let fixture = repo_root().join("tests/fixtures/lm_eval").join(run.fixture);
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("results.json")).unwrap()).unwrap();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("results.json")).unwrap())
+            .unwrap();
     let out = tempfile::tempdir().unwrap();
     let tasks: Vec<&str> = run.tasks.iter().map(|(_, ours)| *ours).collect();
     let tasks = tasks.join(",");
     let limit = run.limit.to_string();
     let mut args = vec![
-        "eval", SMOLLM2, "--device", "cpu", "--tasks", &tasks, "--limit", &limit, "--log-samples",
-        "--out", out.path().to_str().unwrap(),
+        "eval",
+        SMOLLM2,
+        "--device",
+        "cpu",
+        "--tasks",
+        &tasks,
+        "--limit",
+        &limit,
+        "--log-samples",
+        "--out",
+        out.path().to_str().unwrap(),
     ];
     args.extend_from_slice(run.extra);
     let result = moebench(&args);
-    assert!(result.status.success(), "{}: {}", run.fixture, stderr(&result));
-    let ours: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+    assert!(
+        result.status.success(),
+        "{}: {}",
+        run.fixture,
+        stderr(&result)
+    );
+    let ours: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
+            .unwrap();
     let mut theirs_samples: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     let all = read_jsonl(&fixture.join("samples.jsonl"));
     for s in &all {
-        theirs_samples.entry(s["task"].as_str().unwrap()).or_default().push(s.clone());
+        theirs_samples
+            .entry(s["task"].as_str().unwrap())
+            .or_default()
+            .push(s.clone());
     }
     for (theirs, mine) in run.tasks {
-        check_metrics(run.fixture, &ours["results"][mine], &expected["results"][theirs]);
+        check_metrics(
+            run.fixture,
+            &ours["results"][mine],
+            &expected["results"][theirs],
+        );
         let samples = theirs_samples.get(theirs).unwrap();
         // lm-eval logs one line per filter; keep the first filter's lines.
         let first_filter = samples[0].get("filter").cloned();
-        let samples: Vec<Value> = samples.iter().filter(|s| s.get("filter").cloned() == first_filter).cloned().collect();
-        check_samples(run.fixture, &read_jsonl(&out.path().join(format!("samples_{mine}.jsonl"))), &samples);
+        let samples: Vec<Value> = samples
+            .iter()
+            .filter(|s| s.get("filter").cloned() == first_filter)
+            .cloned()
+            .collect();
+        check_samples(
+            run.fixture,
+            &read_jsonl(&out.path().join(format!("samples_{mine}.jsonl"))),
+            &samples,
+        );
     }
 }
 

@@ -32,14 +32,19 @@ fn check_pairs(row: &Tensor, pairs: &Value, what: &str) {
         let id = pair[0].as_i64().unwrap();
         let expected = pair[1].as_f64().unwrap();
         let got = f64::try_from(row.get(id)).unwrap();
-        assert!((got - expected).abs() <= TOL, "{what}: id {id}: {got} vs {expected}");
+        assert!(
+            (got - expected).abs() <= TOL,
+            "{what}: id {id}: {got} vs {expected}"
+        );
     }
 }
 
 #[test]
 fn last_position_logprobs_match_transformers() {
     let _lock = model_lock();
-    let Some(guard) = model("last_position_logprobs_match_transformers") else { return };
+    let Some(guard) = model("last_position_logprobs_match_transformers") else {
+        return;
+    };
     let (model, tok) = &*guard;
     let _g = tch::no_grad_guard();
     let reference = fixture("smollm2/reference.json");
@@ -50,9 +55,15 @@ fn last_position_logprobs_match_transformers() {
         let ids = tok.encode(text, true).unwrap();
         assert_eq!(ids, ids_of(&p["input_ids"]), "token ids of {text:?}");
         let input = Tensor::from_slice(&ids).view([1, -1]);
-        let logits = model.forward(&input, None, None).get(0).get(ids.len() as i64 - 1);
+        let logits = model
+            .forward(&input, None, None)
+            .get(0)
+            .get(ids.len() as i64 - 1);
         let lse = f64::try_from(logits.logsumexp([-1], false)).unwrap();
-        assert!((lse - p["logsumexp"].as_f64().unwrap()).abs() <= TOL, "logsumexp of {text:?}");
+        assert!(
+            (lse - p["logsumexp"].as_f64().unwrap()).abs() <= TOL,
+            "logsumexp of {text:?}"
+        );
         let row = logits.log_softmax(-1, Kind::Float);
         check_pairs(&row, &p["top50"], text);
         let fixed: Vec<Value> = p["fixed_ids"]
@@ -66,7 +77,12 @@ fn last_position_logprobs_match_transformers() {
         // The top-50 ranking itself must agree.
         let (_, top) = row.topk(50, -1, true, true);
         let top: Vec<i64> = Vec::try_from(top).unwrap();
-        let expected: Vec<i64> = p["top50"].as_array().unwrap().iter().map(|x| x[0].as_i64().unwrap()).collect();
+        let expected: Vec<i64> = p["top50"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[0].as_i64().unwrap())
+            .collect();
         assert_eq!(top[..10], expected[..10], "top-10 order of {text:?}");
     }
 }
@@ -74,7 +90,9 @@ fn last_position_logprobs_match_transformers() {
 #[test]
 fn left_padded_batch_matches_transformers() {
     let _lock = model_lock();
-    let Some(guard) = model("left_padded_batch_matches_transformers") else { return };
+    let Some(guard) = model("left_padded_batch_matches_transformers") else {
+        return;
+    };
     let model = &guard.0;
     let _g = tch::no_grad_guard();
     let b = &fixture("smollm2/reference.json")["batch"];
@@ -94,13 +112,21 @@ fn left_padded_batch_matches_transformers() {
 #[test]
 fn tokenizer_ids_match_on_multilingual_emoji_text() {
     let _lock = model_lock();
-    let Some(guard) = model("tokenizer_ids_match_on_multilingual_emoji_text") else { return };
+    let Some(guard) = model("tokenizer_ids_match_on_multilingual_emoji_text") else {
+        return;
+    };
     let tok = &guard.1;
     let t = &fixture("smollm2/reference.json")["tokenizer"];
     let text = t["text"].as_str().unwrap();
     assert_eq!(tok.encode(text, false).unwrap(), ids_of(&t["ids"]));
-    assert_eq!(tok.encode(text, true).unwrap(), ids_of(&t["ids_add_special_tokens"]));
-    assert_eq!(tok.decode(&ids_of(&t["ids"]), false).unwrap(), t["decoded"].as_str().unwrap());
+    assert_eq!(
+        tok.encode(text, true).unwrap(),
+        ids_of(&t["ids_add_special_tokens"])
+    );
+    assert_eq!(
+        tok.decode(&ids_of(&t["ids"]), false).unwrap(),
+        t["decoded"].as_str().unwrap()
+    );
     assert_eq!(tok.bos_id, t["bos_token_id"].as_i64());
     assert_eq!(tok.eos_id, t["eos_token_id"].as_i64());
 }
@@ -113,13 +139,26 @@ fn cli_generate_says_paris_like_transformers() {
     }
     let g = &fixture("smollm2/reference.json")["generate"];
     let out = moebench(&[
-        "generate", SMOLLM2, "--device", "cpu", "--prompt", "The capital of France is",
-        "--max-new-tokens", "20", "--ignore-eos",
+        "generate",
+        SMOLLM2,
+        "--device",
+        "cpu",
+        "--prompt",
+        "The capital of France is",
+        "--max-new-tokens",
+        "20",
+        "--ignore-eos",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("The capital of France is Paris."), "{text}");
-    assert_eq!(text.trim_end_matches('\n'), g["full_text"].as_str().unwrap());
+    assert!(
+        text.starts_with("The capital of France is Paris."),
+        "{text}"
+    );
+    assert_eq!(
+        text.trim_end_matches('\n'),
+        g["full_text"].as_str().unwrap()
+    );
 }
 
 #[test]
@@ -129,12 +168,27 @@ fn cli_logits_json_reports_ids_and_top_k() {
         return;
     }
     let p = &fixture("smollm2/reference.json")["prompts"][0];
-    let out = moebench(&["logits", SMOLLM2, "--device", "cpu", "--prompt", p["text"].as_str().unwrap(), "--top", "5", "--json"]);
+    let out = moebench(&[
+        "logits",
+        SMOLLM2,
+        "--device",
+        "cpu",
+        "--prompt",
+        p["text"].as_str().unwrap(),
+        "--top",
+        "5",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["input_ids"], p["input_ids"]);
     assert_eq!(v["commit"].as_str().unwrap().len(), 40);
-    for (got, want) in v["top"].as_array().unwrap().iter().zip(p["top50"].as_array().unwrap()) {
+    for (got, want) in v["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(p["top50"].as_array().unwrap())
+    {
         assert_eq!(got["id"], want[0]);
         assert!((got["logprob"].as_f64().unwrap() - want[1].as_f64().unwrap()).abs() <= TOL);
     }

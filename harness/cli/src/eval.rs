@@ -52,7 +52,10 @@ pub struct Args {
 /// binary was built from.
 pub fn task_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("suites/tasks")];
-    if let Some(root) = std::env::current_exe().ok().and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf)) {
+    if let Some(root) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
+    {
         dirs.insert(0, root.join("suites/tasks"));
     }
     dirs.retain(|d| d.is_dir());
@@ -62,10 +65,16 @@ pub fn task_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Flattens resolved nodes into tasks (in order) and the groups to aggregate.
-fn flatten(node: TaskNode, tasks: &mut Vec<moebench_tasks::TaskSpec>, groups: &mut Vec<(GroupSpec, Vec<String>)>) {
+fn flatten(
+    node: TaskNode,
+    tasks: &mut Vec<moebench_tasks::TaskSpec>,
+    groups: &mut Vec<(GroupSpec, Vec<String>)>,
+) {
     match node {
         TaskNode::Task(spec) => tasks.push(spec),
-        TaskNode::Tag { children, .. } => children.into_iter().for_each(|c| flatten(c, tasks, groups)),
+        TaskNode::Tag { children, .. } => {
+            children.into_iter().for_each(|c| flatten(c, tasks, groups))
+        }
         TaskNode::Group { spec, children } => {
             let names = children.iter().map(|c| c.name().to_string()).collect();
             groups.push((spec, names));
@@ -82,7 +91,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -102,7 +113,9 @@ pub fn run(args: Args) -> Result<()> {
     let tokenizer = loaded.tokenizer()?;
     let model = &loaded.model;
     let settings = LmSettings {
-        max_length: args.max_length.unwrap_or_else(|| LanguageModel::default_max_length(model)),
+        max_length: args
+            .max_length
+            .unwrap_or_else(|| LanguageModel::default_max_length(model)),
         batch_size: args.batch_size.max(1),
         token_budget: args.token_budget,
     };
@@ -131,13 +144,24 @@ pub fn run(args: Args) -> Result<()> {
         tokenizer_sha256: tokenizer.file_sha256()?,
         harness_version: env!("CARGO_PKG_VERSION").into(),
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let doc = results_json(&outcomes, &groups, &run, (start, now()));
-    write_atomic(&args.out.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    write_atomic(
+        &args.out.join("results.json"),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
     if args.log_samples {
         for t in &outcomes {
-            let lines: Vec<String> = t.samples.iter().map(serde_json::to_string).collect::<Result<_, _>>()?;
-            write_atomic(&args.out.join(format!("samples_{}.jsonl", t.name)), (lines.join("\n") + "\n").as_bytes())?;
+            let lines: Vec<String> = t
+                .samples
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()?;
+            write_atomic(
+                &args.out.join(format!("samples_{}.jsonl", t.name)),
+                (lines.join("\n") + "\n").as_bytes(),
+            )?;
         }
     }
     print!("{}", markdown_table(&outcomes));

@@ -40,7 +40,12 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     } else {
         tokenizer.eos_id.into_iter().collect()
     };
-    let out = greedy_batch(&loaded.model, &[ids], args.max_new_tokens, &mut StopOnIds(stop));
+    let out = greedy_batch(
+        &loaded.model,
+        &[ids],
+        args.max_new_tokens,
+        &mut StopOnIds(stop),
+    );
     let text = tokenizer.decode(&out[0], false)?;
     println!("{}{}", args.prompt, text);
     Ok(())
@@ -51,10 +56,18 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
     let loaded = args.model.load()?;
     let tokenizer = loaded.tokenizer()?;
     let ids = tokenizer.encode(&args.prompt, true)?;
-    anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens; give a non-empty --prompt");
-    let input = Tensor::from_slice(&ids).view([1, -1]).to_device(loaded.model.device);
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "the prompt encodes to no tokens; give a non-empty --prompt"
+    );
+    let input = Tensor::from_slice(&ids)
+        .view([1, -1])
+        .to_device(loaded.model.device);
     let logits = loaded.model.forward(&input, None, None);
-    let last = logits.get(0).get(ids.len() as i64 - 1).log_softmax(-1, Kind::Float);
+    let last = logits
+        .get(0)
+        .get(ids.len() as i64 - 1)
+        .log_softmax(-1, Kind::Float);
     let (values, indices) = last.topk(args.top, -1, true, true);
     let values: Vec<f32> = Vec::try_from(values.to_device(tch::Device::Cpu))?;
     let indices: Vec<i64> = Vec::try_from(indices.to_device(tch::Device::Cpu))?;
@@ -76,7 +89,12 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
     } else {
         println!("input_ids {ids:?}");
         for t in &top {
-            println!("{:>8} {:>12.6} {}", t["id"], t["logprob"].as_f64().unwrap_or(f64::NAN), t["token"]);
+            println!(
+                "{:>8} {:>12.6} {}",
+                t["id"],
+                t["logprob"].as_f64().unwrap_or(f64::NAN),
+                t["token"]
+            );
         }
     }
     Ok(())

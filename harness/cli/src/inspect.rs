@@ -62,7 +62,14 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("model        {}", loaded.checkpoint.reference);
-    println!("commit       {}", loaded.checkpoint.commit.as_deref().unwrap_or("(local directory)"));
+    println!(
+        "commit       {}",
+        loaded
+            .checkpoint
+            .commit
+            .as_deref()
+            .unwrap_or("(local directory)")
+    );
     println!(
         "family       {} ({} layers, hidden {}, {} heads / {} kv, head_dim {}, vocab {})",
         c.family.model_type(),
@@ -83,7 +90,11 @@ pub fn run(args: Args) -> Result<()> {
             selectors.first().map(String::as_str).unwrap_or("-")
         );
     }
-    println!("params       {:.3} M total, {:.3} M active per token", params.total as f64 / 1e6, params.active_per_token / 1e6);
+    println!(
+        "params       {:.3} M total, {:.3} M active per token",
+        params.total as f64 / 1e6,
+        params.active_per_token / 1e6
+    );
     println!(
         "flops/token  {:.3} MFLOP at context {} (attention {:.3}, mlp/experts {:.3}, lm_head {:.3})",
         flops.total / 1e6,

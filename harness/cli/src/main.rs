@@ -11,7 +11,11 @@ mod prepare;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "moebench", version, about = "MoE construction/compression benchmark harness")]
+#[command(
+    name = "moebench",
+    version,
+    about = "MoE construction/compression benchmark harness"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

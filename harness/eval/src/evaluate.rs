@@ -62,9 +62,16 @@ pub struct TaskOutcome {
 
 fn request_args(r: &Request) -> Value {
     match r {
-        Request::Loglikelihood { context, continuation } => json!({"arg_0": context, "arg_1": continuation}),
+        Request::Loglikelihood {
+            context,
+            continuation,
+        } => json!({"arg_0": context, "arg_1": continuation}),
         Request::Rolling { text } => json!({"arg_0": text}),
-        Request::Generate { context, until, max_gen_toks } => {
+        Request::Generate {
+            context,
+            until,
+            max_gen_toks,
+        } => {
             json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks, "do_sample": false}})
         }
     }
@@ -72,8 +79,15 @@ fn request_args(r: &Request) -> Value {
 
 fn response_json(r: &Response) -> Value {
     match r {
-        Response::Loglikelihood { loglikelihood, is_greedy, tokens } => json!([loglikelihood, is_greedy, tokens]),
-        Response::Rolling { loglikelihood, tokens } => json!([loglikelihood, tokens]),
+        Response::Loglikelihood {
+            loglikelihood,
+            is_greedy,
+            tokens,
+        } => json!([loglikelihood, is_greedy, tokens]),
+        Response::Rolling {
+            loglikelihood,
+            tokens,
+        } => json!([loglikelihood, tokens]),
         Response::Generated(text) => json!(text),
     }
 }
@@ -106,7 +120,9 @@ pub fn response_from_json(v: &Value) -> Option<Response> {
 /// input, reported before any model time is spent.
 fn check_golds(task: &Task, instances: &[DocInstance]) -> Result<(), EvalError> {
     for inst in instances {
-        let Expected::Choice(gold) = &inst.expected else { continue };
+        let Expected::Choice(gold) = &inst.expected else {
+            continue;
+        };
         let golds = match gold {
             Gold::Index(i) => vec![*i],
             Gold::Indices(v) => v.clone(),
@@ -124,11 +140,19 @@ fn check_golds(task: &Task, instances: &[DocInstance]) -> Result<(), EvalError> 
     Ok(())
 }
 
-pub fn evaluate_task(lm: &LanguageModel<'_>, task: &Task, opts: &EvalOptions) -> Result<TaskOutcome, EvalError> {
-    let rolling = task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
+pub fn evaluate_task(
+    lm: &LanguageModel<'_>,
+    task: &Task,
+    opts: &EvalOptions,
+) -> Result<TaskOutcome, EvalError> {
+    let rolling =
+        task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
     let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
     check_golds(task, &instances)?;
-    let requests: Vec<Request> = instances.iter().flat_map(|d| d.requests.iter().cloned()).collect();
+    let requests: Vec<Request> = instances
+        .iter()
+        .flat_map(|d| d.requests.iter().cloned())
+        .collect();
     let responses = lm.run(&requests)?;
     let mut per_doc = Vec::with_capacity(instances.len());
     let mut offset = 0;
@@ -139,14 +163,21 @@ pub fn evaluate_task(lm: &LanguageModel<'_>, task: &Task, opts: &EvalOptions) ->
     }
     let mut outcome = score_task(task, &per_doc, opts)?;
     if rolling {
-        outcome.ppl_protocol = Some(format!("lm_eval_rolling(max_length={},context_len=1)", lm.settings.max_length));
+        outcome.ppl_protocol = Some(format!(
+            "lm_eval_rolling(max_length={},context_len=1)",
+            lm.settings.max_length
+        ));
     }
     Ok(outcome)
 }
 
 /// Scores and aggregates documents whose responses are known (used by `evaluate_task` and by
 /// rescoring from stored samples).
-pub fn score_task(task: &Task, docs: &[(&DocInstance, Vec<Response>)], opts: &EvalOptions) -> Result<TaskOutcome, EvalError> {
+pub fn score_task(
+    task: &Task,
+    docs: &[(&DocInstance, Vec<Response>)],
+    opts: &EvalOptions,
+) -> Result<TaskOutcome, EvalError> {
     let mut by_metric: BTreeMap<String, Vec<DocScore>> = BTreeMap::new();
     let mut samples = Vec::with_capacity(docs.len());
     for (inst, resp) in docs {
@@ -159,7 +190,10 @@ pub fn score_task(task: &Task, docs: &[(&DocInstance, Vec<Response>)], opts: &Ev
             target: inst.target.clone(),
             arguments: inst.requests.iter().map(request_args).collect(),
             responses: resp.iter().map(response_json).collect(),
-            metrics: scores.iter().map(|(k, v)| (k.clone(), score_json(v))).collect(),
+            metrics: scores
+                .iter()
+                .map(|(k, v)| (k.clone(), score_json(v)))
+                .collect(),
         });
         for (key, score) in scores {
             by_metric.entry(key).or_default().push(score);

@@ -7,5 +7,7 @@ pub mod results;
 pub mod windows;
 
 pub use error::EvalError;
-pub use evaluate::{evaluate_task, score_task, EvalOptions, MetricValue, SampleRecord, TaskOutcome};
+pub use evaluate::{
+    evaluate_task, score_task, EvalOptions, MetricValue, SampleRecord, TaskOutcome,
+};
 pub use lm::{LanguageModel, LmSettings};

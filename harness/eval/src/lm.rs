@@ -77,7 +77,9 @@ impl<'a> LanguageModel<'a> {
         self.tokenizer
             .bos_id
             .or(self.tokenizer.eos_id)
-            .ok_or_else(|| EvalError::Invalid("the tokenizer has neither a BOS nor an EOS token".into()))
+            .ok_or_else(|| {
+                EvalError::Invalid("the tokenizer has neither a BOS nor an EOS token".into())
+            })
     }
 
     fn encode(&self, text: &str) -> Result<Vec<i64>, EvalError> {
@@ -85,7 +87,11 @@ impl<'a> LanguageModel<'a> {
     }
 
     /// `TemplateLM._encode_pair` plus the empty-context rule of `TemplateLM.loglikelihood`.
-    fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<i64>, Vec<i64>), EvalError> {
+    fn encode_pair(
+        &self,
+        context: &str,
+        continuation: &str,
+    ) -> Result<(Vec<i64>, Vec<i64>), EvalError> {
         if context.is_empty() {
             return Ok((vec![self.prefix_token()?], self.encode(continuation)?));
         }
@@ -100,7 +106,9 @@ impl<'a> LanguageModel<'a> {
     /// `(context + continuation)[-(max_length + 1):][:-1]` and the continuation to score.
     fn scored(&self, context: &[i64], continuation: Vec<i64>) -> Result<Scored, EvalError> {
         if continuation.is_empty() {
-            return Err(EvalError::Invalid("a continuation encodes to no tokens".into()));
+            return Err(EvalError::Invalid(
+                "a continuation encodes to no tokens".into(),
+            ));
         }
         let mut full = context.to_vec();
         full.extend_from_slice(&continuation);
@@ -122,14 +130,18 @@ impl<'a> LanguageModel<'a> {
         let mut generations = Vec::new();
         for (i, request) in requests.iter().enumerate() {
             match request {
-                Request::Loglikelihood { context, continuation } => {
+                Request::Loglikelihood {
+                    context,
+                    continuation,
+                } => {
                     let (ctx, cont) = self.encode_pair(context, continuation)?;
                     scored.push(self.scored(&ctx, cont)?);
                     owners.push((i, 1));
                 }
                 Request::Rolling { text } => {
                     let tokens = self.encode(text)?;
-                    let windows = rolling_windows(&tokens, self.prefix_token()?, self.settings.max_length, 1);
+                    let windows =
+                        rolling_windows(&tokens, self.prefix_token()?, self.settings.max_length, 1);
                     owners.push((i, windows.len()));
                     for w in windows {
                         scored.push(self.scored(&w.context, w.continuation)?);
@@ -142,11 +154,17 @@ impl<'a> LanguageModel<'a> {
         let mut next = 0;
         for (i, windows) in owners {
             let part = &scores[next..next + windows];
-            let tokens: usize = scored[next..next + windows].iter().map(|s| s.continuation.len()).sum();
+            let tokens: usize = scored[next..next + windows]
+                .iter()
+                .map(|s| s.continuation.len())
+                .sum();
             next += windows;
             let loglikelihood = part.iter().map(|s| s.loglikelihood).sum();
             responses[i] = Some(match requests[i] {
-                Request::Rolling { .. } => Response::Rolling { loglikelihood, tokens },
+                Request::Rolling { .. } => Response::Rolling {
+                    loglikelihood,
+                    tokens,
+                },
                 _ => Response::Loglikelihood {
                     loglikelihood,
                     is_greedy: part[0].is_greedy,
@@ -154,10 +172,16 @@ impl<'a> LanguageModel<'a> {
                 },
             });
         }
-        for (i, text) in generations.iter().zip(self.generate(requests, &generations)?) {
+        for (i, text) in generations
+            .iter()
+            .zip(self.generate(requests, &generations)?)
+        {
             responses[*i] = Some(Response::Generated(text));
         }
-        Ok(responses.into_iter().map(|r| r.expect("every request answered")).collect())
+        Ok(responses
+            .into_iter()
+            .map(|r| r.expect("every request answered"))
+            .collect())
     }
 
     /// Scores every job; identical inputs and inputs that are prefixes of longer ones share
@@ -165,7 +189,13 @@ impl<'a> LanguageModel<'a> {
     fn score(&self, jobs: &[Scored]) -> Result<Vec<ContinuationScore>, EvalError> {
         // Longest first (lm-eval's Collator order), so a prefix meets its carrier after it.
         let mut order: Vec<usize> = (0..jobs.len()).collect();
-        order.sort_by(|&a, &b| jobs[b].input.len().cmp(&jobs[a].input.len()).then_with(|| jobs[a].input.cmp(&jobs[b].input)));
+        order.sort_by(|&a, &b| {
+            jobs[b]
+                .input
+                .len()
+                .cmp(&jobs[a].input.len())
+                .then_with(|| jobs[a].input.cmp(&jobs[b].input))
+        });
         let mut carriers: Vec<usize> = Vec::new(); // job indices that get a forward pass
         let mut carrier_of = vec![0usize; jobs.len()];
         let mut by_prefix: HashMap<&[i64], usize> = HashMap::new();
@@ -210,7 +240,8 @@ impl<'a> LanguageModel<'a> {
             match batches.last_mut() {
                 Some(b)
                     if b.len() < self.settings.batch_size
-                        && (b.len() + 1) * jobs[carriers[b[0]]].input.len() <= self.settings.token_budget.max(len) =>
+                        && (b.len() + 1) * jobs[carriers[b[0]]].input.len()
+                            <= self.settings.token_budget.max(len) =>
                 {
                     b.push(c)
                 }
@@ -247,7 +278,9 @@ impl<'a> LanguageModel<'a> {
             }
         }
         let device = self.model.device;
-        let input = Tensor::from_slice(&ids).view([batch.len() as i64, width as i64]).to_device(device);
+        let input = Tensor::from_slice(&ids)
+            .view([batch.len() as i64, width as i64])
+            .to_device(device);
         let hidden = self
             .model
             .forward_hidden(&input, None, None, &mut Default::default());
@@ -264,15 +297,29 @@ impl<'a> LanguageModel<'a> {
 
     /// Log-probability of `targets[i]` at flattened position `rows[i]`, and whether it is the
     /// argmax there; the vocabulary projection runs in chunks to bound memory.
-    fn position_logprobs(&self, hidden: &Tensor, rows: &[i64], targets: &[i64]) -> (Vec<f64>, Vec<bool>) {
+    fn position_logprobs(
+        &self,
+        hidden: &Tensor,
+        rows: &[i64],
+        targets: &[i64],
+    ) -> (Vec<f64>, Vec<bool>) {
         const CHUNK: usize = 1024;
         let device = hidden.device();
-        let (mut lls, mut greedy) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        let (mut lls, mut greedy) = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
         for (r, t) in rows.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
             let idx = Tensor::from_slice(r).to_device(device);
             let tgt = Tensor::from_slice(t).to_device(device);
-            let logp = self.model.logits(&hidden.index_select(0, &idx)).log_softmax(-1, Kind::Float);
-            let picked = logp.gather(1, &tgt.unsqueeze(1), false).squeeze_dim(1).to_kind(Kind::Double);
+            let logp = self
+                .model
+                .logits(&hidden.index_select(0, &idx))
+                .log_softmax(-1, Kind::Float);
+            let picked = logp
+                .gather(1, &tgt.unsqueeze(1), false)
+                .squeeze_dim(1)
+                .to_kind(Kind::Double);
             let is_max = logp.argmax(-1, false).eq_tensor(&tgt);
             lls.extend(Vec::<f64>::try_from(picked.to_device(tch::Device::Cpu)).expect("f64"));
             greedy.extend(Vec::<bool>::try_from(is_max.to_device(tch::Device::Cpu)).expect("bool"));
@@ -288,11 +335,22 @@ impl<'a> LanguageModel<'a> {
         };
         let mut jobs = Vec::new();
         for &i in which {
-            let Request::Generate { context, until, max_gen_toks } = &requests[i] else { unreachable!() };
+            let Request::Generate {
+                context,
+                until,
+                max_gen_toks,
+            } = &requests[i]
+            else {
+                unreachable!()
+            };
             let mut stops: Vec<String> = until.clone();
             stops.extend(eos.clone());
             let mut ids = self.encode(context)?;
-            let max_ctx = self.settings.max_length.saturating_sub(*max_gen_toks).max(1);
+            let max_ctx = self
+                .settings
+                .max_length
+                .saturating_sub(*max_gen_toks)
+                .max(1);
             if ids.len() > max_ctx {
                 ids.drain(..ids.len() - max_ctx);
             }
@@ -343,6 +401,8 @@ impl StopCondition for StopStrings<'_> {
             return true;
         }
         let text = self.tokenizer.decode(generated, true).unwrap_or_default();
-        self.stops[seq].iter().any(|s| !s.is_empty() && text.contains(s.as_str()))
+        self.stops[seq]
+            .iter()
+            .any(|s| !s.is_empty() && text.contains(s.as_str()))
     }
 }

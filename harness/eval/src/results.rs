@@ -37,7 +37,9 @@ pub fn group_outcome(group: &GroupSpec, children: &[&TaskOutcome]) -> Map<String
             .filter(|k| k.split(',').next() == Some(agg.metric.as_str()))
             .filter(|k| {
                 let filter = k.split(',').nth(1).unwrap_or("none");
-                agg.filter_list.as_ref().is_none_or(|f| f.iter().any(|x| x == filter))
+                agg.filter_list
+                    .as_ref()
+                    .is_none_or(|f| f.iter().any(|x| x == filter))
             })
             .collect();
         for key in keys {
@@ -47,7 +49,10 @@ pub fn group_outcome(group: &GroupSpec, children: &[&TaskOutcome]) -> Map<String
                 .collect();
             let sizes: Vec<usize> = parts.iter().map(|p| p.0.n_effective).collect();
             let values: Vec<f64> = parts.iter().map(|p| p.1).collect();
-            out.insert(key.clone(), json!(group_mean(&values, &sizes, agg.weight_by_size)));
+            out.insert(
+                key.clone(),
+                json!(group_mean(&values, &sizes, agg.weight_by_size)),
+            );
             let stderrs: Option<Vec<f64>> = parts.iter().map(|p| p.2).collect();
             let (metric, filter) = key.split_once(',').unwrap_or((key, "none"));
             out.insert(
@@ -65,7 +70,10 @@ fn task_entry(t: &TaskOutcome) -> Map<String, Value> {
     for (key, v) in &t.metrics {
         let (metric, filter) = key.split_once(',').unwrap_or((key, "none"));
         m.insert(key.clone(), json!(v.value));
-        m.insert(format!("{metric}_stderr,{filter}"), v.stderr.map_or(json!("N/A"), |s| json!(s)));
+        m.insert(
+            format!("{metric}_stderr,{filter}"),
+            v.stderr.map_or(json!("N/A"), |s| json!(s)),
+        );
     }
     if let Some(p) = &t.ppl_protocol {
         m.insert("ppl_protocol".into(), json!(p));
@@ -80,12 +88,16 @@ pub fn results_json(
     run: &RunConfig,
     timing: (f64, f64),
 ) -> Value {
-    let by_name: BTreeMap<&str, &TaskOutcome> = outcomes.iter().map(|t| (t.name.as_str(), t)).collect();
+    let by_name: BTreeMap<&str, &TaskOutcome> =
+        outcomes.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut results = Map::new();
     let mut group_results = Map::new();
     let mut group_subtasks = Map::new();
     for (group, names) in groups {
-        let children: Vec<&TaskOutcome> = names.iter().filter_map(|n| by_name.get(n.as_str()).copied()).collect();
+        let children: Vec<&TaskOutcome> = names
+            .iter()
+            .filter_map(|n| by_name.get(n.as_str()).copied())
+            .collect();
         let entry = group_outcome(group, &children);
         results.insert(group.config.group.clone(), Value::Object(entry.clone()));
         group_results.insert(group.config.group.clone(), Value::Object(entry));

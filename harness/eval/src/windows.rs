@@ -12,8 +12,16 @@ pub struct Window {
 }
 
 /// Disjoint rolling windows over `tokens` (empty input → no window).
-pub fn rolling_windows(tokens: &[i64], prefix_token: i64, max_len: usize, context_len: usize) -> Vec<Window> {
-    assert!(1 <= context_len && context_len <= max_len, "context_len must be in 1..=max_len");
+pub fn rolling_windows(
+    tokens: &[i64],
+    prefix_token: i64,
+    max_len: usize,
+    context_len: usize,
+) -> Vec<Window> {
+    assert!(
+        1 <= context_len && context_len <= max_len,
+        "context_len must be in 1..=max_len"
+    );
     let mut out = Vec::new();
     if tokens.is_empty() {
         return out;
@@ -53,7 +61,8 @@ mod tests {
     #[test]
     fn matches_lm_eval_for_ten_tokens_window_four() {
         let w = rolling_windows(&(0..10).collect::<Vec<_>>(), -1, 4, 1);
-        let pairs: Vec<(Vec<i64>, Vec<i64>)> = w.into_iter().map(|w| (w.context, w.continuation)).collect();
+        let pairs: Vec<(Vec<i64>, Vec<i64>)> =
+            w.into_iter().map(|w| (w.context, w.continuation)).collect();
         assert_eq!(
             pairs,
             vec![
@@ -67,9 +76,18 @@ mod tests {
     #[test]
     fn short_text_is_one_window_and_every_token_is_predicted_once() {
         let w = rolling_windows(&[7, 8, 9], 0, 16, 1);
-        assert_eq!(w, vec![Window { context: vec![0], continuation: vec![7, 8, 9] }]);
+        assert_eq!(
+            w,
+            vec![Window {
+                context: vec![0],
+                continuation: vec![7, 8, 9]
+            }]
+        );
         let tokens: Vec<i64> = (0..1000).collect();
-        let predicted: Vec<i64> = rolling_windows(&tokens, -1, 64, 1).into_iter().flat_map(|w| w.continuation).collect();
+        let predicted: Vec<i64> = rolling_windows(&tokens, -1, 64, 1)
+            .into_iter()
+            .flat_map(|w| w.continuation)
+            .collect();
         assert_eq!(predicted, tokens);
         assert!(rolling_windows(&[], 0, 8, 1).is_empty());
     }

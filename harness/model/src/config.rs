@@ -167,10 +167,9 @@ impl Reader<'_> {
     fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|x| Some(x as usize))
-                .ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer, got {v}"))),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                self.err(format!("`{key}` must be a non-negative integer, got {v}"))
+            }),
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
@@ -334,7 +333,8 @@ fn parse_moe(
         Family::Mixtral | Family::Olmoe => (intermediate_size, None),
         Family::Qwen2Moe => (
             r.usize("moe_intermediate_size")?,
-            r.usize_opt("shared_expert_intermediate_size")?.filter(|&w| w > 0),
+            r.usize_opt("shared_expert_intermediate_size")?
+                .filter(|&w| w > 0),
         ),
         Family::Qwen3Moe => (r.usize("moe_intermediate_size")?, None),
     };
@@ -343,7 +343,9 @@ fn parse_moe(
     let experts_key = EXPERT_COUNT_KEYS
         .into_iter()
         .find(|k| r.get(k).is_some())
-        .ok_or_else(|| r.err("missing the expert count (`num_experts` or `num_local_experts`)".into()))?;
+        .ok_or_else(|| {
+            r.err("missing the expert count (`num_experts` or `num_local_experts`)".into())
+        })?;
     let num_experts = r.usize(experts_key)?;
     let top_k = r.usize("num_experts_per_tok")?;
     if top_k == 0 || top_k > num_experts {
@@ -381,7 +383,10 @@ fn parse_moe(
 fn parse_rope(r: &Reader, default_theta: f64) -> Result<RopeConfig> {
     // transformers 5 folds theta and scaling into `rope_parameters`; 4.x used two keys.
     let params = r.get("rope_parameters").or_else(|| r.get("rope_scaling"));
-    let theta = match params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64) {
+    let theta = match params
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64)
+    {
         Some(t) => t,
         None => r.f64_or("rope_theta", default_theta)?,
     };
@@ -481,6 +486,9 @@ mod tests {
     fn bad_heads_are_rejected() {
         let mut v = base("llama");
         v["num_key_value_heads"] = json!(3);
-        assert!(parse(v).unwrap_err().to_string().contains("num_key_value_heads"));
+        assert!(parse(v)
+            .unwrap_err()
+            .to_string()
+            .contains("num_key_value_heads"));
     }
 }

@@ -60,7 +60,11 @@ pub fn param_counts(model: &Model, measured_active: Option<&[f64]>) -> ParamCoun
 }
 
 /// Forward FLOPs of one token that attends to `context` positions (itself included).
-pub fn flops_per_token(model: &Model, context: usize, measured_active: Option<&[f64]>) -> FlopsPerToken {
+pub fn flops_per_token(
+    model: &Model,
+    context: usize,
+    measured_active: Option<&[f64]>,
+) -> FlopsPerToken {
     let c = &model.config;
     let h = c.hidden_size as f64;
     let hq = (c.num_heads * c.head_dim) as f64;

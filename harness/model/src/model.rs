@@ -210,8 +210,20 @@ impl Model {
                 let shared = match m.shared_expert_intermediate_size {
                     None => None,
                     Some(fs) => Some(SharedExpert {
-                        mlp: mlp(w, &format!("{ffn_prefix}.shared_expert"), projs, h, fs as i64)?,
-                        gate: Some(linear(w, &format!("{ffn_prefix}.shared_expert_gate"), 1, h, false)?),
+                        mlp: mlp(
+                            w,
+                            &format!("{ffn_prefix}.shared_expert"),
+                            projs,
+                            h,
+                            fs as i64,
+                        )?,
+                        gate: Some(linear(
+                            w,
+                            &format!("{ffn_prefix}.shared_expert_gate"),
+                            1,
+                            h,
+                            false,
+                        )?),
                     }),
                 };
                 Ffn::Moe(MoeLayer {
@@ -324,8 +336,12 @@ impl Model {
         attention_mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> Tensor {
-        let hidden =
-            self.forward_hidden(input_ids, attention_mask, cache, &mut ForwardOptions::default());
+        let hidden = self.forward_hidden(
+            input_ids,
+            attention_mask,
+            cache,
+            &mut ForwardOptions::default(),
+        );
         self.logits(&hidden)
     }
 
@@ -350,10 +366,21 @@ impl Model {
         }
         for (l, block) in self.layers.iter().enumerate() {
             let p = names.layer(l);
-            put(format!("{p}.input_layernorm.weight"), &block.input_norm.weight);
-            put(format!("{p}.post_attention_layernorm.weight"), &block.post_norm.weight);
+            put(
+                format!("{p}.input_layernorm.weight"),
+                &block.input_norm.weight,
+            );
+            put(
+                format!("{p}.post_attention_layernorm.weight"),
+                &block.post_norm.weight,
+            );
             let a = &block.attn;
-            for (proj, lin) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+            for (proj, lin) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
                 put_linear(&mut put, format!("{p}.self_attn.{proj}"), lin);
             }
             for (nm, norm) in [("q_norm", &a.q_norm), ("k_norm", &a.k_norm)] {
@@ -376,7 +403,12 @@ impl Model {
                         put(format!("{f}.experts.{e}.{d}.weight"), &moe.w_down.get(e));
                     }
                     if let Some(s) = &moe.shared {
-                        put_mlp(&mut put, &format!("{f}.shared_expert"), names.expert_projs(), &s.mlp);
+                        put_mlp(
+                            &mut put,
+                            &format!("{f}.shared_expert"),
+                            names.expert_projs(),
+                            &s.mlp,
+                        );
                         if let Some(gate) = &s.gate {
                             put_linear(&mut put, format!("{f}.shared_expert_gate"), gate);
                         }

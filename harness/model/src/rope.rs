@@ -30,14 +30,15 @@ impl Rope {
                 let low_freq_wavelen = old_ctx / low_freq_factor;
                 let high_freq_wavelen = old_ctx / high_freq_factor;
                 let wavelen = inv_freq.full_like(2.0 * std::f64::consts::PI) / &inv_freq;
-                let scaled = inv_freq.where_self(
-                    &wavelen.le(low_freq_wavelen),
-                    &(&inv_freq / factor),
-                );
+                let scaled =
+                    inv_freq.where_self(&wavelen.le(low_freq_wavelen), &(&inv_freq / factor));
                 let smooth = (wavelen.full_like(old_ctx) / &wavelen - low_freq_factor)
                     / (high_freq_factor - low_freq_factor);
-                let smoothed = (smooth.ones_like() - &smooth) * &scaled / factor + &smooth * &scaled;
-                let is_medium = wavelen.ge(high_freq_wavelen).logical_and(&wavelen.le(low_freq_wavelen));
+                let smoothed =
+                    (smooth.ones_like() - &smooth) * &scaled / factor + &smooth * &scaled;
+                let is_medium = wavelen
+                    .ge(high_freq_wavelen)
+                    .logical_and(&wavelen.le(low_freq_wavelen));
                 smoothed.where_self(&is_medium, &scaled)
             }
         };
@@ -47,10 +48,7 @@ impl Rope {
     /// cos/sin of shape `[B, T, head_dim]` for integer `positions` `[B, T]`, cast to `kind`.
     pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let b = positions.size()[0];
-        let inv = self
-            .inv_freq
-            .view([1, -1, 1])
-            .expand([b, -1, 1], false);
+        let inv = self.inv_freq.view([1, -1, 1]).expand([b, -1, 1], false);
         let pos = positions.unsqueeze(1).to_kind(Kind::Float);
         let freqs = inv.matmul(&pos).transpose(1, 2);
         let emb = Tensor::cat(&[&freqs, &freqs], -1);

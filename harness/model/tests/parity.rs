@@ -10,7 +10,9 @@ use tch::{Device, Kind, Tensor};
 const TOL: f64 = 1e-4;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny")
+        .join(name)
 }
 
 fn reference(name: &str) -> Value {
@@ -61,10 +63,7 @@ fn check_family(name: &str) {
     let logits = model.forward(&ids, Some(&mask), None);
     let real = mask.to_kind(Kind::Bool).unsqueeze(-1);
     let expected = tensor_f32(&batch["logits"]);
-    let d = max_abs(
-        &logits.masked_select(&real),
-        &expected.masked_select(&real),
-    );
+    let d = max_abs(&logits.masked_select(&real), &expected.masked_select(&real));
     assert!(d <= TOL, "{name}: left-padded batch logits differ by {d}");
 
     let gen = &r["generate"];
@@ -104,12 +103,21 @@ fn router_logits_match_for_moe_families() {
             route_override: None,
         };
         let _ = model.forward_hidden(&ids, None, None, &mut opts);
-        let layers: Vec<usize> = serde_json::from_value(r["router_logits"]["layers"].clone()).unwrap();
+        let layers: Vec<usize> =
+            serde_json::from_value(r["router_logits"]["layers"].clone()).unwrap();
         let expected = tensor_f32(&r["router_logits"]["logits"]);
-        assert_eq!(rec.0.iter().map(|(l, _)| *l).collect::<Vec<_>>(), layers, "{name}");
+        assert_eq!(
+            rec.0.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+            layers,
+            "{name}"
+        );
         for (i, (_, got)) in rec.0.iter().enumerate() {
             let d = max_abs(&got.squeeze_dim(0), &expected.get(i as i64));
-            assert!(d <= TOL, "{name}: router logits of layer {} differ by {d}", layers[i]);
+            assert!(
+                d <= TOL,
+                "{name}: router logits of layer {} differ by {d}",
+                layers[i]
+            );
         }
     }
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 fn tiny(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny")
+        .join(name)
 }
 
 fn load(dir: &Path) -> Result<Model, ModelError> {
@@ -30,7 +32,16 @@ fn scratch_copy(name: &str) -> tempfile::TempDir {
 
 #[test]
 fn save_pretrained_round_trips_every_family() {
-    for name in ["llama", "llama3", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe"] {
+    for name in [
+        "llama",
+        "llama3",
+        "qwen2",
+        "qwen3",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+    ] {
         let model = load(&tiny(name)).unwrap();
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("saved");
@@ -57,18 +68,24 @@ fn truncated_safetensors_is_a_clear_error() {
 fn config_that_does_not_match_weights_is_a_shape_error() {
     let dir = scratch_copy("llama");
     let cfg = dir.path().join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     v["intermediate_size"] = serde_json::json!(96);
     std::fs::write(&cfg, v.to_string()).unwrap();
     let err = load(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("shape mismatch") && err.contains("mlp.gate_proj"), "{err}");
+    assert!(
+        err.contains("shape mismatch") && err.contains("mlp.gate_proj"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unsupported_family_names_the_model_type() {
     let dir = scratch_copy("llama");
     let cfg = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"llama\"", "\"gpt2\"");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"llama\"", "\"gpt2\"");
     std::fs::write(&cfg, text).unwrap();
     let err = load(dir.path()).unwrap_err().to_string();
     assert!(err.contains("unsupported model family `gpt2`"), "{err}");

@@ -95,7 +95,10 @@ mod tests {
         let w: Vec<f32> = Vec::try_from(s.weights.flatten(0, -1)).unwrap();
         assert!((w[1] + w[3] - 1.0).abs() < 1e-6);
         assert!((w[1] / w[3] - std::f32::consts::E).abs() < 1e-5);
-        assert_eq!(i64::try_from(s.active_counts().sum(Kind::Int64)).unwrap(), 2);
+        assert_eq!(
+            i64::try_from(s.active_counts().sum(Kind::Int64)).unwrap(),
+            2
+        );
     }
 
     #[test]
