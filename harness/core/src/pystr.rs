@@ -55,11 +55,6 @@ mod tests {
         assert_eq!(ours, PY_SPACES);
     }
 
-    /// `str.rstrip()` with no argument.
-    pub fn rstrip(s: &str) -> &str {
-        s.trim_end_matches(is_space)
-    }
-
     /// `len(re.split(r"\s+", t))` in CPython 3.11.7 for each text.
     #[test]
     fn count_words_matches_re_split() {
