@@ -1,9 +1,29 @@
-//! Options shared by the commands that load a model.
+//! Options and helpers shared by the commands that load a model or tasks.
 use anyhow::{Context, Result};
 use moebench_hub::HubConfig;
 use moebench_model::device::{parse_device, parse_kind};
 use moebench_model::{resolve_checkpoint, Checkpoint, Model, Tokenizer};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind};
+
+/// Most tokens per forward pass when a command does not say otherwise.
+pub const DEFAULT_TOKEN_BUDGET: usize = 8192;
+
+/// Shipped task directories: `suites/tasks` in the working directory and in the checkout the
+/// binary was built from.
+pub fn task_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("suites/tasks")];
+    if let Some(root) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
+    {
+        dirs.insert(0, root.join("suites/tasks"));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs.dedup_by(|a, b| a.canonicalize().ok() == b.canonicalize().ok());
+    dirs.extend(extra.iter().cloned());
+    dirs
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -46,6 +66,13 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    pub fn new(checkpoint: Checkpoint, device: Device, kind: Kind) -> Result<Self> {
+        let model = checkpoint
+            .load(device, kind)
+            .with_context(|| format!("loading model {}", checkpoint.reference))?;
+        Ok(Self { checkpoint, model })
+    }
+
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         Ok(self.checkpoint.tokenizer()?)
     }
@@ -55,10 +82,10 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         let device = parse_device(&self.device)?;
         let kind = parse_kind(&self.dtype)?;
-        let checkpoint = resolve_checkpoint(&self.hub.config()?, &self.model)?;
-        let model = checkpoint
-            .load(device, kind)
-            .with_context(|| format!("loading model {}", self.model))?;
-        Ok(Loaded { checkpoint, model })
+        Loaded::new(
+            resolve_checkpoint(&self.hub.config()?, &self.model)?,
+            device,
+            kind,
+        )
     }
 }

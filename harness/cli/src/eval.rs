@@ -1,13 +1,14 @@
 //! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written as lm-eval's
 //! `results.json` (+ per-sample JSONL with `--log-samples`) and a markdown table on stdout.
-use crate::common::ModelArgs;
+use crate::common::{task_dirs, ModelArgs, DEFAULT_TOKEN_BUDGET};
 use anyhow::{Context, Result};
 use moebench_eval::results::{markdown_table, results_json, RunConfig};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
 use moebench_model::cost::param_counts;
 use moebench_model::device::{device_name, kind_name};
+use moebench_suite::write_atomic;
 use moebench_tasks::{GroupSpec, Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
     /// Most tokens per forward pass (bounds memory; long inputs still run alone).
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, default_value_t = DEFAULT_TOKEN_BUDGET)]
     token_budget: usize,
     /// Longest input in tokens (default: the model's max_position_embeddings, as lm-eval).
     #[arg(long)]
@@ -46,22 +47,6 @@ pub struct Args {
     /// Also write per-sample records.
     #[arg(long)]
     log_samples: bool,
-}
-
-/// Shipped task directories: `suites/tasks` in the working directory and in the checkout the
-/// binary was built from.
-pub fn task_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from("suites/tasks")];
-    if let Some(root) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
-    {
-        dirs.insert(0, root.join("suites/tasks"));
-    }
-    dirs.retain(|d| d.is_dir());
-    dirs.dedup_by(|a, b| a.canonicalize().ok() == b.canonicalize().ok());
-    dirs.extend(extra.iter().cloned());
-    dirs
 }
 
 /// Flattens resolved nodes into tasks (in order) and the groups to aggregate.
@@ -81,13 +66,6 @@ fn flatten(
             children.into_iter().for_each(|c| flatten(c, tasks, groups));
         }
     }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file + rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 fn now() -> f64 {

@@ -7,6 +7,9 @@ mod eval;
 mod generate;
 mod inspect;
 mod prepare;
+mod report;
+mod rescore;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +38,15 @@ enum Command {
     Eval(eval::Args),
     /// Prefill latency, decode latency/throughput and peak memory of greedy generation.
     Bench(bench::Args),
+    /// Run a suite (models × methods × tasks) into a resumable run directory.
+    Run(run::Args),
+    /// Recompute a run's task metrics from its stored samples, without the model.
+    Rescore(rescore::Args),
+    /// Self-contained HTML report of a run directory, plus results.csv and results.json.
+    Report(report::ReportArgs),
+    /// Compare two run directories; significant regressions are named (and fail with
+    /// --fail-on-regression).
+    Compare(report::CompareArgs),
 }
 
 fn main() {
@@ -53,6 +65,10 @@ fn main() {
         Command::Logits(a) => generate::run_logits(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Rescore(a) => rescore::run(a),
+        Command::Report(a) => report::run_report(a),
+        Command::Compare(a) => report::run_compare(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

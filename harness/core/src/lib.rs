@@ -6,6 +6,7 @@
 //! - [`filters`]: the response post-processing pipelines (`lm_eval/filters/`).
 //! - [`stats`]: standard errors, bootstrap, group aggregation, paired comparison of runs.
 //! - [`pyre`], [`pystr`]: Python `re` patterns and `str` semantics on top of Rust's.
+//! - [`suggest`]: "did you mean …?" hints for misspelled names.
 
 pub mod filters;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod pyrandom;
 pub mod pyre;
 pub mod pystr;
 pub mod stats;
+pub mod suggest;
 
 pub use filters::{Filter, FilterPipeline, RegexFilter};
 pub use metrics::{

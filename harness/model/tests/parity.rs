@@ -69,8 +69,24 @@ fn check_family(name: &str) {
     let gen = &r["generate"];
     let prompt: Vec<i64> = serde_json::from_value(gen["prompt_ids"].clone()).unwrap();
     let expected: Vec<i64> = serde_json::from_value(gen["new_ids"].clone()).unwrap();
-    let got = greedy_batch(&model, &[prompt], expected.len(), &mut StopOnIds(vec![]));
+    let got = greedy_batch(
+        &model,
+        std::slice::from_ref(&prompt),
+        expected.len(),
+        &mut StopOnIds(vec![]),
+    );
     assert_eq!(got[0], expected, "{name}: greedy generation with KV cache");
+    let longer: Vec<i64> = [7, 8, 9].iter().chain(&prompt).copied().collect();
+    let got = greedy_batch(
+        &model,
+        &[prompt, longer],
+        expected.len(),
+        &mut StopOnIds(vec![]),
+    );
+    assert_eq!(
+        got[0], expected,
+        "{name}: left-padded greedy generation with KV cache"
+    );
 }
 
 macro_rules! family_tests {

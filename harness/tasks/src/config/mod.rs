@@ -11,7 +11,6 @@
 //! Files are read by [`yaml`]; this module holds the types and their semantic checks.
 //! YAML is parsed as YAML 1.2 (serde_yaml), while lm-eval uses PyYAML (YAML 1.1): unquoted
 //! `yes`/`no`/`on`/`off` are strings here and booleans there. lm-eval's own YAMLs quote them.
-mod suggest;
 pub(crate) mod yaml;
 
 use crate::data::Loader;
@@ -21,7 +20,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub(crate) use suggest::closest as closest_name;
+pub(crate) use moebench_core::suggest::closest as closest_name;
 pub use yaml::{load_yaml, LoadedYaml};
 
 /// A parsed task YAML (includes resolved), ready to load data for.

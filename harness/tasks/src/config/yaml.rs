@@ -7,16 +7,14 @@
 //!   at `file:line:column` with the closest known key as a hint.
 //! - Python hooks (`!function` tags, `process_docs`, `process_results`, `custom_dataset`) are
 //!   rejected with the built-in `moebench_processor` to use instead, when one exists.
-use super::suggest::closest;
 use super::{GroupConfig, GroupSpec, TaskConfig, TaskSpec};
 use crate::processors::Processor;
 use crate::TaskError;
-use regex::Regex;
+use moebench_core::suggest::unknown_name_hint;
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 /// A task or a group YAML.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,23 +301,6 @@ impl SourceFile {
         }
         TaskError::config(at, message)
     }
-}
-
-/// For serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), the
-/// closest expected name.
-fn unknown_name_hint(message: &str) -> Option<String> {
-    static PATTERN: OnceLock<Regex> = OnceLock::new();
-    static NAME: OnceLock<Regex> = OnceLock::new();
-    let pattern = PATTERN.get_or_init(|| {
-        Regex::new(r"unknown (?:field|variant) `([^`]*)`, expected (.*)").expect("valid regex")
-    });
-    let name = NAME.get_or_init(|| Regex::new(r"`([^`]*)`").expect("valid regex"));
-    let captures = pattern.captures(message)?;
-    let expected = captures.get(2)?.as_str();
-    let candidates = name
-        .captures_iter(expected)
-        .filter_map(|c| c.get(1).map(|m| m.as_str()));
-    closest(&captures[1], candidates).map(|best| format!(" (did you mean `{best}`?)"))
 }
 
 /// The argument of the first `!function` tag inside `value`.

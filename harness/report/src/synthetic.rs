@@ -1,0 +1,329 @@
+//! Synthetic run directories, written through the real run store ([`RunStore`]), for tests
+//! and for trying the report without running a model.
+//!
+//! Document `i` of a task is answered correctly by a row when a uniform draw keyed by (model
+//! label, task, i) falls below the row's accuracy: rows of the same model share their draws,
+//! so lowering a row's accuracy between two runs flips exactly the documents in between, as a
+//! real regression of a method would.
+use moebench_suite::suite::Target;
+use moebench_suite::{
+    LayerLoads, Measurement, Record, RecordKind, RoutingLog, RunInfo, RunStore, SuiteError,
+    HARNESS_VERSION,
+};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::Path;
+
+/// One model × method row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowSpec {
+    pub model: String,
+    pub method: String,
+    /// Probability of a correct answer (`acc`; `acc_norm` gets 0.03 more).
+    pub accuracy: f64,
+    /// Answers changed without changing the score much: the first `noise` correct documents
+    /// become wrong and the first `noise − 1` wrong ones right (a net loss of one document).
+    pub noise: usize,
+    pub params_active: f64,
+    pub flops_per_token: f64,
+    pub latency_decode_tps: f64,
+    pub peak_memory_bytes: f64,
+}
+
+/// What to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synthetic {
+    pub suite: String,
+    pub start_time: String,
+    pub rows: Vec<RowSpec>,
+    /// Multiple-choice tasks (`acc`, `acc_norm`).
+    pub tasks: Vec<String>,
+    /// Adds `wikitext` with `word_perplexity` (lower is better, no per-document number).
+    pub perplexity: bool,
+    pub docs: usize,
+    pub measures: bool,
+    /// Adds router load records (layer × expert) to each row's measure job.
+    pub routing: bool,
+    /// Written to `targets.json` when not empty.
+    pub targets: Vec<Target>,
+    /// Appends the records of an interrupted job (no `job_done`): 0.999 accuracy that must
+    /// never be reported.
+    pub interrupted_job: bool,
+}
+
+impl Synthetic {
+    /// Three rows of one model (dense and two compressed variants), two tasks and a
+    /// perplexity task, measures, routing and a target; 200 documents per task.
+    pub fn example() -> Self {
+        let row = |method: &str, accuracy: f64, scale: f64, tps: f64| RowSpec {
+            model: "smol".into(),
+            method: method.into(),
+            accuracy,
+            noise: 0,
+            params_active: 135e6 * scale,
+            flops_per_token: 270e6 * scale,
+            latency_decode_tps: tps,
+            peak_memory_bytes: 600.0 * 1024.0 * 1024.0 * scale,
+        };
+        Self {
+            suite: "synthetic".into(),
+            start_time: "2026-01-01T00:00:00Z".into(),
+            rows: vec![
+                row("dense", 0.62, 1.0, 40.0),
+                row("moe-top2", 0.58, 0.45, 70.0),
+                row("pruned-50", 0.49, 0.5, 60.0),
+            ],
+            tasks: vec!["arc_easy".into(), "piqa".into()],
+            perplexity: true,
+            docs: 200,
+            measures: true,
+            routing: true,
+            targets: vec![Target {
+                model: "smol".into(),
+                method: "dense".into(),
+                task: Some("arc_easy".into()),
+                metric: "acc,none".into(),
+                value: 0.6,
+                tolerance: 0.05,
+            }],
+            interrupted_job: true,
+        }
+    }
+
+    /// Writes the run directory `dir` (created, or resumed when it holds the same suite).
+    pub fn write(&self, dir: &Path) -> Result<(), SuiteError> {
+        let info = RunInfo {
+            suite: self.suite.clone(),
+            suite_path: format!("/synthetic/{}.yaml", self.suite).into(),
+            suite_sha256: format!("{:064x}", mix(&[&self.suite])),
+            harness_version: HARNESS_VERSION.into(),
+            start_time: self.start_time.clone(),
+        };
+        let store = RunStore::open(dir, &info)?;
+        for row in &self.rows {
+            for task in &self.tasks {
+                self.write_choice_task(&store, row, task)?;
+            }
+            if self.perplexity {
+                self.write_perplexity_task(&store, row)?;
+            }
+            if self.measures {
+                self.write_measures(&store, row)?;
+            }
+        }
+        if !self.targets.is_empty() {
+            let text = serde_json::to_string_pretty(&self.targets).expect("targets serialize");
+            moebench_suite::write_atomic(&dir.join(crate::run::TARGETS_FILE), text.as_bytes())?;
+        }
+        if self.interrupted_job {
+            let row = &self.rows[0];
+            let task = self.tasks[0].clone();
+            let r = Record {
+                kind: RecordKind::Metric,
+                metric: "acc,none".into(),
+                value: 0.999,
+                ..self.template(row, Some(task), "interrupted")
+            };
+            append_lines(dir, &[serde_json::to_value(r).expect("records serialize")])?;
+        }
+        Ok(())
+    }
+
+    fn template(&self, row: &RowSpec, task: Option<String>, job: &str) -> Record {
+        Record {
+            kind: RecordKind::Metric,
+            suite: self.suite.clone(),
+            job: job.to_owned(),
+            model: format!("synthetic/{}", row.model),
+            model_label: row.model.clone(),
+            model_sha: format!("{:040x}", mix(&[&row.model])),
+            method: row.method.split('-').next().unwrap_or_default().to_owned(),
+            method_label: row.method.clone(),
+            method_params: json!({}),
+            method_hash: format!("{:016x}", mix(&[&row.method])),
+            task_hash: task.as_ref().map(|t| format!("{:016x}", mix(&[t]))),
+            task,
+            metric: String::new(),
+            value: 0.0,
+            stderr: None,
+            n: None,
+            higher_is_better: None,
+            protocol: None,
+            device: "cpu".into(),
+            dtype: "float32".into(),
+            batch_size: 8,
+            seed: 1234,
+            harness_version: HARNESS_VERSION.into(),
+            wall_s: 12.5,
+            time: self.start_time.clone(),
+        }
+    }
+
+    fn job(row: &RowSpec, task: &str) -> String {
+        format!("{:016x}", mix(&[&row.model, &row.method, task]))
+    }
+
+    fn write_choice_task(
+        &self,
+        store: &RunStore,
+        row: &RowSpec,
+        task: &str,
+    ) -> Result<(), SuiteError> {
+        let job = Self::job(row, task);
+        let draws: Vec<f64> = (0..self.docs)
+            .map(|i| uniform(&[&row.model, task, &i.to_string()]))
+            .collect();
+        let acc = outcomes(&draws, row.accuracy, row.noise);
+        let acc_norm = outcomes(&draws, row.accuracy + 0.03, row.noise);
+        let samples: Vec<Value> = (0..self.docs)
+            .map(|i| {
+                json!({
+                    "doc_id": i,
+                    "doc_hash": format!("{:016x}", mix(&[task, &i.to_string()])),
+                    "metrics": {"acc,none": acc[i], "acc_norm,none": acc_norm[i]},
+                })
+            })
+            .collect();
+        store.write_samples(&job, &samples)?;
+        let measurements = [
+            accuracy("acc,none", &acc),
+            accuracy("acc_norm,none", &acc_norm),
+        ];
+        store.commit(
+            &self.template(row, Some(task.to_owned()), &job),
+            RecordKind::Metric,
+            &measurements,
+            12.5,
+        )
+    }
+
+    fn write_perplexity_task(&self, store: &RunStore, row: &RowSpec) -> Result<(), SuiteError> {
+        let job = Self::job(row, "wikitext");
+        let samples: Vec<Value> = (0..self.docs.min(20))
+            .map(|i| {
+                json!({
+                    "doc_id": i,
+                    "doc_hash": format!("{:016x}", mix(&["wikitext", &i.to_string()])),
+                    "metrics": {"word_perplexity,none": [-250.0, 90]},
+                })
+            })
+            .collect();
+        store.write_samples(&job, &samples)?;
+        let measurement = Measurement {
+            metric: "word_perplexity,none".into(),
+            value: 18.0 + 40.0 * (1.0 - row.accuracy),
+            stderr: Some(0.4),
+            n: Some(samples.len() as u64),
+            higher_is_better: Some(false),
+            protocol: Some("lm_eval_rolling(max_length=2048,context_len=1)".into()),
+        };
+        store.commit(
+            &self.template(row, Some("wikitext".into()), &job),
+            RecordKind::Metric,
+            &[measurement],
+            30.0,
+        )
+    }
+
+    fn write_measures(&self, store: &RunStore, row: &RowSpec) -> Result<(), SuiteError> {
+        let job = Self::job(row, "");
+        let measure = |metric: &str, value: f64| Measurement {
+            metric: metric.into(),
+            value,
+            stderr: None,
+            n: None,
+            higher_is_better: None,
+            protocol: None,
+        };
+        let measurements = [
+            measure("params_total", row.params_active * 4.0),
+            measure("params_active", row.params_active),
+            measure("flops_per_token", row.flops_per_token),
+            measure("latency_decode_tps", row.latency_decode_tps),
+            measure("peak_memory_bytes", row.peak_memory_bytes),
+        ];
+        if self.routing {
+            let layers = (0..4)
+                .map(|layer| LayerLoads {
+                    layer,
+                    loads: (0..8)
+                        .map(|e| {
+                            (1000.0 * uniform(&[&row.method, &layer.to_string(), &e.to_string()]))
+                                .round()
+                        })
+                        .collect(),
+                })
+                .collect();
+            store.write_routing(&RoutingLog {
+                job: job.clone(),
+                model_label: row.model.clone(),
+                method_label: row.method.clone(),
+                layers,
+            })?;
+        }
+        store.commit(
+            &self.template(row, None, &job),
+            RecordKind::Measure,
+            &measurements,
+            5.0,
+        )?;
+        Ok(())
+    }
+}
+
+/// 0/1 scores: a draw below `accuracy` is correct; then `noise` flips (see [`RowSpec::noise`]).
+fn outcomes(draws: &[f64], accuracy: f64, noise: usize) -> Vec<f64> {
+    let mut scores: Vec<f64> = draws.iter().map(|u| f64::from(*u < accuracy)).collect();
+    let (mut down, mut up) = (noise, noise.saturating_sub(1));
+    for s in &mut scores {
+        if *s == 1.0 && down > 0 {
+            (*s, down) = (0.0, down - 1);
+        } else if *s == 0.0 && up > 0 {
+            (*s, up) = (1.0, up - 1);
+        }
+    }
+    scores
+}
+
+/// An accuracy measurement of 0/1 scores with lm-eval's `mean_stderr`.
+fn accuracy(metric: &str, scores: &[f64]) -> Measurement {
+    Measurement {
+        metric: metric.into(),
+        value: moebench_core::stats::mean(scores),
+        stderr: moebench_core::stats::mean_stderr(scores),
+        n: Some(scores.len() as u64),
+        higher_is_better: Some(true),
+        protocol: None,
+    }
+}
+
+fn append_lines(dir: &Path, lines: &[Value]) -> Result<(), SuiteError> {
+    let path = dir.join(moebench_suite::store::RECORDS_FILE);
+    let write = |source| SuiteError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(write)?;
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    file.write_all(text.as_bytes()).map_err(write)
+}
+
+/// FNV-1a over the parts, finished with splitmix64.
+fn mix(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.join("\u{1f}").bytes() {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// A deterministic draw in [0, 1).
+fn uniform(parts: &[&str]) -> f64 {
+    (mix(parts) >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,202 @@
+//! The methods a suite may name, and parameter sweeps.
+//!
+//! A list value in a method's `params` sweeps that parameter: the suite gets one method
+//! configuration per combination (in key order, values in list order), labelled
+//! `label[k=v,…]` with the swept parameters. A parameter whose value is itself a list is
+//! written as a one-element list of it (`layers: [[0, 1]]`).
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A method the runner implements.
+#[derive(Debug, Clone, Copy)]
+pub struct MethodInfo {
+    pub name: &'static str,
+    /// The parameter names it accepts.
+    pub params: &'static [&'static str],
+}
+
+/// Every implemented method. Adding one here makes suites accept it; the runner's
+/// `apply_method` must then apply it.
+pub const METHODS: &[MethodInfo] = &[
+    // The model as loaded: the identity baseline.
+    MethodInfo {
+        name: "dense",
+        params: &[],
+    },
+];
+
+/// The names of [`METHODS`].
+pub fn method_names() -> Vec<&'static str> {
+    METHODS.iter().map(|m| m.name).collect()
+}
+
+/// One method configuration: a method with every parameter fixed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodConfig {
+    pub name: String,
+    /// Unique in the suite: `label` (default: the name), plus `[k=v,…]` for swept parameters.
+    pub label: String,
+    pub params: BTreeMap<String, Value>,
+}
+
+impl MethodConfig {
+    /// The parameters as a JSON object.
+    pub fn params_json(&self) -> Value {
+        Value::Object(
+            self.params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
+
+    /// sha256 of the canonical JSON of name and parameters.
+    pub fn hash(&self) -> String {
+        let value = serde_json::json!({"name": self.name, "params": self.params_json()});
+        crate::sha256_hex(crate::plan::canonical_json(&value).as_bytes())
+    }
+}
+
+/// Checks a suite's method entry and expands its sweeps.
+pub(crate) fn expand_method(
+    name: &str,
+    label: Option<&str>,
+    params: &BTreeMap<String, Value>,
+) -> Result<Vec<MethodConfig>, String> {
+    check_method(name, params)?;
+    sweep(name, label.unwrap_or(name), params)
+}
+
+/// The method is implemented and takes these parameters.
+fn check_method(name: &str, params: &BTreeMap<String, Value>) -> Result<(), String> {
+    let info = METHODS.iter().find(|m| m.name == name).ok_or_else(|| {
+        let hint = moebench_core::suggest::closest(name, method_names())
+            .map(|best| format!("did you mean `{best}`? "))
+            .unwrap_or_default();
+        format!(
+            "unknown method `{name}` ({hint}implemented: {})",
+            method_names().join(", ")
+        )
+    })?;
+    match params.keys().find(|k| !info.params.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(key) => {
+            let accepted = match info.params {
+                [] => "none".to_owned(),
+                names => names.join(", "),
+            };
+            Err(format!(
+                "method `{name}` has no parameter `{key}` (accepted: {accepted})"
+            ))
+        }
+    }
+}
+
+/// One configuration per combination of the list-valued parameters.
+fn sweep(
+    name: &str,
+    label: &str,
+    params: &BTreeMap<String, Value>,
+) -> Result<Vec<MethodConfig>, String> {
+    let mut combos: Vec<(BTreeMap<String, Value>, Vec<String>)> = vec![Default::default()];
+    for (key, value) in params {
+        let choices: Vec<(&Value, bool)> = match value {
+            Value::Array(items) if items.is_empty() => {
+                return Err(format!("method `{name}`: `{key}` sweeps an empty list"))
+            }
+            Value::Array(items) => items.iter().map(|v| (v, true)).collect(),
+            other => vec![(other, false)],
+        };
+        combos = combos
+            .into_iter()
+            .flat_map(|(fixed, swept)| {
+                choices.iter().map(move |&(v, is_sweep)| {
+                    let mut fixed = fixed.clone();
+                    let mut swept = swept.clone();
+                    fixed.insert(key.clone(), v.clone());
+                    if is_sweep {
+                        swept.push(format!("{key}={}", short(v)));
+                    }
+                    (fixed, swept)
+                })
+            })
+            .collect();
+    }
+    Ok(combos
+        .into_iter()
+        .map(|(params, swept)| MethodConfig {
+            name: name.to_owned(),
+            label: match swept.is_empty() {
+                true => label.to_owned(),
+                false => format!("{label}[{}]", swept.join(",")),
+            },
+            params,
+        })
+        .collect())
+}
+
+/// A parameter value in a label: strings bare, the rest as JSON.
+fn short(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_methods_and_params_are_errors() {
+        let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            e,
+            "unknown method `dens` (did you mean `dense`? implemented: dense)"
+        );
+        let params = BTreeMap::from([("k".to_owned(), json!(2))]);
+        let e = expand_method("dense", None, &params).unwrap_err();
+        assert_eq!(e, "method `dense` has no parameter `k` (accepted: none)");
+    }
+
+    #[test]
+    fn lists_sweep_parameters() {
+        let params = serde_json::from_value(
+            json!({"k": [1, 2], "mode": ["a", "b"], "fixed": 0.5, "layers": [[0, 1]]}),
+        )
+        .unwrap();
+        let configs = sweep("topk", "t", &params).unwrap();
+        let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "t[k=1,layers=[0,1],mode=a]",
+                "t[k=1,layers=[0,1],mode=b]",
+                "t[k=2,layers=[0,1],mode=a]",
+                "t[k=2,layers=[0,1],mode=b]"
+            ]
+        );
+        assert_eq!(
+            configs[3].params_json(),
+            json!({"fixed": 0.5, "k": 2, "layers": [0, 1], "mode": "b"})
+        );
+        assert_ne!(configs[0].hash(), configs[1].hash());
+        let empty = serde_json::from_value(json!({"k": []})).unwrap();
+        assert_eq!(
+            sweep("topk", "t", &empty).unwrap_err(),
+            "method `topk`: `k` sweeps an empty list"
+        );
+    }
+
+    #[test]
+    fn dense_is_the_identity_with_a_stable_hash() {
+        let configs = expand_method("dense", None, &BTreeMap::new()).unwrap();
+        assert_eq!(configs.len(), 1);
+        assert_eq!(configs[0].label, "dense");
+        assert_eq!(configs[0].params_json(), json!({}));
+        assert_eq!(configs[0].hash(), configs[0].clone().hash());
+        assert_eq!(configs[0].hash().len(), 64);
+    }
+}

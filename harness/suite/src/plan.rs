@@ -1,0 +1,431 @@
+//! From a suite and what the caller resolved (model commits, task content hashes) to jobs.
+//!
+//! A job is one measurement pass of one (model, method) — `measure` — or one task evaluated on
+//! one (model, method). Its hash is the sha256 of the canonical JSON of everything that
+//! determines its result; a job whose hash already has a `job_done` record is not run again.
+use crate::store::{Record, RecordKind};
+use crate::suite::Suite;
+use crate::{SuiteError, HARNESS_VERSION};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+/// A model of the suite after resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    /// Hub commit sha, or the local directory's content fingerprint.
+    pub sha: String,
+    /// Why token-based tasks cannot run on it (e.g. no `tokenizer.json`), if so.
+    pub no_tasks_reason: Option<String>,
+}
+
+/// One task (a leaf of a suite task entry, which may be a group or tag) after loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTask {
+    pub name: String,
+    /// Index of the suite's task entry it comes from.
+    pub entry: usize,
+    /// `moebench_tasks::Task::content_hash`.
+    pub content_hash: String,
+    /// The shot count in effect.
+    pub num_fewshot: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Parameter counts and FLOPs of a (model, method).
+    Measure,
+    /// Index into [`Plan::tasks`].
+    Task(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub hash: String,
+    /// Index into the suite's models.
+    pub model: usize,
+    /// Index into the suite's method configurations.
+    pub method: usize,
+    pub kind: JobKind,
+    /// `model/method/task` (`measure` for measures), what `--only` matches.
+    pub label: String,
+    /// Why the job cannot run, if it cannot.
+    pub skip: Option<String>,
+}
+
+/// Every job of a suite, in order: per model, per method, measures first, then tasks.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub suite: Suite,
+    pub models: Vec<ResolvedModel>,
+    pub tasks: Vec<ResolvedTask>,
+    /// `cpu` or `cuda` (the device index does not change results).
+    pub device_kind: String,
+    pub jobs: Vec<Job>,
+}
+
+/// The jobs of one (model, method), which share one loaded and transformed model.
+#[derive(Debug)]
+pub struct Group<'a> {
+    pub model: usize,
+    pub method: usize,
+    pub jobs: Vec<&'a Job>,
+}
+
+impl Plan {
+    /// Expands models × methods × (measures + tasks). `models` follows the suite's models;
+    /// two tasks with one name (from two entries) are an error.
+    pub fn new(
+        suite: Suite,
+        models: Vec<ResolvedModel>,
+        tasks: Vec<ResolvedTask>,
+        device_kind: &str,
+    ) -> Result<Self, SuiteError> {
+        if models.len() != suite.models.len() {
+            return Err(SuiteError::invalid(
+                suite.path.display().to_string(),
+                format!(
+                    "{} models resolved for {}",
+                    models.len(),
+                    suite.models.len()
+                ),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        if let Some(dup) = tasks.iter().find(|t| !names.insert(&t.name)) {
+            let entry = &suite.tasks[dup.entry];
+            return Err(SuiteError::invalid(
+                suite.locate("name", &entry.name),
+                format!(
+                    "task `{}` is listed twice (also through a group or tag)",
+                    dup.name
+                ),
+            ));
+        }
+        let mut plan = Self {
+            suite,
+            models,
+            tasks,
+            device_kind: device_kind.to_owned(),
+            jobs: Vec::new(),
+        };
+        plan.jobs = plan.expand();
+        Ok(plan)
+    }
+
+    fn expand(&self) -> Vec<Job> {
+        let measures = self.suite.measure.flops
+            || self.suite.measure.params
+            || self.suite.measure.latency.enabled;
+        let mut jobs = Vec::new();
+        for model in 0..self.models.len() {
+            for method in 0..self.suite.methods.len() {
+                if measures {
+                    jobs.push(self.job(model, method, JobKind::Measure));
+                }
+                for task in 0..self.tasks.len() {
+                    jobs.push(self.job(model, method, JobKind::Task(task)));
+                }
+            }
+        }
+        jobs
+    }
+
+    fn job(&self, model: usize, method: usize, kind: JobKind) -> Job {
+        let what = match kind {
+            JobKind::Measure => None,
+            JobKind::Task(t) => Some(self.tasks[t].name.as_str()),
+        };
+        let skip = match kind {
+            JobKind::Measure => None,
+            JobKind::Task(_) => self.models[model].no_tasks_reason.clone(),
+        };
+        Job {
+            hash: self.job_hash(model, method, kind),
+            model,
+            method,
+            kind,
+            label: job_label(
+                &self.suite.models[model].label,
+                &self.suite.methods[method].label,
+                what,
+            ),
+            skip,
+        }
+    }
+
+    /// sha256 of the canonical JSON of every input that determines the job's result.
+    fn job_hash(&self, model: usize, method: usize, kind: JobKind) -> String {
+        let (m, config, d) = (
+            &self.suite.models[model],
+            &self.suite.methods[method],
+            &self.suite.defaults,
+        );
+        let mut fields = json!({
+            "harness_version": HARNESS_VERSION,
+            "model": m.id,
+            "model_sha": self.models[model].sha,
+            "method": config.name,
+            "method_params": config.params_json(),
+            "dtype": d.dtype.as_str(),
+            "device": self.device_kind,
+        });
+        let extra = match kind {
+            JobKind::Measure => json!({"kind": "measure", "measure": self.suite.measure}),
+            JobKind::Task(t) => {
+                let task = &self.tasks[t];
+                json!({
+                    "kind": "task",
+                    "task": task.name,
+                    "task_hash": task.content_hash,
+                    "num_fewshot": task.num_fewshot,
+                    "limit": self.limit(task),
+                    "max_length": d.max_length,
+                    "seed": d.seed,
+                    "bootstrap_iters": d.bootstrap_iters,
+                })
+            }
+        };
+        if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
+            fields.extend(extra);
+        }
+        crate::sha256_hex(canonical_json(&fields).as_bytes())
+    }
+
+    /// Documents evaluated per task: the task entry's `limit`, else `defaults.limit`.
+    pub fn limit(&self, task: &ResolvedTask) -> Option<usize> {
+        self.suite.tasks[task.entry]
+            .limit
+            .or(self.suite.defaults.limit)
+            .map(usize::from)
+    }
+
+    /// Keeps the jobs whose label contains `pattern`.
+    pub fn retain_matching(&mut self, pattern: &str) {
+        self.jobs.retain(|j| j.label.contains(pattern));
+    }
+
+    /// The jobs grouped by (model, method), in plan order.
+    pub fn groups(&self) -> Vec<Group<'_>> {
+        let mut groups: Vec<Group> = Vec::new();
+        for job in &self.jobs {
+            match groups.last_mut() {
+                Some(g) if (g.model, g.method) == (job.model, job.method) => g.jobs.push(job),
+                _ => groups.push(Group {
+                    model: job.model,
+                    method: job.method,
+                    jobs: vec![job],
+                }),
+            }
+        }
+        groups
+    }
+
+    /// A record of `job` carrying its provenance; `kind`, `metric`, `value`, … are set per
+    /// record by [`crate::RunStore::commit`]. `device` is the full device name (`cuda:1`).
+    pub fn record_template(&self, job: &Job, device: &str) -> Record {
+        let (m, config, d) = (
+            &self.suite.models[job.model],
+            &self.suite.methods[job.method],
+            &self.suite.defaults,
+        );
+        let task = match job.kind {
+            JobKind::Measure => None,
+            JobKind::Task(t) => Some(&self.tasks[t]),
+        };
+        Record {
+            kind: RecordKind::JobDone,
+            suite: self.suite.name.clone(),
+            job: job.hash.clone(),
+            model: m.id.clone(),
+            model_label: m.label.clone(),
+            model_sha: self.models[job.model].sha.clone(),
+            method: config.name.clone(),
+            method_label: config.label.clone(),
+            method_params: config.params_json(),
+            method_hash: config.hash(),
+            task: task.map(|t| t.name.clone()),
+            task_hash: task.map(|t| t.content_hash.clone()),
+            metric: String::new(),
+            value: 0.0,
+            stderr: None,
+            n: None,
+            higher_is_better: None,
+            protocol: None,
+            device: device.to_owned(),
+            dtype: d.dtype.as_str().to_owned(),
+            batch_size: d.batch_size.get(),
+            seed: d.seed,
+            harness_version: HARNESS_VERSION.to_owned(),
+            wall_s: 0.0,
+            time: String::new(),
+        }
+    }
+
+    /// The plan as a markdown table, with each job's state.
+    pub fn table(&self, finished: &BTreeSet<String>) -> String {
+        let mut s = String::from("|job|model|method|task|state|\n|---|---|---|---|---|\n");
+        for job in &self.jobs {
+            let task = match job.kind {
+                JobKind::Measure => "(measures)",
+                JobKind::Task(t) => &self.tasks[t].name,
+            };
+            let state = match &job.skip {
+                Some(reason) => format!("skip: {reason}"),
+                None if finished.contains(&job.hash) => "done".to_owned(),
+                None => "to run".to_owned(),
+            };
+            let _ = writeln!(
+                s,
+                "|{}|{}|{}|{task}|{state}|",
+                &job.hash[..12],
+                self.suite.models[job.model].label,
+                self.suite.methods[job.method].label
+            );
+        }
+        s
+    }
+}
+
+/// `model/method/task`, or `model/method/measure` without a task: what `--only` matches.
+pub fn job_label(model: &str, method: &str, task: Option<&str>) -> String {
+    format!("{model}/{method}/{}", task.unwrap_or("measure"))
+}
+
+/// JSON with object keys sorted at every level and no whitespace: the form that is hashed.
+pub fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        scalar => scalar.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load_suite;
+
+    fn suite(dir: &std::path::Path, extra: &str) -> Suite {
+        let path = dir.join("s.yaml");
+        let text = format!("name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\ntasks:\n  - name: t1\n  - name: g\n{extra}");
+        std::fs::write(&path, text).unwrap();
+        load_suite(&path).unwrap()
+    }
+
+    fn model(sha: &str) -> ResolvedModel {
+        ResolvedModel {
+            sha: sha.into(),
+            no_tasks_reason: None,
+        }
+    }
+
+    fn task(name: &str, entry: usize) -> ResolvedTask {
+        ResolvedTask {
+            name: name.into(),
+            entry,
+            content_hash: format!("hash-{name}"),
+            num_fewshot: 0,
+        }
+    }
+
+    fn plan(extra: &str, sha_b: &str) -> Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = vec![task("t1", 0), task("g1", 1), task("g2", 1)];
+        Plan::new(
+            suite(dir.path(), extra),
+            vec![model("sa"), model(sha_b)],
+            tasks,
+            "cpu",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn expands_models_methods_and_tasks_in_groups() {
+        let p = plan("", "sb");
+        let labels: Vec<&str> = p.jobs.iter().map(|j| j.label.as_str()).collect();
+        assert_eq!(
+            labels[..4],
+            [
+                "org/a/dense/measure",
+                "org/a/dense/t1",
+                "org/a/dense/g1",
+                "org/a/dense/g2"
+            ]
+        );
+        assert_eq!(p.jobs.len(), 8);
+        assert_eq!(p.groups().len(), 2);
+        let hashes: BTreeSet<&str> = p.jobs.iter().map(|j| j.hash.as_str()).collect();
+        assert_eq!(hashes.len(), 8);
+        assert!(p
+            .table(&BTreeSet::new())
+            .contains("|org/b|dense|g2|to run|"));
+    }
+
+    #[test]
+    fn hashes_change_with_their_inputs_only() {
+        let base = plan("", "sb");
+        assert_eq!(base.jobs, plan("", "sb").jobs);
+        let other_sha = plan("", "sb2");
+        assert_eq!(base.jobs[..4], other_sha.jobs[..4]);
+        assert_ne!(base.jobs[4].hash, other_sha.jobs[4].hash);
+        let limited = plan("defaults:\n  limit: 5\n", "sb");
+        assert_eq!(
+            base.jobs[0].hash, limited.jobs[0].hash,
+            "measures do not depend on limit"
+        );
+        assert_ne!(base.jobs[1].hash, limited.jobs[1].hash);
+        let own_limit = plan("    limit: 5\n", "sb");
+        assert_eq!(
+            own_limit.jobs[1].hash, base.jobs[1].hash,
+            "g's limit does not change t1"
+        );
+        assert_ne!(own_limit.jobs[2].hash, base.jobs[2].hash);
+    }
+
+    #[test]
+    fn only_filters_by_label_and_skips_are_kept() {
+        let mut p = plan("", "sb");
+        p.models[1].no_tasks_reason = Some("no tokenizer.json".into());
+        p.jobs = p.expand();
+        p.retain_matching("org/b/");
+        assert_eq!(p.jobs.len(), 4);
+        assert!(p.jobs[0].skip.is_none() && p.jobs[1].skip.is_some());
+    }
+
+    #[test]
+    fn duplicate_leaf_tasks_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = vec![task("t1", 0), task("t1", 1)];
+        let e = Plan::new(
+            suite(dir.path(), ""),
+            vec![model("a"), model("b")],
+            tasks,
+            "cpu",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("s.yaml:9:5: task `t1` is listed twice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let v = serde_json::json!({"b": [1, {"d": 1, "c": "x"}], "a": null});
+        assert_eq!(canonical_json(&v), r#"{"a":null,"b":[1,{"c":"x","d":1}]}"#);
+    }
+}

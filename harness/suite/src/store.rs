@@ -1,0 +1,640 @@
+//! The run directory: what `moebench run` writes and `moebench report`/`rescore` read.
+//!
+//! ```text
+//! <run_dir>/run.json               suite name, suite file path + sha256, harness version, start time
+//! <run_dir>/records.jsonl          append-only, one Record per line
+//! <run_dir>/samples/<job>.jsonl    per-document samples of a task job (lm-eval's sample format)
+//! <run_dir>/routing/<job>.json      tokens routed to each expert per MoE layer (a RoutingLog)
+//! ```
+//!
+//! **Writing.** A finished job appends all its records followed by its `job_done` record in a
+//! single `write(2)` on a file opened with `O_APPEND`, then `fsync`s; nothing of a job is
+//! appended before it finishes. Sample logs and `run.json` are written to a temporary file
+//! and renamed into place. A SIGKILL therefore leaves either the whole block or nothing; only a
+//! crash of the machine can tear the last line, and the next append starts on a new line.
+//!
+//! **Reading** ([`read_records`]). Unreadable lines are skipped with a warning. A `job_done`
+//! record's `value` is the number of records it closes: a job's records are the `value` lines
+//! immediately before its first `job_done`, all of the same job and none unreadable. Every
+//! other record — those of an interrupted attempt, a torn block, or a second `job_done` of a
+//! job already done — is ignored, so a job that was interrupted and run again counts once.
+//! A job is finished when it has such a `job_done`.
+use crate::SuiteError;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const RECORDS_FILE: &str = "records.jsonl";
+pub const RUN_FILE: &str = "run.json";
+pub const SAMPLES_DIR: &str = "samples";
+pub const ROUTING_DIR: &str = "routing";
+
+/// Tokens routed to each expert of each MoE layer during one job: the data behind the report's
+/// layer × expert heatmaps. Kept out of `records.jsonl` because it is a table, not a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingLog {
+    pub job: String,
+    pub model_label: String,
+    pub method_label: String,
+    pub layers: Vec<LayerLoads>,
+}
+
+/// One MoE layer's expert loads (token-expert assignments per expert).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerLoads {
+    pub layer: usize,
+    pub loads: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// A task metric (`acc,none`, `perplexity,none`, …).
+    Metric,
+    /// A (model, method) measurement (`params_total`, `params_active`, `flops_per_token`, …).
+    Measure,
+    /// Closes a job: `metric` is `records`, `value` the number of records before it.
+    JobDone,
+}
+
+/// One line of `records.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub suite: String,
+    /// The job hash.
+    pub job: String,
+    /// The model as written in the suite.
+    pub model: String,
+    pub model_label: String,
+    /// Hub commit, or the local directory's content fingerprint.
+    pub model_sha: String,
+    pub method: String,
+    pub method_label: String,
+    pub method_params: serde_json::Value,
+    pub method_hash: String,
+    /// `None` for measures.
+    pub task: Option<String>,
+    /// The task's content hash; `None` for measures.
+    pub task_hash: Option<String>,
+    pub metric: String,
+    /// Non-finite values are written as `null` and read back as NaN.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub value: f64,
+    pub stderr: Option<f64>,
+    /// Documents behind a metric.
+    pub n: Option<u64>,
+    pub higher_is_better: Option<bool>,
+    /// How the number was obtained when it matters (e.g. the rolling-perplexity protocol).
+    pub protocol: Option<String>,
+    pub device: String,
+    pub dtype: String,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub harness_version: String,
+    /// Wall time of the whole job, in seconds.
+    pub wall_s: f64,
+    /// UTC time the job finished, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub time: String,
+}
+
+impl Record {
+    /// The job's `model/method/task` label.
+    pub fn label(&self) -> String {
+        crate::plan::job_label(&self.model_label, &self.method_label, self.task.as_deref())
+    }
+}
+
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// One number a job produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub metric: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub n: Option<u64>,
+    pub higher_is_better: Option<bool>,
+    pub protocol: Option<String>,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub suite: String,
+    /// Absolute path of the suite file.
+    pub suite_path: PathBuf,
+    pub suite_sha256: String,
+    pub harness_version: String,
+    /// When this run (or resumption) started, UTC.
+    pub start_time: String,
+}
+
+impl RunInfo {
+    pub fn new(suite: &crate::Suite) -> Self {
+        Self {
+            suite: suite.name.clone(),
+            suite_path: suite.dir.join(suite.path.file_name().unwrap_or_default()),
+            suite_sha256: suite.sha256.clone(),
+            harness_version: crate::HARNESS_VERSION.to_owned(),
+            start_time: utc_now(),
+        }
+    }
+}
+
+/// A run directory opened for writing.
+#[derive(Debug)]
+pub struct RunStore {
+    dir: PathBuf,
+}
+
+impl RunStore {
+    /// Creates the run directory, or resumes it when it holds the same suite (by name), and
+    /// writes `run.json`.
+    pub fn open(dir: &Path, info: &RunInfo) -> Result<Self, SuiteError> {
+        if let Some(existing) = read_run_info(dir)? {
+            if existing.suite != info.suite {
+                return Err(SuiteError::Store {
+                    path: dir.to_owned(),
+                    message: format!(
+                        "this run directory holds suite `{}`, not `{}`; choose another --run-dir",
+                        existing.suite, info.suite
+                    ),
+                });
+            }
+        }
+        for sub in [SAMPLES_DIR, ROUTING_DIR] {
+            let sub = dir.join(sub);
+            std::fs::create_dir_all(&sub).map_err(SuiteError::write(&sub))?;
+        }
+        let json = serde_json::to_vec_pretty(info).expect("RunInfo serializes");
+        write_atomic(&dir.join(RUN_FILE), &json)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Hashes of the jobs that have a valid `job_done`.
+    pub fn finished_jobs(&self) -> Result<BTreeSet<String>, SuiteError> {
+        finished_jobs(&self.dir)
+    }
+
+    /// Writes `samples/<job>.jsonl` atomically, one JSON line per sample.
+    pub fn write_samples<T: Serialize>(&self, job: &str, samples: &[T]) -> Result<(), SuiteError> {
+        let mut text = String::new();
+        for s in samples {
+            text.push_str(&serde_json::to_string(s).expect("samples serialize"));
+            text.push('\n');
+        }
+        write_atomic(&samples_path(&self.dir, job), text.as_bytes())
+    }
+
+    /// Writes a job's routing log (before the job's records are committed, so that a finished
+    /// job always has it).
+    pub fn write_routing(&self, log: &RoutingLog) -> Result<(), SuiteError> {
+        let path = routing_path(&self.dir, &log.job);
+        let bytes = serde_json::to_vec(log).expect("routing logs serialize");
+        write_atomic(&path, &bytes)
+    }
+
+    /// Appends the job's records (`template` with each measurement, as `kind`) and its
+    /// `job_done`, in one write.
+    pub fn commit(
+        &self,
+        template: &Record,
+        kind: RecordKind,
+        measurements: &[Measurement],
+        wall_s: f64,
+    ) -> Result<(), SuiteError> {
+        let time = utc_now();
+        let record = |kind, m: &Measurement| Record {
+            kind,
+            metric: m.metric.clone(),
+            value: m.value,
+            stderr: m.stderr,
+            n: m.n,
+            higher_is_better: m.higher_is_better,
+            protocol: m.protocol.clone(),
+            wall_s,
+            time: time.clone(),
+            ..template.clone()
+        };
+        let done = Measurement {
+            metric: "records".into(),
+            value: measurements.len() as f64,
+            stderr: None,
+            n: None,
+            higher_is_better: None,
+            protocol: None,
+        };
+        let mut block = String::new();
+        for r in measurements
+            .iter()
+            .map(|m| record(kind, m))
+            .chain([record(RecordKind::JobDone, &done)])
+        {
+            block.push_str(&serde_json::to_string(&r).expect("records serialize"));
+            block.push('\n');
+        }
+        append_block(&self.dir.join(RECORDS_FILE), block.as_bytes())
+    }
+}
+
+/// Appends `block` in one write, after a newline if the file ends with a torn line, and syncs.
+fn append_block(path: &Path, block: &[u8]) -> Result<(), SuiteError> {
+    let write = SuiteError::write;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(write(path))?;
+    let mut bytes = Vec::with_capacity(block.len() + 1);
+    if !ends_with_newline(&mut file).map_err(write(path))? {
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(block);
+    file.write_all(&bytes).map_err(write(path))?;
+    file.sync_data().map_err(write(path))
+}
+
+/// True for an empty file or one whose last byte is a newline.
+fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed into place.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SuiteError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    write().map_err(SuiteError::write(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(SuiteError::write(path))
+}
+
+pub fn samples_path(run_dir: &Path, job: &str) -> PathBuf {
+    run_dir.join(SAMPLES_DIR).join(format!("{job}.jsonl"))
+}
+
+pub fn routing_path(run_dir: &Path, job: &str) -> PathBuf {
+    run_dir.join(ROUTING_DIR).join(format!("{job}.json"))
+}
+
+/// The routing log of a job, `None` when it logged none.
+pub fn read_routing(run_dir: &Path, job: &str) -> Result<Option<RoutingLog>, SuiteError> {
+    let path = routing_path(run_dir, job);
+    let text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.map_err(SuiteError::read(&path))?,
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| SuiteError::Store {
+            path,
+            message: e.to_string(),
+        })
+}
+
+/// `run.json` of a run directory, `None` when there is none.
+pub fn read_run_info(run_dir: &Path) -> Result<Option<RunInfo>, SuiteError> {
+    let path = run_dir.join(RUN_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.map_err(SuiteError::read(&path))?,
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| SuiteError::Store {
+            path,
+            message: e.to_string(),
+        })
+}
+
+/// The samples of a task job.
+pub fn read_samples<T: serde::de::DeserializeOwned>(
+    run_dir: &Path,
+    job: &str,
+) -> Result<Vec<T>, SuiteError> {
+    let path = samples_path(run_dir, job);
+    let text = std::fs::read_to_string(&path).map_err(SuiteError::read(&path))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| SuiteError::Store {
+                path: path.clone(),
+                message: format!("line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
+
+/// Hashes of the jobs of `run_dir` that have a valid `job_done`.
+pub fn finished_jobs(run_dir: &Path) -> Result<BTreeSet<String>, SuiteError> {
+    Ok(read_records(run_dir)?
+        .into_iter()
+        .filter(|r| r.kind == RecordKind::JobDone)
+        .map(|r| r.job)
+        .collect())
+}
+
+/// The records of the finished jobs of `run_dir`, in file order, `job_done`s included (see the
+/// module documentation for the rule). A run directory without records has none.
+pub fn read_records(run_dir: &Path) -> Result<Vec<Record>, SuiteError> {
+    let path = run_dir.join(RECORDS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.map_err(SuiteError::read(&path))?,
+    };
+    Ok(completed_jobs(&path, parse_lines(&path, &text)))
+}
+
+/// The readable records with their line numbers.
+fn parse_lines(path: &Path, text: &str) -> Vec<(usize, Record)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .filter_map(|(i, line)| match serde_json::from_str(line) {
+            Ok(record) => Some((i + 1, record)),
+            Err(e) => {
+                tracing::warn!(
+                    "{}:{}: unreadable record skipped (torn write?): {e}",
+                    path.display(),
+                    i + 1
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Keeps, per job, its first `job_done` and the records it closes.
+fn completed_jobs(path: &Path, records: Vec<(usize, Record)>) -> Vec<Record> {
+    let mut keep = vec![false; records.len()];
+    let mut done = BTreeSet::new();
+    for (i, (line, r)) in records.iter().enumerate() {
+        if r.kind != RecordKind::JobDone || done.contains(&r.job) {
+            continue;
+        }
+        let count = r.value as usize;
+        let closes = |start: usize| {
+            records[start..i].iter().enumerate().all(|(k, (l, b))| {
+                b.job == r.job && b.kind != RecordKind::JobDone && *l == line - count + k
+            })
+        };
+        if r.value.fract() != 0.0 || r.value < 0.0 || count > i || !closes(i - count) {
+            tracing::warn!(
+                "{}:{line}: job_done of job {} does not follow its {} records; job ignored",
+                path.display(),
+                r.job,
+                r.value
+            );
+            continue;
+        }
+        done.insert(r.job.clone());
+        keep[i - count..=i].fill(true);
+    }
+    records
+        .into_iter()
+        .zip(keep)
+        .filter_map(|((_, r), kept)| kept.then_some(r))
+        .collect()
+}
+
+/// Current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+fn format_utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(suite: &str) -> RunInfo {
+        RunInfo {
+            suite: suite.into(),
+            suite_path: "/s.yaml".into(),
+            suite_sha256: "0".repeat(64),
+            harness_version: "0".into(),
+            start_time: utc_now(),
+        }
+    }
+
+    fn template(job: &str) -> Record {
+        Record {
+            kind: RecordKind::JobDone,
+            suite: "s".into(),
+            job: job.into(),
+            model: "m".into(),
+            model_label: "m".into(),
+            model_sha: "sha".into(),
+            method: "dense".into(),
+            method_label: "dense".into(),
+            method_params: serde_json::json!({}),
+            method_hash: "h".into(),
+            task: Some("t".into()),
+            task_hash: Some("th".into()),
+            metric: String::new(),
+            value: 0.0,
+            stderr: None,
+            n: None,
+            higher_is_better: None,
+            protocol: None,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            batch_size: 1,
+            seed: 1234,
+            harness_version: "0".into(),
+            wall_s: 0.0,
+            time: String::new(),
+        }
+    }
+
+    fn metric(name: &str, value: f64) -> Measurement {
+        Measurement {
+            metric: name.into(),
+            value,
+            stderr: Some(0.1),
+            n: Some(10),
+            higher_is_better: Some(true),
+            protocol: None,
+        }
+    }
+
+    fn commit(store: &RunStore, job: &str, values: &[f64]) {
+        let ms: Vec<Measurement> = values.iter().map(|v| metric("acc,none", *v)).collect();
+        store
+            .commit(&template(job), RecordKind::Metric, &ms, 1.5)
+            .unwrap();
+    }
+
+    fn append_raw(dir: &Path, text: &str) {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(RECORDS_FILE))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn line_of(job: &str, value: f64) -> String {
+        let r = Record {
+            kind: RecordKind::Metric,
+            metric: "acc,none".into(),
+            value,
+            ..template(job)
+        };
+        serde_json::to_string(&r).unwrap() + "\n"
+    }
+
+    #[test]
+    fn committed_jobs_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        assert!(read_records(dir.path()).unwrap().is_empty());
+        commit(&store, "a", &[0.5, 0.25]);
+        commit(&store, "b", &[]);
+        let records = read_records(dir.path()).unwrap();
+        let kinds: Vec<(&str, RecordKind)> =
+            records.iter().map(|r| (r.job.as_str(), r.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("a", RecordKind::Metric),
+                ("a", RecordKind::Metric),
+                ("a", RecordKind::JobDone),
+                ("b", RecordKind::JobDone)
+            ]
+        );
+        assert_eq!(records[1].value, 0.25);
+        assert_eq!(records[2].value, 2.0);
+        assert_eq!(records[2].metric, "records");
+        assert_eq!(
+            store.finished_jobs().unwrap(),
+            BTreeSet::from(["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(read_run_info(dir.path()).unwrap().unwrap().suite, "s");
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_and_the_next_block_starts_on_a_new_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        commit(&store, "a", &[0.5]);
+        let torn = line_of("b", 0.1);
+        append_raw(dir.path(), &torn[..torn.len() / 2]);
+        assert_eq!(read_records(dir.path()).unwrap().len(), 2);
+        commit(&store, "b", &[0.75]);
+        let records = read_records(dir.path()).unwrap();
+        assert_eq!(records.len(), 4);
+        assert_eq!((records[2].job.as_str(), records[2].value), ("b", 0.75));
+        let text = std::fs::read_to_string(dir.path().join(RECORDS_FILE)).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            5,
+            "the torn fragment stays on its own line"
+        );
+    }
+
+    #[test]
+    fn partial_and_duplicate_attempts_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        // An interrupted attempt of `a` left a whole record but no job_done ...
+        append_raw(dir.path(), &line_of("a", 0.1));
+        // ... then `a` ran again; a second job_done of `a` (a concurrent run) comes later.
+        commit(&store, "a", &[0.5]);
+        commit(&store, "a", &[0.9]);
+        // A job_done that does not follow its records closes nothing.
+        append_raw(dir.path(), &line_of("c", 0.3));
+        let stray = Record {
+            value: 2.0,
+            metric: "records".into(),
+            ..template("c")
+        };
+        append_raw(dir.path(), &(serde_json::to_string(&stray).unwrap() + "\n"));
+        let records = read_records(dir.path()).unwrap();
+        let values: Vec<(&str, f64)> = records.iter().map(|r| (r.job.as_str(), r.value)).collect();
+        assert_eq!(values, [("a", 0.5), ("a", 1.0)]);
+    }
+
+    #[test]
+    fn non_finite_values_round_trip_as_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        commit(&store, "a", &[f64::INFINITY]);
+        let records = read_records(dir.path()).unwrap();
+        assert!(records[0].value.is_nan());
+    }
+
+    #[test]
+    fn run_dir_of_another_suite_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        RunStore::open(dir.path(), &info("s")).unwrap();
+        RunStore::open(dir.path(), &info("s")).unwrap();
+        let e = RunStore::open(dir.path(), &info("other"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("holds suite `s`, not `other`"), "{e}");
+    }
+
+    #[test]
+    fn samples_are_written_atomically_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        store
+            .write_samples("j", &[serde_json::json!({"doc_id": 0})])
+            .unwrap();
+        let back: Vec<serde_json::Value> = read_samples(dir.path(), "j").unwrap();
+        assert_eq!(back, [serde_json::json!({"doc_id": 0})]);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join(SAMPLES_DIR))
+            .unwrap()
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

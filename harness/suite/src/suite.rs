@@ -1,0 +1,621 @@
+//! The suite YAML: models × methods × tasks × measurements, with run defaults, report options
+//! and optional targets (docs/suite-format.md describes every key).
+//!
+//! The file is parsed by serde_yaml into structs that deny unknown keys, so a typo is an error
+//! at `file:line:column` with the closest key as a hint; semantic checks (empty lists,
+//! duplicate labels, unknown methods) point at the line that writes the offending value.
+use crate::methods::{expand_method, MethodConfig};
+use crate::SuiteError;
+use moebench_core::suggest::unknown_name_hint;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+/// A validated suite.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// The suite file as given.
+    pub path: PathBuf,
+    /// The directory relative model and task paths resolve against (absolute).
+    pub dir: PathBuf,
+    /// sha256 of the file's bytes.
+    pub sha256: String,
+    pub name: String,
+    pub description: String,
+    pub defaults: Defaults,
+    pub models: Vec<ModelSpec>,
+    /// Method configurations, sweeps expanded.
+    pub methods: Vec<MethodConfig>,
+    pub tasks: Vec<TaskEntry>,
+    pub measure: Measure,
+    pub report: ReportSpec,
+    pub targets: Vec<Target>,
+}
+
+/// The file as written (before sweeps are expanded and paths resolved).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuiteFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    defaults: Defaults,
+    models: Vec<ModelEntry>,
+    methods: Vec<MethodEntry>,
+    tasks: Vec<TaskEntry>,
+    #[serde(default)]
+    measure: Measure,
+    #[serde(default)]
+    report: ReportSpec,
+    #[serde(default)]
+    targets: Vec<Target>,
+}
+
+/// Run settings shared by every job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: DeviceSpec,
+    pub dtype: Dtype,
+    /// Few-shot sampling seed (lm-eval's `fewshot_random_seed`).
+    pub seed: u64,
+    /// Most sequences per forward pass.
+    pub batch_size: NonZeroUsize,
+    /// Longest input in tokens; `None`: the model's `max_position_embeddings`.
+    pub max_length: Option<NonZeroUsize>,
+    /// Documents per task; `None`: all. A task's own `limit` wins.
+    pub limit: Option<NonZeroUsize>,
+    /// Bootstrap replicates for the stderrs of non-mean metrics.
+    pub bootstrap_iters: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            device: DeviceSpec("auto".into()),
+            dtype: Dtype::F32,
+            seed: 1234,
+            batch_size: NonZeroUsize::new(16).expect("non-zero"),
+            max_length: None,
+            limit: None,
+            bootstrap_iters: 1000,
+        }
+    }
+}
+
+/// A device name checked for its form: `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceSpec(String);
+
+impl DeviceSpec {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let index_ok = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+        match s.as_str() {
+            "auto" | "cpu" | "cuda" => Ok(Self(s)),
+            other if other.strip_prefix("cuda:").is_some_and(index_ok) => Ok(Self(s)),
+            other => Err(format!(
+                "unknown device `{other}` (expected auto, cpu, cuda or cuda:N)"
+            )),
+        }
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelEntry {
+    id: String,
+    label: Option<String>,
+}
+
+/// A model of the suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// As written in the suite (part of the job hash, so a run directory survives moving the
+    /// checkout).
+    pub id: String,
+    /// What to resolve: the Hub id (`org/name[@revision]`), or the absolute local directory.
+    pub reference: String,
+    /// Unique name in tables: `label`, else the id (a local directory's last component).
+    pub label: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MethodEntry {
+    name: String,
+    label: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, serde_json::Value>,
+}
+
+/// A task of the suite: a shipped task, group or tag name, or a task YAML path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEntry {
+    pub name: String,
+    /// Overrides the task YAML's `num_fewshot`.
+    pub num_fewshot: Option<usize>,
+    /// Overrides `defaults.limit`.
+    pub limit: Option<NonZeroUsize>,
+}
+
+/// What to measure once per (model, method).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Measure {
+    /// Analytic forward FLOPs per token (`flops_per_token`, at context 1).
+    pub flops: bool,
+    /// Parameter counts (`params_total`, `params_active`).
+    pub params: bool,
+    pub latency: Latency,
+}
+
+impl Default for Measure {
+    fn default() -> Self {
+        Self {
+            flops: true,
+            params: true,
+            latency: Latency::default(),
+        }
+    }
+}
+
+/// Greedy-generation latency (as `moebench bench`); parsed here, run by the runner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Latency {
+    pub enabled: bool,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub repeats: usize,
+    pub warmup: usize,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            prompt_tokens: 128,
+            new_tokens: 32,
+            repeats: 5,
+            warmup: 1,
+        }
+    }
+}
+
+/// HTML report options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSpec {
+    /// Where to write the report; relative to the run directory. Default `report.html`.
+    pub path: Option<PathBuf>,
+    /// Default: the suite name.
+    pub title: Option<String>,
+    /// Pareto plots, one per pair of axes.
+    pub pareto: Vec<ParetoAxes>,
+}
+
+/// Two axes of a Pareto plot: a measure (`flops_per_token`, `params_active`, …) or a task
+/// metric written `task/metric` (e.g. `arc_easy_shared/acc,none`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParetoAxes {
+    pub x: String,
+    pub y: String,
+}
+
+/// An expected value, for regression gates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// A model label.
+    pub model: String,
+    /// A method label.
+    pub method: String,
+    /// A task name; absent for measures.
+    pub task: Option<String>,
+    pub metric: String,
+    pub value: f64,
+    #[serde(default)]
+    pub tolerance: f64,
+}
+
+impl Suite {
+    /// The name a task entry is looked up by: a path (ends with `.yaml` or has a `/`) resolved
+    /// against the suite's directory, else the name as written.
+    pub fn task_lookup(&self, entry: &TaskEntry) -> String {
+        if entry.name.ends_with(".yaml") || entry.name.contains('/') {
+            self.dir.join(&entry.name).display().to_string()
+        } else {
+            entry.name.clone()
+        }
+    }
+
+    /// The report file: `report.path` relative to the run directory, default `report.html`.
+    pub fn report_path(&self, run_dir: &Path) -> PathBuf {
+        run_dir.join(
+            self.report
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("report.html")),
+        )
+    }
+
+    /// `file:line:column` of the first `key: value` line (`value` unquoted), else the file.
+    pub fn locate(&self, key: &str, value: &str) -> String {
+        let text = read_text(&self.path).unwrap_or_default();
+        Locator::new(&self.path, &text).at(&[key], value, 0)
+    }
+}
+
+/// Reads, parses and validates a suite file.
+pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
+    let path = path.as_ref();
+    let text = read_text(path)?;
+    let file: SuiteFile = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &e))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .canonicalize()
+        .map_err(SuiteError::read(path))?;
+    let at = Locator::new(path, &text);
+    check_file(&file, &at)?;
+    let models = file
+        .models
+        .iter()
+        .map(|m| model_spec(m, &dir))
+        .collect::<Vec<_>>();
+    let mut methods = Vec::new();
+    for m in &file.methods {
+        methods.extend(
+            expand_method(&m.name, m.label.as_deref(), &m.params).map_err(|e| {
+                SuiteError::invalid(at.at(&["name"], &m.name, 0), format!("methods: {e}"))
+            })?,
+        );
+    }
+    unique(
+        "models",
+        &["label", "id"],
+        models.iter().map(|m| m.label.as_str()),
+        &at,
+    )?;
+    unique(
+        "methods",
+        &["label", "name"],
+        methods.iter().map(|m| m.label.as_str()),
+        &at,
+    )?;
+    check_targets(&file.targets, &models, &methods, &at)?;
+    Ok(Suite {
+        path: path.to_owned(),
+        dir,
+        sha256: crate::sha256_hex(text.as_bytes()),
+        name: file.name,
+        description: file.description,
+        defaults: file.defaults,
+        models,
+        methods,
+        tasks: file.tasks,
+        measure: file.measure,
+        report: file.report,
+        targets: file.targets,
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, SuiteError> {
+    std::fs::read_to_string(path).map_err(SuiteError::read(path))
+}
+
+/// A serde_yaml error as `file:line:column: message (did you mean …?)`.
+fn yaml_error(path: &Path, error: &serde_yaml::Error) -> SuiteError {
+    let mut message = error.to_string();
+    let at = match error.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_owned();
+            }
+            format!("{}:{}:{}", path.display(), loc.line(), loc.column())
+        }
+        None => path.display().to_string(),
+    };
+    if let Some(hint) = unknown_name_hint(&message) {
+        message.push_str(&hint);
+    }
+    SuiteError::invalid(at, message)
+}
+
+/// Finds where values are written in the suite's text, for errors.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl<'a> Locator<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        Self { path, text }
+    }
+
+    /// `file:line:column` of the `nth` (0-based) line writing `key: value` for one of `keys`
+    /// (also as a list item, `value` unquoted), else the file alone.
+    fn at(&self, keys: &[&str], value: &str, nth: usize) -> String {
+        let found = self
+            .text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| {
+                let indent = line.len() - line.trim_start_matches([' ', '-']).len();
+                let rest = &line[indent..];
+                let rest = keys
+                    .iter()
+                    .find_map(|k| rest.strip_prefix(k)?.trim_start().strip_prefix(':'))?;
+                let written = rest.split(" #").next().unwrap_or_default().trim();
+                (written.trim_matches(['"', '\'']) == value).then_some((i + 1, indent + 1))
+            })
+            .nth(nth);
+        match found {
+            Some((line, column)) => format!("{}:{line}:{column}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+fn check_file(file: &SuiteFile, at: &Locator) -> Result<(), SuiteError> {
+    let name_ok = !file.name.is_empty()
+        && file
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !file.name.starts_with('.');
+    if !name_ok {
+        return Err(SuiteError::invalid(
+            at.at(&["name"], &file.name, 0),
+            format!(
+                "suite name `{}` must be letters, digits, `-`, `_` or `.` (it names the run directory)",
+                file.name
+            ),
+        ));
+    }
+    for (key, len) in [
+        ("models", file.models.len()),
+        ("methods", file.methods.len()),
+        ("tasks", file.tasks.len()),
+    ] {
+        if len == 0 {
+            return Err(SuiteError::invalid(
+                at.at(&[key], "[]", 0),
+                format!("`{key}` is empty: list at least one"),
+            ));
+        }
+    }
+    unique(
+        "tasks",
+        &["name"],
+        file.tasks.iter().map(|t| t.name.as_str()),
+        at,
+    )
+}
+
+fn model_spec(entry: &ModelEntry, dir: &Path) -> ModelSpec {
+    let id = entry.id.as_str();
+    let looks_local = ["/", "./", "../", "~"].iter().any(|p| id.starts_with(p))
+        || id == "."
+        || id == ".."
+        || dir.join(id).is_dir();
+    let reference = if looks_local && !id.starts_with('~') {
+        dir.join(id).display().to_string()
+    } else {
+        id.to_owned()
+    };
+    let default_label = || match looks_local {
+        true => Path::new(id)
+            .file_name()
+            .map_or_else(|| id.to_owned(), |n| n.to_string_lossy().into_owned()),
+        false => id.to_owned(),
+    };
+    ModelSpec {
+        id: id.to_owned(),
+        reference,
+        label: entry.label.clone().unwrap_or_else(default_label),
+    }
+}
+
+/// No label twice in `list`; an error points at the second line writing it under one of `keys`.
+fn unique<'a>(
+    list: &str,
+    keys: &[&str],
+    labels: impl Iterator<Item = &'a str>,
+    at: &Locator,
+) -> Result<(), SuiteError> {
+    let mut seen = BTreeSet::new();
+    for label in labels {
+        if !seen.insert(label) {
+            return Err(SuiteError::invalid(
+                at.at(keys, label, 1),
+                format!("{list}: `{label}` appears twice; give each entry a unique `label`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_targets(
+    targets: &[Target],
+    models: &[ModelSpec],
+    methods: &[MethodConfig],
+    at: &Locator,
+) -> Result<(), SuiteError> {
+    for t in targets {
+        let unknown = |key: &str, value: &str, known: Vec<&str>| {
+            SuiteError::invalid(
+                at.at(&[key], value, 0),
+                format!(
+                    "targets: no {key} labelled `{value}` (labels: {})",
+                    known.join(", ")
+                ),
+            )
+        };
+        if !models.iter().any(|m| m.label == t.model) {
+            let known = models.iter().map(|m| m.label.as_str()).collect();
+            return Err(unknown("model", &t.model, known));
+        }
+        if !methods.iter().any(|m| m.label == t.method) {
+            let known = methods.iter().map(|m| m.label.as_str()).collect();
+            return Err(unknown("method", &t.method, known));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("suite.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const MINIMAL: &str = "name: s\nmodels:\n  - id: org/model\nmethods:\n  - name: dense\ntasks:\n  - name: arc_easy\n";
+
+    #[test]
+    fn minimal_suite_gets_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let suite = load_suite(write(dir.path(), MINIMAL)).unwrap();
+        assert_eq!(suite.defaults.seed, 1234);
+        assert_eq!(suite.defaults.device.as_str(), "auto");
+        assert_eq!(suite.models[0].label, "org/model");
+        assert_eq!(suite.methods[0].label, "dense");
+        assert!(suite.measure.flops && suite.measure.params && !suite.measure.latency.enabled);
+        assert_eq!(
+            suite.report_path(Path::new("r")),
+            Path::new("r/report.html")
+        );
+    }
+
+    #[test]
+    fn local_models_resolve_against_the_suite_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("models/tiny")).unwrap();
+        let text = MINIMAL.replace(
+            "org/model",
+            "models/tiny\n  - id: ./models/tiny\n    label: again",
+        );
+        let suite = load_suite(write(dir.path(), &text)).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        assert_eq!(
+            suite.models[0].reference,
+            root.join("models/tiny").display().to_string()
+        );
+        assert_eq!(suite.models[0].label, "tiny");
+        assert_eq!(
+            suite.models[1].reference,
+            root.join("./models/tiny").display().to_string()
+        );
+    }
+
+    fn error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        load_suite(write(dir.path(), text)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_has_location_and_hint() {
+        let e = error(&MINIMAL.replace("  - id: org/model", "  - id: org/model\n    lable: x"));
+        assert!(
+            e.contains("suite.yaml:4:5: models[0]: unknown field `lable`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `label`?"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_have_locations() {
+        let e = error(&format!("{MINIMAL}defaults:\n  batch_size: many\n"));
+        assert!(
+            e.contains("suite.yaml:9:15: defaults.batch_size: invalid type: string"),
+            "{e}"
+        );
+        let e = error(&format!("{MINIMAL}defaults:\n  device: tpu\n"));
+        assert!(
+            e.contains("suite.yaml:9:") && e.contains("unknown device `tpu`"),
+            "{e}"
+        );
+        let e = error(&format!("{MINIMAL}defaults:\n  dtype: fp8\n"));
+        assert!(
+            e.contains("suite.yaml:9:10") && e.contains("unknown variant `fp8`"),
+            "{e}"
+        );
+        let e = error(&format!("{MINIMAL}defaults:\n  limit: 0\n"));
+        assert!(e.contains("suite.yaml:9:") && e.contains("nonzero"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_line() {
+        let e = error(&MINIMAL.replace("  - name: dense", "  - name: dense\n  - name: dense"));
+        assert!(
+            e.contains("suite.yaml:6:5: methods: `dense` appears twice"),
+            "{e}"
+        );
+        let e = error(&MINIMAL.replace("name: dense", "name: upcycle"));
+        assert!(
+            e.contains("suite.yaml:5:5") && e.contains("unknown method `upcycle`"),
+            "{e}"
+        );
+        assert!(e.contains("implemented: dense"), "{e}");
+        let e = error(&MINIMAL.replace("tasks:\n  - name: arc_easy\n", "tasks: []\n"));
+        assert!(e.contains("suite.yaml:6:1: `tasks` is empty"), "{e}");
+        let e = error(&MINIMAL.replace("name: s", "name: a/b"));
+        assert!(e.contains("suite.yaml:1:1: suite name `a/b`"), "{e}");
+        let e = error(&format!(
+            "{MINIMAL}targets:\n  - {{model: other, method: dense, metric: acc, value: 1}}\n"
+        ));
+        assert!(e.contains("no model labelled `other`"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let e = load_suite("/nonexistent/suite.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot read /nonexistent/suite.yaml"), "{e}");
+    }
+}

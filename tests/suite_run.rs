@@ -1,0 +1,235 @@
+//! `moebench run` / `moebench rescore` end to end (issue #5): bad suites fail before anything
+//! is written, `--dry-run` writes nothing, an interrupted run resumes to the same numbers.
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn tiny(name: &str) -> String {
+    repo_root()
+        .join("tests/fixtures/tiny")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A suite file in a fresh temporary directory, and the run directory next to it (not created).
+fn suite(text: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("suite.yaml");
+    std::fs::write(&path, text).unwrap();
+    let run_dir = dir.path().join("run");
+    (dir, path, run_dir)
+}
+
+fn run(path: &Path, run_dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        path.to_str().unwrap(),
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    moebench(&args)
+}
+
+fn tiny_suite(extra: &str) -> String {
+    format!(
+        "name: t\nmodels:\n  - id: {}\n    label: mixtral\nmethods:\n  - name: dense\ntasks:\n  - name: arc_easy_shared\n    limit: 2\n{extra}",
+        tiny("mixtral")
+    )
+}
+
+/// Runs `text`, expects a clean failure mentioning `needle`, and that nothing was written.
+fn assert_rejected(text: &str, needle: &str) {
+    let (_dir, path, run_dir) = suite(text);
+    let out = run(&path, &run_dir, &[]);
+    assert_clean_failure(&out, needle);
+    assert!(!run_dir.exists(), "nothing may be written for a bad suite");
+}
+
+#[test]
+fn bad_suites_fail_before_writing() {
+    let lines =
+        tiny_suite("").replace("    label: mixtral\n", "    label: mixtral\n    lable: x\n");
+    assert_rejected(&lines, "suite.yaml:5:5: models[0]: unknown field `lable`");
+    assert_rejected(&lines, "did you mean `label`?");
+    assert_rejected(
+        &tiny_suite("defaults:\n  batch_size: many\n"),
+        "suite.yaml:11:15: defaults.batch_size: invalid type: string \"many\"",
+    );
+    assert_rejected(&tiny_suite("").replace("arc_easy_shared", "arc_esy_shared"), "suite.yaml:8:5: arc_esy_shared: no task, group or tag named `arc_esy_shared` (did you mean `arc_easy_shared`?)");
+    assert_rejected(
+        &tiny_suite("").replace("name: dense", "name: upcycle"),
+        "suite.yaml:6:5: methods: unknown method `upcycle` (implemented: dense)",
+    );
+    let twice = tiny_suite("").replace(
+        "methods:",
+        &format!(
+            "  - id: {}\n    label: mixtral\nmethods:",
+            tiny("qwen3_moe")
+        ),
+    );
+    assert_rejected(&twice, "suite.yaml:6:5: models: `mixtral` appears twice");
+    assert_rejected(
+        &tiny_suite("").replace("methods:\n  - name: dense\n", "methods: []\n"),
+        "suite.yaml:5:1: `methods` is empty",
+    );
+    let missing = moebench(&[
+        "run",
+        "/nonexistent/suite.yaml",
+        "--run-dir",
+        "/nonexistent/run",
+    ]);
+    assert_clean_failure(&missing, "cannot read /nonexistent/suite.yaml");
+}
+
+#[test]
+fn dry_run_lists_jobs_and_writes_nothing() {
+    let (_dir, path, run_dir) = suite(&tiny_suite(""));
+    let out = run(&path, &run_dir, &["--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("|mixtral|dense|(measures)|to run|"),
+        "{table}"
+    );
+    assert!(
+        table.contains("|mixtral|dense|arc_easy_shared|skip: mixtral has no tokenizer.json|"),
+        "{table}"
+    );
+    assert!(!run_dir.exists());
+}
+
+#[test]
+fn tiny_moe_models_get_measures_only() {
+    let _lock = model_lock();
+    let (_dir, path, run_dir) = suite(&tiny_suite(""));
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "--quiet: {}", stderr(&out));
+    let records = records(&run_dir);
+    let metrics: Vec<&str> = records
+        .iter()
+        .map(|r| r["metric"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        metrics,
+        [
+            "params_total",
+            "params_active",
+            "flops_per_token",
+            "records"
+        ]
+    );
+    assert!(
+        records[1]["value"].as_f64() < records[0]["value"].as_f64(),
+        "MoE: active < total"
+    );
+    assert_eq!(records[0]["kind"], "measure");
+    assert_eq!(records[0]["task"], Value::Null);
+    assert!(run_dir.join("report.html").is_file() && run_dir.join("targets.json").is_file());
+    assert!(
+        stdout(&out).starts_with("|model|method|params_total↓|params_active↓|flops_per_token↓|\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Every line of records.jsonl, parsed (all must parse).
+fn records(run_dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(run_dir.join("records.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// (job label, metric) → (value, stderr) of the metric and measure records.
+fn values(run_dir: &Path) -> BTreeMap<(String, String), (Value, Value)> {
+    records(run_dir)
+        .into_iter()
+        .filter(|r| r["kind"] != "job_done")
+        .filter(|r| r["kind"] != "measure") // measures are exact; metrics are what resume risks
+        .map(|r| {
+            let label = format!("{}/{}", r["model_label"], r["task"]);
+            (
+                (label, r["metric"].as_str().unwrap().to_owned()),
+                (r["value"].clone(), r["stderr"].clone()),
+            )
+        })
+        .collect()
+}
+
+fn smollm2_suite() -> String {
+    format!(
+        "name: resume\ndefaults:\n  device: cpu\n  bootstrap_iters: 10\nmodels:\n  - id: {SMOLLM2}\n    label: smollm2\nmethods:\n  - name: dense\ntasks:\n  - name: arc_easy_shared\n    limit: 4\n  - name: shakespeare_nextline\n    limit: 3\n  - name: lambada_openai_shared\n    limit: 4\n"
+    )
+}
+
+fn job_dones(run_dir: &Path) -> usize {
+    let text = std::fs::read_to_string(run_dir.join("records.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"kind\":\"job_done\""))
+        .count()
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_numbers_and_rescores() {
+    if smollm2_dir("killed_run_resumes_to_the_same_numbers_and_rescores").is_none() {
+        return;
+    }
+    let _lock = model_lock();
+    let (_dir, path, run_dir) = suite(&smollm2_suite());
+    let reference = run_dir.with_file_name("reference");
+    let out = run(&path, &reference, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(job_dones(&reference), 4);
+
+    let args = [
+        "run",
+        path.to_str().unwrap(),
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ];
+    let mut child = moebench_command(&repo_root(), &args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while job_dones(&run_dir) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = job_dones(&run_dir);
+    assert!(
+        (1..4).contains(&done_before),
+        "killed mid-way: {done_before} jobs done"
+    );
+
+    let out = run(&path, &run_dir, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let skipped = stderr(&out)
+        .lines()
+        .filter(|l| l.ends_with("(earlier run)"))
+        .count();
+    assert_eq!(
+        skipped,
+        done_before,
+        "finished jobs are skipped: {}",
+        stderr(&out)
+    );
+    assert_eq!(job_dones(&run_dir), 4, "each job finished exactly once");
+    assert_eq!(values(&run_dir), values(&reference));
+
+    let out = moebench(&["rescore", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("metrics rescored, 0 differ"),
+        "{}",
+        stdout(&out)
+    );
+}
