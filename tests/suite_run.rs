@@ -63,8 +63,8 @@ fn bad_suites_fail_before_writing() {
     );
     assert_rejected(&tiny_suite("").replace("arc_easy_shared", "arc_esy_shared"), "suite.yaml:8:5: arc_esy_shared: no task, group or tag named `arc_esy_shared` (did you mean `arc_easy_shared`?)");
     assert_rejected(
-        &tiny_suite("").replace("name: dense", "name: upcycle"),
-        "suite.yaml:6:5: methods: unknown method `upcycle` (implemented: dense)",
+        &tiny_suite("").replace("name: dense", "name: upcycling"),
+        "suite.yaml:6:5: methods: unknown method `upcycling` (did you mean `upcycle`?",
     );
     let twice = tiny_suite("").replace(
         "methods:",
@@ -119,21 +119,57 @@ fn tiny_moe_models_get_measures_only() {
     assert_eq!(
         metrics,
         [
+            "active_experts_mean",
+            "active_experts_std",
+            "load_cv",
+            "max_violation",
+            "load_entropy",
+            "dead_experts",
             "params_total",
             "params_active",
             "flops_per_token",
+            "bytes_per_decode_token",
             "records"
         ]
     );
+    let value = |name: &str| {
+        records.iter().find(|r| r["metric"] == name).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
     assert!(
-        records[1]["value"].as_f64() < records[0]["value"].as_f64(),
+        value("params_active") < value("params_total"),
         "MoE: active < total"
     );
+    // Top-2 routing of the calibration tokens (random ids: no tokenizer): exactly 2 per token.
+    assert_eq!(value("active_experts_mean"), 2.0);
+    assert_eq!(value("active_experts_std"), 0.0);
     assert_eq!(records[0]["kind"], "measure");
     assert_eq!(records[0]["task"], Value::Null);
+    assert!(records[0]["protocol"]
+        .as_str()
+        .unwrap()
+        .contains("topk(k=2,renorm)"));
+    // The routing log behind the report's heatmap: 16 × 128 calibration tokens × top-2 per layer.
+    let job = records[0]["job"].as_str().unwrap();
+    let log: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("routing").join(format!("{job}.json"))).unwrap(),
+    )
+    .unwrap();
+    let layers = log["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for layer in layers {
+        let total: f64 = layer["loads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_f64().unwrap())
+            .sum();
+        assert_eq!(total, 16.0 * 128.0 * 2.0);
+    }
     assert!(run_dir.join("report.html").is_file() && run_dir.join("targets.json").is_file());
     assert!(
-        stdout(&out).starts_with("|model|method|params_total↓|params_active↓|flops_per_token↓|\n"),
+        stdout(&out).starts_with("|model|method|active_experts_mean↓|"),
         "{}",
         stdout(&out)
     );

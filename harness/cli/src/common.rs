@@ -9,14 +9,18 @@ use tch::{Device, Kind};
 /// Most tokens per forward pass when a command does not say otherwise.
 pub const DEFAULT_TOKEN_BUDGET: usize = 8192;
 
+/// The checkout the binary was built from (`<root>/target/<profile>/moebench`), if it still is.
+pub fn checkout_root() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
+}
+
 /// Shipped task directories: `suites/tasks` in the working directory and in the checkout the
 /// binary was built from.
 pub fn task_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("suites/tasks")];
-    if let Some(root) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
-    {
+    if let Some(root) = checkout_root() {
         dirs.insert(0, root.join("suites/tasks"));
     }
     dirs.retain(|d| d.is_dir());
@@ -66,10 +70,13 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Loads the checkpoint, with the router it was trained with when it saved one
+    /// ([`crate::methods::ROUTER_FILE`]).
     pub fn new(checkpoint: Checkpoint, device: Device, kind: Kind) -> Result<Self> {
-        let model = checkpoint
+        let mut model = checkpoint
             .load(device, kind)
             .with_context(|| format!("loading model {}", checkpoint.reference))?;
+        crate::methods::restore_router(&mut model, &checkpoint.dir)?;
         Ok(Self { checkpoint, model })
     }
 

@@ -2,14 +2,17 @@
 //! compression methods. Each subcommand lives in its own module; errors are printed as one line
 //! (what, where, how to fix) and give a non-zero exit code.
 mod bench;
+mod calibration;
 mod common;
 mod eval;
 mod generate;
 mod inspect;
+mod methods;
 mod prepare;
 mod report;
 mod rescore;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +41,8 @@ enum Command {
     Eval(eval::Args),
     /// Prefill latency, decode latency/throughput and peak memory of greedy generation.
     Bench(bench::Args),
+    /// Train an MoE (from a config, or a model, optionally upcycled) on local text.
+    Train(train::Args),
     /// Run a suite (models × methods × tasks) into a resumable run directory.
     Run(run::Args),
     /// Recompute a run's task metrics from its stored samples, without the model.
@@ -65,6 +70,7 @@ fn main() {
         Command::Logits(a) => generate::run_logits(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
         Command::Run(a) => run::run(a),
         Command::Rescore(a) => rescore::run(a),
         Command::Report(a) => report::run_report(a),

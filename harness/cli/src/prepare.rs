@@ -23,12 +23,7 @@ fn default_gguf() -> Vec<PathBuf> {
         .into_iter()
         .collect();
     c.push(PathBuf::from(GGUF_RELATIVE));
-    if let Ok(exe) = std::env::current_exe() {
-        // target/{debug,release}/moebench → checkout root
-        if let Some(root) = exe.ancestors().nth(3) {
-            c.push(root.join(GGUF_RELATIVE));
-        }
-    }
+    c.extend(crate::common::checkout_root().map(|root| root.join(GGUF_RELATIVE)));
     c
 }
 

@@ -7,21 +7,24 @@
 //! unfinished jobs, the model is loaded once, the method applied once, and its jobs run.
 //! Models without a `tokenizer.json` (e.g. the tiny test fixtures) get measures only: their
 //! task jobs are skipped, with the reason shown by `--dry-run` and in the run's log.
+use crate::calibration::{calibration_data, CalibrationData};
 use crate::common::{task_dirs, HubArgs, Loaded, DEFAULT_TOKEN_BUDGET};
+use crate::methods::apply_method;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings};
 use moebench_hub::{local_fingerprint, HubConfig};
-use moebench_model::cost::{flops_per_token, param_counts};
-use moebench_model::device::{device_name, parse_device, parse_kind};
-use moebench_model::{resolve_checkpoint, Checkpoint, Model, Tokenizer};
+use moebench_methods::diagnostics::{LayerDiagnostics, RoutingDiagnostics};
+use moebench_model::cost::{bytes_per_decode_token, flops_per_token, param_counts};
+use moebench_model::device::{device_name, kind_name, parse_device, parse_kind};
+use moebench_model::{resolve_checkpoint, Checkpoint, Ffn, ForwardOptions, Model, Tokenizer};
 use moebench_report::{render, TARGETS_FILE};
 use moebench_suite::leaderboard::leaderboard_markdown;
 use moebench_suite::plan::Group;
 use moebench_suite::store::finished_jobs;
 use moebench_suite::{
-    load_suite, read_records, write_atomic, Job, JobKind, Measurement, MethodConfig, Plan,
-    RecordKind, ResolvedModel, ResolvedTask, RunInfo, RunStore, Suite,
+    load_suite, read_records, write_atomic, Job, JobKind, LayerLoads, Measurement, Plan,
+    RecordKind, ResolvedModel, ResolvedTask, RoutingLog, RunInfo, RunStore, Suite,
 };
 use moebench_tasks::{Task, TaskIndex};
 use std::collections::BTreeSet;
@@ -170,14 +173,6 @@ fn resolve_models(suite: &Suite, hub: &HubConfig) -> Result<(Vec<Checkpoint>, Ve
     Ok((checkpoints, models))
 }
 
-/// Applies a method configuration to a loaded model (`dense`: the identity).
-fn apply_method(_model: &mut Model, method: &MethodConfig) -> Result<()> {
-    match method.name.as_str() {
-        "dense" => Ok(()),
-        other => bail!("method `{other}` is accepted by suites but not implemented by the runner"),
-    }
-}
-
 struct Runner<'a> {
     prepared: &'a Prepared,
     store: &'a RunStore,
@@ -233,18 +228,37 @@ impl Runner<'_> {
             p.plan.suite.models[group.model].label, method.label
         ));
         let mut loaded = Loaded::new(p.checkpoints[group.model].clone(), p.device, p.kind)?;
-        apply_method(&mut loaded.model, method)
-            .with_context(|| format!("applying {}", method.label))?;
+        let tokenizer = loaded
+            .checkpoint
+            .dir
+            .join("tokenizer.json")
+            .is_file()
+            .then(|| loaded.tokenizer())
+            .transpose()?;
+        let calibration =
+            calibration_data(&p.plan.suite.calibration, &loaded.model, tokenizer.as_ref())?;
+        apply_method(
+            &mut loaded.model,
+            method,
+            &calibration,
+            p.plan.suite.defaults.seed,
+        )
+        .with_context(|| format!("applying {}", method.label))?;
         self.progress.remove(&spinner);
-        let needs_tokenizer = todo.iter().any(|j| matches!(j.kind, JobKind::Task(_)));
-        let tokenizer = needs_tokenizer.then(|| loaded.tokenizer()).transpose()?;
+        let labels = (
+            p.plan.suite.models[group.model].label.as_str(),
+            method.label.as_str(),
+        );
         for job in todo {
             let bar = self.progress.spinner(&job.label);
             let start = Instant::now();
             let (kind, measurements) = match job.kind {
-                JobKind::Measure => (RecordKind::Measure, self.measure(&loaded.model)),
+                JobKind::Measure => (
+                    RecordKind::Measure,
+                    self.measure(&loaded.model, Some(&calibration), job, labels)?,
+                ),
                 JobKind::Task(t) => {
-                    let tokenizer = tokenizer.as_ref().expect("loaded for task jobs");
+                    let tokenizer = tokenizer.as_ref().expect("task jobs need a tokenizer");
                     let m = self
                         .evaluate(&loaded.model, tokenizer, job, t)
                         .with_context(|| job.label.clone())?;
@@ -266,8 +280,16 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Parameter counts and analytic FLOPs per token (at context 1, as `moebench inspect`).
-    fn measure(&self, model: &Model) -> Vec<Measurement> {
+    /// Parameter counts, analytic FLOPs per token (at context 1, as `moebench inspect`) and
+    /// bytes per decode token; for MoE models with `measure.routing`, routing diagnostics on
+    /// the calibration text, whose measured expert counts then feed the FLOPs and bytes.
+    fn measure(
+        &self,
+        model: &Model,
+        calibration: Option<&CalibrationData>,
+        job: &Job,
+        labels: (&str, &str),
+    ) -> Result<Vec<Measurement>> {
         let measure = &self.prepared.plan.suite.measure;
         let mut out = Vec::new();
         let value = |metric: &str, value: f64, protocol: Option<&str>| Measurement {
@@ -278,16 +300,70 @@ impl Runner<'_> {
             higher_is_better: Some(false),
             protocol: protocol.map(str::to_owned),
         };
+        let mut measured: Option<Vec<f64>> = None;
+        let mut counted = "analytic(context=1, nominal top-k)".to_owned();
+        if let Some(cal) = calibration.filter(|_| measure.routing && model.config.moe.is_some()) {
+            let diag = routing_diagnostics(model, cal);
+            let protocol = format!("routing on {} ({})", cal.source, selectors(model));
+            let layers = diag.layers();
+            let (mean, std) = diag.overall_active();
+            let avg = |f: &dyn Fn(&LayerDiagnostics) -> f64| {
+                layers.iter().map(f).sum::<f64>() / layers.len().max(1) as f64
+            };
+            out.push(value("active_experts_mean", mean, Some(&protocol)));
+            out.push(value("active_experts_std", std, Some(&protocol)));
+            out.push(value("load_cv", avg(&|l| l.load_cv), Some(&protocol)));
+            out.push(value(
+                "max_violation",
+                avg(&|l| l.max_violation),
+                Some(&protocol),
+            ));
+            out.push(Measurement {
+                higher_is_better: Some(true),
+                ..value("load_entropy", avg(&|l| l.load_entropy), Some(&protocol))
+            });
+            out.push(value(
+                "dead_experts",
+                layers.iter().map(|l| l.dead_experts as f64).sum(),
+                Some(&protocol),
+            ));
+            self.store.write_routing(&RoutingLog {
+                job: job.hash.clone(),
+                model_label: labels.0.to_owned(),
+                method_label: labels.1.to_owned(),
+                layers: layers
+                    .iter()
+                    .map(|l| LayerLoads {
+                        layer: l.layer,
+                        loads: l.loads.clone(),
+                    })
+                    .collect(),
+            })?;
+            measured = Some(diag.active_means(model.num_layers()));
+            counted = "analytic(context=1, measured experts per token)".to_owned();
+        }
+        let measured = measured.as_deref();
         if measure.params {
-            let counts = param_counts(model, None);
+            let counts = param_counts(model, measured);
             out.push(value("params_total", counts.total as f64, None));
-            out.push(value("params_active", counts.active_per_token, None));
+            out.push(value(
+                "params_active",
+                counts.active_per_token,
+                Some(&counted),
+            ));
         }
         if measure.flops {
-            let flops = flops_per_token(model, 1, None).total;
-            out.push(value("flops_per_token", flops, Some("analytic(context=1)")));
+            let flops = flops_per_token(model, 1, measured).total;
+            out.push(value("flops_per_token", flops, Some(&counted)));
+            let context = measure.decode_context;
+            let bytes = bytes_per_decode_token(model, context, measured).total;
+            let protocol = format!(
+                "analytic(batch=1, context={context}, {})",
+                kind_name(model.kind)
+            );
+            out.push(value("bytes_per_decode_token", bytes, Some(&protocol)));
         }
-        out
+        Ok(out)
     }
 
     /// Evaluates task `t` of the plan, writes its samples and returns its metrics.
@@ -328,6 +404,38 @@ impl Runner<'_> {
             })
             .collect())
     }
+}
+
+/// Routing counts of one pass over the calibration batches.
+fn routing_diagnostics(model: &Model, cal: &CalibrationData) -> RoutingDiagnostics {
+    let _guard = tch::no_grad_guard();
+    let mut diag = RoutingDiagnostics::default();
+    for (ids, mask) in &cal.batches {
+        let _ = model.forward_hidden(
+            ids,
+            Some(mask),
+            None,
+            &mut ForwardOptions {
+                observer: Some(&mut diag),
+                route_override: None,
+            },
+        );
+    }
+    diag
+}
+
+/// The distinct selectors of the model's MoE layers, as recorded with routing measures.
+pub fn selectors(model: &Model) -> String {
+    let mut names: Vec<String> = model
+        .layers
+        .iter()
+        .filter_map(|b| match &b.ffn {
+            Ffn::Moe(m) => Some(m.selector.describe()),
+            Ffn::Dense(_) => None,
+        })
+        .collect();
+    names.dedup();
+    names.join("; ")
 }
 
 /// Progress bars (overall with ETA, one spinner per job) on a terminal, plain lines otherwise;

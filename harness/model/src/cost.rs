@@ -100,3 +100,77 @@ pub fn flops_per_token(
         + f.lm_head;
     f
 }
+
+/// Bytes read from memory to decode one token at batch 1 (METHODS.md §8.6, the roofline proxy
+/// Dense2MoE optimises): every weight the token touches once — attention, norms, router, the
+/// experts it uses (mean measured count per layer), shared experts, dense MLPs, one embedding
+/// row and the LM head — plus the KV cache of `context` earlier positions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BytesPerToken {
+    pub attention_weights: f64,
+    pub kv_cache: f64,
+    pub dense_mlp: f64,
+    pub router: f64,
+    pub experts: f64,
+    pub shared_experts: f64,
+    /// One embedding row, the final norm and the LM head (the whole embedding when tied).
+    pub embedding_and_head: f64,
+    pub norms: f64,
+    pub total: f64,
+}
+
+pub fn bytes_per_decode_token(
+    model: &Model,
+    context: usize,
+    measured_active: Option<&[f64]>,
+) -> BytesPerToken {
+    let c = &model.config;
+    let elt = model.kind.elt_size_in_bytes() as f64;
+    let bytes = |t: &tch::Tensor| numel(t) as f64 * elt;
+    let linear = |l: &crate::layers::Linear| bytes(&l.weight) + l.bias.as_ref().map_or(0.0, bytes);
+    let h = c.hidden_size as f64;
+    let mut b = BytesPerToken {
+        embedding_and_head: h * elt
+            + bytes(&model.norm.weight)
+            + bytes(model.lm_head.as_ref().unwrap_or(&model.embed)),
+        ..Default::default()
+    };
+    for (l, block) in model.layers.iter().enumerate() {
+        let a = &block.attn;
+        b.attention_weights += [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+            .map(linear)
+            .iter()
+            .sum::<f64>()
+            + [&a.q_norm, &a.k_norm]
+                .into_iter()
+                .flatten()
+                .map(|n| bytes(&n.weight))
+                .sum::<f64>();
+        b.kv_cache += 2.0 * (c.num_kv_heads * c.head_dim) as f64 * context as f64 * elt;
+        b.norms += bytes(&block.input_norm.weight) + bytes(&block.post_norm.weight);
+        match &block.ffn {
+            Ffn::Dense(m) => b.dense_mlp += linear(&m.gate) + linear(&m.up) + linear(&m.down),
+            Ffn::Moe(moe) => {
+                b.router += linear(&moe.router);
+                let per_expert = (bytes(&moe.w_gate) + bytes(&moe.w_up) + bytes(&moe.w_down))
+                    / moe.num_experts() as f64;
+                b.experts += per_expert * experts_used(model, l, measured_active);
+                if let Some(s) = &moe.shared {
+                    b.shared_experts += linear(&s.mlp.gate)
+                        + linear(&s.mlp.up)
+                        + linear(&s.mlp.down)
+                        + s.gate.as_ref().map_or(0.0, linear);
+                }
+            }
+        }
+    }
+    b.total = b.attention_weights
+        + b.kv_cache
+        + b.dense_mlp
+        + b.router
+        + b.experts
+        + b.shared_experts
+        + b.embedding_and_head
+        + b.norms;
+    b
+}

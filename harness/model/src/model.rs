@@ -345,6 +345,49 @@ impl Model {
         self.logits(&hidden)
     }
 
+    /// The tensors the forward pass reads (shallow clones sharing storage), each once: what a
+    /// training loop optimises. Unlike [`Model::named_tensors`], experts are the stacked
+    /// `[N, …]` tensors, not per-expert views, so gradients reach them.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        let mut out = vec![self.embed.shallow_clone(), self.norm.weight.shallow_clone()];
+        out.extend(self.lm_head.iter().map(Tensor::shallow_clone));
+        let linear = |out: &mut Vec<Tensor>, l: &Linear| {
+            out.push(l.weight.shallow_clone());
+            out.extend(l.bias.iter().map(Tensor::shallow_clone));
+        };
+        for block in &self.layers {
+            out.push(block.input_norm.weight.shallow_clone());
+            out.push(block.post_norm.weight.shallow_clone());
+            let a = &block.attn;
+            for l in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+                linear(&mut out, l);
+            }
+            out.extend(
+                [&a.q_norm, &a.k_norm]
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.weight.shallow_clone()),
+            );
+            let mlps: Vec<&Mlp> = match &block.ffn {
+                Ffn::Dense(m) => vec![m],
+                Ffn::Moe(moe) => {
+                    linear(&mut out, &moe.router);
+                    out.extend([&moe.w_gate, &moe.w_up, &moe.w_down].map(Tensor::shallow_clone));
+                    if let Some(gate) = moe.shared.as_ref().and_then(|s| s.gate.as_ref()) {
+                        linear(&mut out, gate);
+                    }
+                    moe.shared.iter().map(|s| &s.mlp).collect()
+                }
+            };
+            for m in mlps {
+                for l in [&m.gate, &m.up, &m.down] {
+                    linear(&mut out, l);
+                }
+            }
+        }
+        out
+    }
+
     /// Every weight under its transformers checkpoint name (per-expert layout, which every
     /// transformers version loads), as `save_pretrained` writes them.
     pub fn named_tensors(&self) -> BTreeMap<String, Tensor> {

@@ -1,6 +1,6 @@
 //! `save_pretrained`: config.json + model.safetensors (+ tokenizer files) in the layout
 //! transformers loads, written to a temporary directory and renamed into place.
-use crate::config::EXPERT_COUNT_KEYS;
+use crate::config::{Family, EXPERT_COUNT_KEYS};
 use crate::error::{ModelError, Result};
 use crate::model::{Ffn, Model};
 use crate::weights::{write_safetensors, SINGLE_FILE};
@@ -49,6 +49,18 @@ pub fn updated_config(model: &Model) -> Result<Value> {
             Ffn::Dense(_) => None,
         })
         .collect();
+    if !counts.is_empty()
+        && matches!(
+            model.config.family,
+            Family::Llama | Family::Qwen2 | Family::Qwen3
+        )
+    {
+        return Err(ModelError::Invalid(format!(
+            "a `{}` model with MoE layers has no transformers format (fix: upcycle every layer, \
+             which turns a llama model into mixtral, or do not save this model)",
+            model.config.family.model_type()
+        )));
+    }
     if let Some(&n) = counts.first() {
         if counts.iter().any(|&c| c != n) {
             return Err(ModelError::Invalid(format!(

@@ -1,5 +1,5 @@
 //! Runtime behaviour beyond parity: save/reload round trips, bad checkpoints, cost accounting.
-use moebench_model::cost::{flops_per_token, param_counts};
+use moebench_model::cost::{bytes_per_decode_token, flops_per_token, param_counts};
 use moebench_model::save::save_pretrained;
 use moebench_model::{Model, ModelError};
 use std::path::{Path, PathBuf};
@@ -123,4 +123,22 @@ fn flops_and_params_match_a_hand_count() {
     let total = 2.0 * v * h + h + layers * (attn + 2.0 * h + n * h + n * expert);
     assert_eq!(p.total as f64, total);
     assert_eq!(p.active_per_token, total - layers * (n - 2.0) * expert);
+}
+
+/// Hand count of the bytes one decode token reads on tiny mixtral in f32 (same shapes as above).
+#[test]
+fn decode_bytes_match_a_hand_count() {
+    let model = load(&tiny("mixtral")).unwrap();
+    let (h, hq, hkv, f, n, v, layers) = (32.0, 32.0, 16.0, 64.0, 4.0, 128.0, 2.0);
+    let ctx = 10.0;
+    let per_layer = (h * hq + 2.0 * h * hkv + hq * h) // attention weights
+        + 2.0 * hkv * ctx // K and V of the earlier positions
+        + 2.0 * h // two norms
+        + n * h // router
+        + 2.0 * 3.0 * h * f; // the two experts a token uses
+    let expected = 4.0 * (layers * per_layer + h + h + v * h);
+    let got = bytes_per_decode_token(&model, ctx as usize, None);
+    assert_eq!(got.total, expected);
+    let got = bytes_per_decode_token(&model, ctx as usize, Some(&[1.0, 4.0]));
+    assert_eq!(got.experts, 4.0 * 5.0 * 3.0 * h * f);
 }

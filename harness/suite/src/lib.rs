@@ -19,8 +19,8 @@ pub use error::SuiteError;
 pub use methods::{method_names, MethodConfig, MethodInfo, METHODS};
 pub use plan::{Job, JobKind, Plan, ResolvedModel, ResolvedTask};
 pub use store::{
-    read_records, read_routing, write_atomic, LayerLoads, Measurement, Record, RecordKind, RoutingLog,
-    RunInfo, RunStore,
+    read_records, read_routing, write_atomic, LayerLoads, Measurement, Record, RecordKind,
+    RoutingLog, RunInfo, RunStore,
 };
 pub use suite::{load_suite, Suite};
 

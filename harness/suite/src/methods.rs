@@ -24,6 +24,53 @@ pub const METHODS: &[MethodInfo] = &[
         name: "dense",
         params: &[],
     },
+    // Sparse upcycling of a dense model (METHODS.md §7.1).
+    MethodInfo {
+        name: "upcycle",
+        params: &["num_experts", "top_k", "layers", "router_init_std"],
+    },
+    // Training-free router swaps on an MoE model (METHODS.md §§4, 5, 7.3-7.5).
+    MethodInfo {
+        name: "topk",
+        params: &["k"],
+    },
+    MethodInfo {
+        name: "topp",
+        params: &["p"],
+    },
+    MethodInfo {
+        name: "expert_choice",
+        params: &["capacity", "mode", "threshold"],
+    },
+    MethodInfo {
+        name: "usmoe",
+        params: &["k", "r", "renormalize", "mode", "threshold"],
+    },
+    MethodInfo {
+        name: "dtop_p",
+        params: &[
+            "target",
+            "p0",
+            "kp",
+            "ki",
+            "per_layer",
+            "steps",
+            "fixed_scale",
+        ],
+    },
+    // Expert pruning at a uniform ratio per layer (METHODS.md §7.6).
+    MethodInfo {
+        name: "freq_prune",
+        params: &["compression"],
+    },
+    MethodInfo {
+        name: "ean_prune",
+        params: &["compression"],
+    },
+    MethodInfo {
+        name: "reap",
+        params: &["compression"],
+    },
 ];
 
 /// The names of [`METHODS`].
@@ -154,7 +201,7 @@ mod tests {
         let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense)"
+            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap)"
         );
         let params = BTreeMap::from([("k".to_owned(), json!(2))]);
         let e = expand_method("dense", None, &params).unwrap_err();

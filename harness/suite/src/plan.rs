@@ -116,6 +116,7 @@ impl Plan {
     fn expand(&self) -> Vec<Job> {
         let measures = self.suite.measure.flops
             || self.suite.measure.params
+            || self.suite.measure.routing
             || self.suite.measure.latency.enabled;
         let mut jobs = Vec::new();
         for model in 0..self.models.len() {
@@ -169,6 +170,12 @@ impl Plan {
             "method_params": config.params_json(),
             "dtype": d.dtype.as_str(),
             "device": self.device_kind,
+            "calibration": {
+                "sequences": self.suite.calibration.sequences,
+                "length": self.suite.calibration.length,
+                "seed": self.suite.calibration.seed,
+                "source_sha256": self.suite.calibration_sha256,
+            },
         });
         let extra = match kind {
             JobKind::Measure => json!({"kind": "measure", "measure": self.suite.measure}),

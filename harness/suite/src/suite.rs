@@ -29,6 +29,9 @@ pub struct Suite {
     pub methods: Vec<MethodConfig>,
     pub tasks: Vec<TaskEntry>,
     pub measure: Measure,
+    pub calibration: Calibration,
+    /// sha256 of the calibration source file, when the suite names one.
+    pub calibration_sha256: Option<String>,
     pub report: ReportSpec,
     pub targets: Vec<Target>,
 }
@@ -47,6 +50,8 @@ struct SuiteFile {
     tasks: Vec<TaskEntry>,
     #[serde(default)]
     measure: Measure,
+    #[serde(default)]
+    calibration: Calibration,
     #[serde(default)]
     report: ReportSpec,
     #[serde(default)]
@@ -183,6 +188,11 @@ pub struct Measure {
     pub flops: bool,
     /// Parameter counts (`params_total`, `params_active`).
     pub params: bool,
+    /// Routing diagnostics of MoE models on the calibration text (active experts, load
+    /// balance, per-layer loads), and FLOPs/bytes from the measured expert counts.
+    pub routing: bool,
+    /// Context length (earlier positions) at which `bytes_per_decode_token` counts the KV cache.
+    pub decode_context: usize,
     pub latency: Latency,
 }
 
@@ -191,7 +201,35 @@ impl Default for Measure {
         Self {
             flops: true,
             params: true,
+            routing: true,
+            decode_context: 512,
             latency: Latency::default(),
+        }
+    }
+}
+
+/// Calibration text: what routing measures run on and what calibration-based methods
+/// (pruning, DTop-p calibration, …) compute their statistics from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Calibration {
+    /// A text file, or JSON lines (`.jsonl`) whose `text` fields are joined, relative to the
+    /// suite file. Default: the shipped `datasets/shakespeare/sonnets.jsonl`.
+    pub source: Option<PathBuf>,
+    /// Sequences drawn (seeded, non-overlapping windows of the tokenized text).
+    pub sequences: usize,
+    /// Tokens per sequence.
+    pub length: usize,
+    pub seed: u64,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Self {
+            source: None,
+            sequences: 16,
+            length: 128,
+            seed: 0,
         }
     }
 }
@@ -323,6 +361,27 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
         &at,
     )?;
     check_targets(&file.targets, &models, &methods, &at)?;
+    let mut calibration = file.calibration;
+    let calibration_sha256 = match &calibration.source {
+        None => None,
+        Some(source) => {
+            let resolved = dir.join(source);
+            let bytes = std::fs::read(&resolved).map_err(|e| {
+                SuiteError::invalid(
+                    at.at(&["source"], &source.display().to_string(), 0),
+                    format!("calibration.source {}: {e}", resolved.display()),
+                )
+            })?;
+            calibration.source = Some(resolved);
+            Some(crate::sha256_hex(&bytes))
+        }
+    };
+    if calibration.sequences == 0 || calibration.length < 2 {
+        return Err(SuiteError::invalid(
+            at.at(&["calibration"], "", 0),
+            "calibration: `sequences` must be ≥ 1 and `length` ≥ 2".to_owned(),
+        ));
+    }
     Ok(Suite {
         path: path.to_owned(),
         dir,
@@ -334,6 +393,8 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
         methods,
         tasks: file.tasks,
         measure: file.measure,
+        calibration,
+        calibration_sha256,
         report: file.report,
         targets: file.targets,
     })
@@ -595,9 +656,10 @@ mod tests {
             e.contains("suite.yaml:6:5: methods: `dense` appears twice"),
             "{e}"
         );
-        let e = error(&MINIMAL.replace("name: dense", "name: upcycle"));
+        let e = error(&MINIMAL.replace("name: dense", "name: upcycling"));
         assert!(
-            e.contains("suite.yaml:5:5") && e.contains("unknown method `upcycle`"),
+            e.contains("suite.yaml:5:5")
+                && e.contains("unknown method `upcycling` (did you mean `upcycle`?"),
             "{e}"
         );
         assert!(e.contains("implemented: dense"), "{e}");

@@ -43,6 +43,11 @@ pub trait Selector: std::fmt::Debug + Send + Sync {
     fn is_causal(&self) -> bool {
         true
     }
+    /// Trainable tensors of the selector itself (e.g. DTop-p's per-layer logit scale), which a
+    /// training loop optimises along with the model's weights.
+    fn parameters(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
 }
 
 /// Token-choice top-k with the checkpoint's normalisation (METHODS.md §1, §7.3):

@@ -1,0 +1,218 @@
+//! Suite methods → `moebench-methods`: each method configuration is applied once to a loaded
+//! model, in place, before its jobs run (docs/methods.md says what each one does).
+use crate::calibration::CalibrationData;
+use anyhow::{bail, Context, Result};
+use moebench_methods::calibration::calibrate;
+use moebench_methods::prune::{prune_model, Criterion, Keep};
+use moebench_methods::routing::{build_layer_selectors, measure_logit_std, LayerSelectors};
+use moebench_methods::upcycle::{upcycle, UpcycleConfig};
+use moebench_model::moe::MoeLayer;
+use moebench_model::observer::{ForwardObserver, MoeEvent};
+use moebench_model::{Ffn, ForwardOptions, Model};
+use moebench_suite::MethodConfig;
+use serde_json::{Map, Value};
+
+/// A checkpoint trained here with a router other than its config's top-k records that router in
+/// this file, so that loading it (the `dense` method: the model as it is) routes as trained.
+pub const ROUTER_FILE: &str = "moebench_router.json";
+
+/// The contents of [`ROUTER_FILE`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SavedRouter {
+    /// A selector name of `routing::build_layer_selectors`.
+    pub name: String,
+    pub params: Map<String, Value>,
+    /// DTop-p: the frozen threshold of each controller (one, or one per layer).
+    #[serde(default)]
+    pub frozen_p: Vec<f64>,
+}
+
+/// Installs the router saved with a checkpoint, if any; returns its description.
+pub fn restore_router(model: &mut Model, dir: &std::path::Path) -> Result<Option<String>> {
+    let path = dir.join(ROUTER_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let saved: SavedRouter =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let built = build(model, &saved.name, &saved.params)
+        .with_context(|| format!("building the router saved in {}", path.display()))?;
+    if built.controllers.len() != saved.frozen_p.len() {
+        bail!(
+            "{}: {} frozen thresholds for {} controllers",
+            path.display(),
+            saved.frozen_p.len(),
+            built.controllers.len()
+        );
+    }
+    for (c, p) in built.controllers.iter().zip(&saved.frozen_p) {
+        let mut c = c.lock().expect("controller lock");
+        c.p = *p;
+        c.frozen = true;
+    }
+    let description = built.selectors.first().map(|s| s.describe());
+    install(model, built)?;
+    Ok(description)
+}
+
+/// Controller steps of the training-free ("calibrated") DTop-p when the suite does not say.
+const DTOP_P_DEFAULT_STEPS: u64 = 50;
+
+/// Applies `method` to `model`; calibration-based methods read `calibration`.
+pub fn apply_method(
+    model: &mut Model,
+    method: &MethodConfig,
+    calibration: &CalibrationData,
+    seed: u64,
+) -> Result<()> {
+    let params: Map<String, Value> = method.params.clone().into_iter().collect();
+    match method.name.as_str() {
+        "dense" => {}
+        "upcycle" => upcycle(model, &UpcycleConfig::from_params(&params, seed)?)?,
+        "topk" | "topp" | "expert_choice" | "usmoe" => {
+            install(model, build(model, &method.name, &params)?)?;
+        }
+        "dtop_p" => calibrated_dtop_p(model, params, calibration)?,
+        "freq_prune" | "ean_prune" | "reap" => {
+            let criterion = match method.name.as_str() {
+                "freq_prune" => Criterion::Frequency,
+                "ean_prune" => Criterion::Ean,
+                _ => Criterion::Reap,
+            };
+            let compression = match params.get("compression") {
+                None => 0.5,
+                Some(v) => v
+                    .as_f64()
+                    .filter(|c| (0.0..1.0).contains(c))
+                    .with_context(|| {
+                        format!(
+                            "{}: parameter `compression` (fraction of experts removed) is {v}; \
+                             it must be in [0, 1)",
+                            method.name
+                        )
+                    })?,
+            };
+            let stats = calibrate(model, &calibration.batches)?;
+            prune_model(model, &stats, criterion, Keep::Ratio(1.0 - compression))?;
+        }
+        other => bail!("method `{other}` is accepted by suites but not implemented by the runner"),
+    }
+    Ok(())
+}
+
+fn moe_layers<'m>(model: &'m Model, method: &str) -> Result<Vec<&'m MoeLayer>> {
+    let layers: Vec<&MoeLayer> = model
+        .layers
+        .iter()
+        .filter_map(|b| match &b.ffn {
+            Ffn::Moe(m) => Some(m),
+            Ffn::Dense(_) => None,
+        })
+        .collect();
+    if layers.is_empty() {
+        bail!(
+            "{method}: the model has no MoE layer (apply it to an MoE model, e.g. after `upcycle`)"
+        );
+    }
+    Ok(layers)
+}
+
+pub fn build(model: &Model, name: &str, params: &Map<String, Value>) -> Result<LayerSelectors> {
+    let layers = moe_layers(model, name)?;
+    let moe = model
+        .config
+        .moe
+        .as_ref()
+        .expect("MoE layers have an MoE config");
+    Ok(build_layer_selectors(
+        name,
+        params,
+        layers.len(),
+        layers[0].num_experts(),
+        moe.top_k as i64,
+        moe.router_norm,
+    )?)
+}
+
+/// Puts one selector on each MoE layer, in layer order.
+pub fn install(model: &mut Model, built: LayerSelectors) -> Result<()> {
+    let mut selectors = built.selectors.into_iter();
+    for block in &mut model.layers {
+        if let Ffn::Moe(moe) = &mut block.ffn {
+            moe.selector = selectors.next().context("one selector per MoE layer")?;
+        }
+    }
+    Ok(())
+}
+
+/// Mean per-token std of each MoE layer's raw router logits over the calibration text.
+#[derive(Default)]
+struct LogitScale {
+    sums: std::collections::BTreeMap<usize, (f64, usize)>,
+}
+
+impl ForwardObserver for LogitScale {
+    fn on_moe(&mut self, layer: usize, _moe: &MoeLayer, event: &MoeEvent<'_>) {
+        let entry = self.sums.entry(layer).or_default();
+        entry.0 += measure_logit_std(event.router_logits, event.token_mask);
+        entry.1 += 1;
+    }
+}
+
+/// One forward pass over `batches` without gradients.
+fn calibration_pass(
+    model: &Model,
+    batches: &[(tch::Tensor, tch::Tensor)],
+    mut observer: Option<&mut dyn ForwardObserver>,
+) {
+    let _guard = tch::no_grad_guard();
+    for (ids, mask) in batches {
+        let mut opts = ForwardOptions {
+            observer: observer
+                .as_mut()
+                .map(|o| &mut **o as &mut dyn ForwardObserver),
+            route_override: None,
+        };
+        let _ = model.forward_hidden(ids, Some(mask), None, &mut opts);
+    }
+}
+
+/// DTop-p without training (METHODS.md §5.6, "DTop-p (calibrated, no training)"): s_ℓ fixed to
+/// the mean std of the layer's raw logits, so the standardised logits keep their scale, and the
+/// PI controller stepped once per calibration batch (cycling through them) for `steps` steps,
+/// driving the mean active experts to `target`; then p is frozen.
+fn calibrated_dtop_p(
+    model: &mut Model,
+    mut params: Map<String, Value>,
+    calibration: &CalibrationData,
+) -> Result<()> {
+    let steps = match params.remove("steps") {
+        None => DTOP_P_DEFAULT_STEPS,
+        Some(v) => v.as_u64().with_context(|| {
+            format!("dtop_p: parameter `steps` is {v}; it must be an integer ≥ 0")
+        })?,
+    };
+    if !params.contains_key("fixed_scale") {
+        let mut scale = LogitScale::default();
+        calibration_pass(model, &calibration.batches, Some(&mut scale));
+        let scales: Vec<Value> = scale
+            .sums
+            .values()
+            .map(|(sum, n)| Value::from(sum / *n as f64))
+            .collect();
+        params.insert("fixed_scale".into(), Value::Array(scales));
+    }
+    let built = build(model, "dtop_p", &params)?;
+    let controllers = built.controllers.clone();
+    install(model, built)?;
+    for batch in calibration.batches.iter().cycle().take(steps as usize) {
+        calibration_pass(model, std::slice::from_ref(batch), None);
+        for c in &controllers {
+            c.lock().expect("controller lock").step();
+        }
+    }
+    for c in &controllers {
+        c.lock().expect("controller lock").frozen = true;
+    }
+    Ok(())
+}

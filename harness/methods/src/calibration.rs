@@ -1,0 +1,238 @@
+//! Calibration engine, whole-model half (METHODS.md §8.4): one forward pass over the calibration
+//! batches with a [`ForwardObserver`] that streams per-MoE-layer statistics for the pruning
+//! criteria of §7.6 (Freq, EAN, REAP) and for merging baselines (co-activation counts, router
+//! probabilities). The layer-sequential half that REAM needs (§6.3 step 7) lives elsewhere.
+//!
+//! Every statistic is reduced on the model's device in f32/f64 and added into host f64
+//! accumulators after each layer call, so memory does not grow with the calibration set.
+//!
+//! Cost per MoE layer call, on top of the forward pass itself: each expert is re-run on the tokens
+//! routed to it (for `‖E_j(x)‖₂`), i.e. one extra sparse expert pass (k/N of REAM's all-experts
+//! pass), plus an `[M, N]ᵀ·[M, N]` product for co-activation and a few `[M, N]` reductions.
+use crate::error::{MethodError, Result};
+use moebench_model::moe::MoeLayer;
+use moebench_model::observer::{ForwardObserver, MoeEvent};
+use moebench_model::{ForwardOptions, Model};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tch::{Kind, Tensor};
+
+/// The gate `g_j(x)` that multiplies `‖E_j(x)‖₂` in the REAP saliency (METHODS.md §7.6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReapGate {
+    /// The selection's combine weights renormalised to sum 1 over the selected experts: the REAP
+    /// code's default since its 2026-03 fix. For top-k checkpoints this is the renormalised
+    /// softmax whatever the checkpoint's own `norm_topk_prob`.
+    #[default]
+    Renormalised,
+    /// The router softmax over all N experts, not renormalised (REAP code before the fix).
+    Softmax,
+}
+
+/// Choices that change the statistics, recorded with them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalibrationOptions {
+    /// Count padding tokens too. The official REAP/REAM/DUME code does not mask them
+    /// (METHODS.md §6.7 item 6); this flag reproduces it for exact parity. Off by default.
+    pub include_padding: bool,
+    pub reap_gate: ReapGate,
+}
+
+/// Streaming sums for one MoE layer; `X_j` is the set of counted tokens routed to expert `j`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LayerStats {
+    /// Tokens counted.
+    pub tokens: f64,
+    /// `ν_j = |X_j|` (Freq saliency, and the REAP count).
+    pub freq: Vec<f64>,
+    /// Row-major `N × N`: tokens routed to both `i` and `j`; the diagonal is `freq`.
+    pub coactivation: Vec<f64>,
+    /// `Σ_{x∈X_j} ‖E_j(x)‖₂` (EAN saliency).
+    pub ean_sum: Vec<f64>,
+    /// `Σ_{x∈X_j} g_j(x)·‖E_j(x)‖₂` (numerator of the REAP conditional mean).
+    pub reap_sum: Vec<f64>,
+    /// `Σ_x softmax(router logits)_j` over all counted tokens.
+    pub prob_sum: Vec<f64>,
+}
+
+impl LayerStats {
+    fn new(n: usize) -> LayerStats {
+        LayerStats {
+            tokens: 0.0,
+            freq: vec![0.0; n],
+            coactivation: vec![0.0; n * n],
+            ean_sum: vec![0.0; n],
+            reap_sum: vec![0.0; n],
+            prob_sum: vec![0.0; n],
+        }
+    }
+
+    pub fn num_experts(&self) -> usize {
+        self.freq.len()
+    }
+
+    /// REAP saliency `S_j = reap_sum_j / ν_j` (arXiv 2510.13999 App. D): a conditional mean over
+    /// the tokens routed to `j`, so it does not reward frequency. Experts that saw no token get 0,
+    /// which ranks them below every expert that was used.
+    pub fn reap_mean(&self) -> Vec<f64> {
+        self.reap_sum
+            .iter()
+            .zip(&self.freq)
+            .map(|(&s, &c)| if c > 0.0 { s / c } else { 0.0 })
+            .collect()
+    }
+
+    fn accumulate(&mut self, moe: &MoeLayer, event: &MoeEvent<'_>, options: &CalibrationOptions) {
+        let n = moe.num_experts();
+        assert_eq!(
+            n as usize,
+            self.num_experts(),
+            "expert count changed between calibration calls of one layer"
+        );
+        let hidden = event.input.size()[2];
+        let rows = match event.token_mask {
+            Some(m) if !options.include_padding => Some(m.reshape([-1]).nonzero().squeeze_dim(1)),
+            _ => None,
+        };
+        let counted = |t: Tensor| match &rows {
+            Some(r) => t.index_select(0, r),
+            None => t,
+        };
+        let x = counted(event.input.reshape([-1, hidden]));
+        let mask = counted(event.selection.mask.reshape([-1, n]));
+        let weights = counted(event.selection.weights.reshape([-1, n])).to_kind(Kind::Float);
+        let probs = counted(event.router_logits.reshape([-1, n])).softmax(-1, Kind::Float);
+        let m = x.size()[0];
+
+        let maskf = mask.to_kind(Kind::Double);
+        let freq = to_vec(&maskf.sum_dim_intlist(0, false, Kind::Double));
+        // ‖E_j(x)‖₂ for routed tokens only, zero elsewhere: `[M, N]` f32.
+        let zeros = Tensor::zeros([m], (Kind::Float, x.device()));
+        let norms: Vec<Tensor> = (0..n)
+            .map(|e| {
+                if freq[e as usize] == 0.0 {
+                    return zeros.shallow_clone();
+                }
+                let idx = mask.select(1, e).nonzero().squeeze_dim(1);
+                let out = moe.expert_forward(e, &x.index_select(0, &idx));
+                let norm = out
+                    .to_kind(Kind::Float)
+                    .norm_scalaropt_dim(2.0, [-1i64], false);
+                zeros.index_copy(0, &idx, &norm)
+            })
+            .collect();
+        let norms = Tensor::stack(&norms, 1);
+        let gate = match options.reap_gate {
+            ReapGate::Renormalised => {
+                let total = weights.sum_dim_intlist(-1, true, Kind::Float);
+                &weights / total.clamp_min(f64::from(f32::MIN_POSITIVE))
+            }
+            ReapGate::Softmax => probs.shallow_clone(),
+        };
+
+        self.tokens += m as f64;
+        add(&mut self.freq, &freq);
+        add(&mut self.coactivation, &to_vec(&maskf.tr().mm(&maskf)));
+        add(&mut self.ean_sum, &column_sums(&norms));
+        add(&mut self.reap_sum, &column_sums(&(&norms * gate)));
+        add(&mut self.prob_sum, &column_sums(&probs));
+    }
+}
+
+fn to_vec(t: &Tensor) -> Vec<f64> {
+    Vec::try_from(t.to_kind(Kind::Double).flatten(0, -1)).expect("f64 statistics")
+}
+
+fn column_sums(t: &Tensor) -> Vec<f64> {
+    to_vec(&t.sum_dim_intlist(0, false, Kind::Double))
+}
+
+fn add(acc: &mut [f64], batch: &[f64]) {
+    acc.iter_mut().zip(batch).for_each(|(a, b)| *a += b);
+}
+
+/// Statistics of every MoE layer, keyed by the model's layer index (dense layers are absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationStats {
+    pub options: CalibrationOptions,
+    pub layers: BTreeMap<usize, LayerStats>,
+}
+
+impl CalibrationStats {
+    pub fn new(options: CalibrationOptions) -> CalibrationStats {
+        CalibrationStats {
+            options,
+            layers: BTreeMap::new(),
+        }
+    }
+
+    /// Statistics of `layer`, or an error saying they are missing (e.g. stats from another model).
+    pub fn layer(&self, layer: usize) -> Result<&LayerStats> {
+        self.layers.get(&layer).ok_or_else(|| {
+            MethodError::unsupported(
+                "calibration",
+                format!(
+                    "no statistics for layer {layer}; run `calibrate` on this model before using them"
+                ),
+            )
+        })
+    }
+}
+
+impl ForwardObserver for CalibrationStats {
+    fn on_moe(&mut self, layer: usize, moe: &MoeLayer, event: &MoeEvent<'_>) {
+        let options = self.options;
+        self.layers
+            .entry(layer)
+            .or_insert_with(|| LayerStats::new(moe.num_experts() as usize))
+            .accumulate(moe, event, &options);
+    }
+}
+
+/// [`calibrate_with`] with the default options (padding masked, renormalised REAP gate).
+pub fn calibrate(model: &Model, batches: &[(Tensor, Tensor)]) -> Result<CalibrationStats> {
+    calibrate_with(model, batches, CalibrationOptions::default())
+}
+
+/// Runs the model on `batches` of `(input_ids [B, T], attention_mask [B, T])` (1 = real token)
+/// and returns the per-layer statistics. Gradients are off: calibration never trains.
+pub fn calibrate_with(
+    model: &Model,
+    batches: &[(Tensor, Tensor)],
+    options: CalibrationOptions,
+) -> Result<CalibrationStats> {
+    if !model
+        .layers
+        .iter()
+        .any(|b| matches!(b.ffn, moebench_model::Ffn::Moe(_)))
+    {
+        return Err(MethodError::unsupported(
+            "calibration",
+            "the model has no MoE layer to calibrate",
+        ));
+    }
+    let mut stats = CalibrationStats::new(options);
+    tch::no_grad(|| -> Result<()> {
+        for (i, (ids, mask)) in batches.iter().enumerate() {
+            if ids.dim() != 2 || ids.size() != mask.size() {
+                return Err(MethodError::param(
+                    "calibration",
+                    "batches",
+                    format!(
+                        "entry {i}: input_ids {:?} and attention_mask {:?} must both be [B, T]",
+                        ids.size(),
+                        mask.size()
+                    ),
+                ));
+            }
+            let mut opts = ForwardOptions {
+                observer: Some(&mut stats),
+                route_override: None,
+            };
+            // The statistics come from the observer; the final hidden states are not needed.
+            let _ = model.forward_hidden(ids, Some(mask), None, &mut opts);
+        }
+        Ok(())
+    })?;
+    Ok(stats)
+}

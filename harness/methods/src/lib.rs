@@ -1,0 +1,21 @@
+//! moebench-methods: the MoE methods and baselines, one module each. A method talks to the model
+//! only through the MoE layer (stacked experts, router, [`moebench_model::moe::Selector`]), the
+//! forward observers and `save_pretrained` (ARCHITECTURE.md "The MoE layer is the meeting point").
+//!
+//! - [`routing`]: selectors beyond the checkpoint's top-k — fixed Top-p (Huang et al.), DTop-p
+//!   with its PI controller, Expert Choice, USMoE — and their group modes.
+//! - [`upcycle`]: sparse upcycling of a dense model (Komatsuzaki et al.).
+//! - [`scratch`]: randomly initialised models and a byte-level tokenizer, for training here.
+//! - [`train`]: AdamW training loop with the MoE auxiliary losses.
+//! - [`calibration`], [`prune`]: calibration statistics and expert pruning (Freq, EAN, REAP).
+//! - [`diagnostics`]: routing diagnostics per layer.
+pub mod calibration;
+pub mod diagnostics;
+pub mod error;
+pub mod prune;
+pub mod routing;
+pub mod scratch;
+pub mod train;
+pub mod upcycle;
+
+pub use error::{MethodError, Result};
