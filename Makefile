@@ -26,8 +26,7 @@ deps-cuda:
 demo: deps
 	cargo build --release
 	./target/release/moebench prepare
-	./target/release/moebench generate HuggingFaceTB/SmolLM2-135M-Instruct --prompt "The capital of France is" --max-new-tokens 20
-	./target/release/moebench logits HuggingFaceTB/SmolLM2-135M-Instruct --prompt "The capital of France is" --top 5
+	./target/release/moebench run suites/smoke.yaml
 
 # Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
 # threads from starving each other.

@@ -49,10 +49,10 @@ pub struct Args {
 }
 
 /// Seconds spent in each phase of one run.
-struct Run {
-    prefill: f64,
-    decode: f64,
-    generate: f64,
+pub struct Run {
+    pub prefill: f64,
+    pub decode: f64,
+    pub generate: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
 
 /// One run: prefill and `new_tokens - 1` decode steps timed separately, then a whole
 /// `greedy_batch` of `new_tokens` tokens.
-fn measure(model: &Model, prompts: &[Vec<i64>], new_tokens: usize) -> Run {
+pub fn measure(model: &Model, prompts: &[Vec<i64>], new_tokens: usize) -> Run {
     let device = model.device;
     let ((mut decoder, mut next), prefill) =
         timed(device, || GreedyDecoder::prefill(model, prompts));
@@ -144,14 +144,20 @@ fn rate(tokens: usize, seconds: impl Iterator<Item = f64>) -> Value {
     json!({"median": median(&r), "max": r[r.len() - 1]})
 }
 
-fn median(sorted: &[f64]) -> f64 {
+pub fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0
 }
 
+/// Resets the process's peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0, `clear_refs` 5), so
+/// that a later [`peak_rss_mib`] covers only what ran in between; false where unsupported.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Process peak resident set size (VmHWM), which includes loading the model. libtorch's CUDA
 /// allocator statistics are not exposed by tch, so there is no GPU figure.
-fn peak_rss_mib() -> Option<f64> {
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: f64 = status
         .lines()

@@ -7,6 +7,7 @@
 //! unfinished jobs, the model is loaded once, the method applied once, and its jobs run.
 //! Models without a `tokenizer.json` (e.g. the tiny test fixtures) get measures only: their
 //! task jobs are skipped, with the reason shown by `--dry-run` and in the run's log.
+use crate::bench;
 use crate::calibration::{calibration_data, CalibrationData};
 use crate::common::{task_dirs, HubArgs, Loaded, DEFAULT_TOKEN_BUDGET};
 use crate::methods::apply_method;
@@ -109,10 +110,17 @@ pub fn run(args: Args) -> Result<()> {
 /// Parses the suite, loads every task and resolves every model, writing nothing.
 fn prepare(suite_path: &Path, hub: &HubConfig) -> Result<Prepared> {
     let suite = load_suite(suite_path)?;
-    if suite.measure.latency.enabled {
+    let latency = &suite.measure.latency;
+    if latency.enabled
+        && (latency.new_tokens < 2
+            || latency.prompt_tokens == 0
+            || latency.repeats == 0
+            || latency.batch_sizes.iter().any(|b| *b == 0))
+    {
         bail!(
-            "{}: measure.latency is not run by `moebench run` yet; use `moebench bench`",
-            suite.locate("enabled", "true")
+            "{}: measure.latency needs new_tokens ≥ 2, prompt_tokens ≥ 1, repeats ≥ 1 and \
+             batch sizes ≥ 1",
+            suite.locate("latency", "")
         );
     }
     let (resolved, tasks): (Vec<_>, Vec<_>) = load_tasks(&suite, hub)?.into_iter().unzip();
@@ -343,6 +351,9 @@ impl Runner<'_> {
             counted = "analytic(context=1, measured experts per token)".to_owned();
         }
         let measured = measured.as_deref();
+        if measure.latency.enabled {
+            out.extend(latency(model, calibration, &measure.latency));
+        }
         if measure.params {
             let counts = param_counts(model, measured);
             out.push(value("params_total", counts.total as f64, None));
@@ -404,6 +415,100 @@ impl Runner<'_> {
             })
             .collect())
     }
+}
+
+/// Greedy-decoding latency (as `moebench bench`) with a prompt cut from the calibration text:
+/// medians over `repeats` runs after `warmup`, per batch size. TTFT is the prefill time.
+fn latency(
+    model: &Model,
+    calibration: Option<&CalibrationData>,
+    spec: &moebench_suite::suite::Latency,
+) -> Vec<Measurement> {
+    let _guard = tch::no_grad_guard();
+    let prompt: Vec<i64> = match calibration.and_then(|c| c.batches.first()) {
+        Some((ids, _)) => Vec::<i64>::try_from(ids.get(0).to_device(Device::Cpu))
+            .unwrap_or_default()
+            .into_iter()
+            .cycle()
+            .take(spec.prompt_tokens)
+            .collect(),
+        None => vec![1; spec.prompt_tokens],
+    };
+    let protocol = format!(
+        "greedy, prompt {} tokens, {} new, median of {} after {} warm-up, {} threads, {}",
+        spec.prompt_tokens,
+        spec.new_tokens,
+        spec.repeats,
+        spec.warmup,
+        tch::get_num_threads(),
+        device_name(model.device)
+    );
+    let mut out = Vec::new();
+    let reset = bench::reset_peak_rss();
+    for &batch in &spec.batch_sizes {
+        let prompts = vec![prompt.clone(); batch];
+        for _ in 0..spec.warmup {
+            bench::measure(model, &prompts, spec.new_tokens);
+        }
+        let runs: Vec<bench::Run> = (0..spec.repeats)
+            .map(|_| bench::measure(model, &prompts, spec.new_tokens))
+            .collect();
+        let med = |f: &dyn Fn(&bench::Run) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            bench::median(&v)
+        };
+        let steps = (spec.new_tokens - 1) as f64;
+        let value = |metric: String, value: f64, higher: bool| Measurement {
+            metric,
+            value,
+            stderr: None,
+            n: Some(spec.repeats as u64),
+            higher_is_better: Some(higher),
+            protocol: Some(protocol.clone()),
+        };
+        let b = batch as f64;
+        out.push(value(
+            format!("ttft_ms_b{batch}"),
+            med(&|r| r.prefill) * 1e3,
+            false,
+        ));
+        out.push(value(
+            format!("prefill_tokens_per_s_b{batch}"),
+            med(&|r| b * spec.prompt_tokens as f64 / r.prefill),
+            true,
+        ));
+        out.push(value(
+            format!("tpot_ms_b{batch}"),
+            med(&|r| r.decode / steps) * 1e3,
+            false,
+        ));
+        out.push(value(
+            format!("decode_tokens_per_s_b{batch}"),
+            med(&|r| b * steps / r.decode),
+            true,
+        ));
+    }
+    if let Some(mib) = (model.device == Device::Cpu)
+        .then(bench::peak_rss_mib)
+        .flatten()
+    {
+        out.push(Measurement {
+            metric: "peak_rss_mib".into(),
+            value: mib,
+            stderr: None,
+            n: None,
+            higher_is_better: Some(false),
+            protocol: Some(
+                match reset {
+                    true => "process peak RSS (VmHWM) during the latency runs, model resident",
+                    false => "process peak RSS (VmHWM) since start (could not reset it)",
+                }
+                .into(),
+            ),
+        });
+    }
+    out
 }
 
 /// Routing counts of one pass over the calibration batches.

@@ -11,6 +11,7 @@
 //! - [`diagnostics`]: routing diagnostics per layer.
 pub mod calibration;
 pub mod diagnostics;
+pub mod dume;
 pub mod error;
 pub mod prune;
 pub mod routing;

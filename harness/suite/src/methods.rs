@@ -85,9 +85,18 @@ pub struct MethodConfig {
     /// Unique in the suite: `label` (default: the name), plus `[k=v,…]` for swept parameters.
     pub label: String,
     pub params: BTreeMap<String, Value>,
+    /// Model labels the method applies to; `None`: every model.
+    pub models: Option<Vec<String>>,
 }
 
 impl MethodConfig {
+    /// Whether the method runs on the model labelled `label`.
+    pub fn applies_to(&self, label: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|l| l == label))
+    }
+
     /// The parameters as a JSON object.
     pub fn params_json(&self) -> Value {
         Value::Object(
@@ -174,6 +183,7 @@ fn sweep(
         .into_iter()
         .map(|(params, swept)| MethodConfig {
             name: name.to_owned(),
+            models: None,
             label: match swept.is_empty() {
                 true => label.to_owned(),
                 false => format!("{label}[{}]", swept.join(",")),

@@ -121,6 +121,9 @@ impl Plan {
         let mut jobs = Vec::new();
         for model in 0..self.models.len() {
             for method in 0..self.suite.methods.len() {
+                if !self.suite.methods[method].applies_to(&self.suite.models[model].label) {
+                    continue;
+                }
                 if measures {
                     jobs.push(self.job(model, method, JobKind::Measure));
                 }
@@ -357,6 +360,43 @@ mod tests {
             "cpu",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn methods_restricted_to_models_only_run_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let text = "name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\n  - name: upcycle\n    models: [org/b]\ntasks:\n  - name: t1\n";
+        std::fs::write(&path, text).unwrap();
+        let suite = load_suite(&path).unwrap();
+        let p = Plan::new(
+            suite,
+            vec![model("sa"), model("sb")],
+            vec![task("t1", 0)],
+            "cpu",
+        )
+        .unwrap();
+        let labels: Vec<&str> = p.jobs.iter().map(|j| j.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "org/a/dense/measure",
+                "org/a/dense/t1",
+                "org/b/dense/measure",
+                "org/b/dense/t1",
+                "org/b/upcycle/measure",
+                "org/b/upcycle/t1"
+            ]
+        );
+        std::fs::write(&path, text.replace("[org/b]", "[org/c]")).unwrap();
+        let e = load_suite(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("s.yaml:7:5")
+                && e.contains(
+                    "names model `org/c`, which is not a model label (labels: org/a, org/b)"
+                ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -167,6 +167,8 @@ struct MethodEntry {
     label: Option<String>,
     #[serde(default)]
     params: BTreeMap<String, serde_json::Value>,
+    /// Labels of the models the method applies to (default: all).
+    models: Option<Vec<String>>,
 }
 
 /// A task of the suite: a shipped task, group or tag name, or a task YAML path.
@@ -243,6 +245,8 @@ pub struct Latency {
     pub new_tokens: usize,
     pub repeats: usize,
     pub warmup: usize,
+    /// Batch sizes measured (copies of the prompt decoded together).
+    pub batch_sizes: Vec<usize>,
 }
 
 impl Default for Latency {
@@ -253,6 +257,7 @@ impl Default for Latency {
             new_tokens: 32,
             repeats: 5,
             warmup: 1,
+            batch_sizes: vec![1],
         }
     }
 }
@@ -342,11 +347,30 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
         .collect::<Vec<_>>();
     let mut methods = Vec::new();
     for m in &file.methods {
-        methods.extend(
-            expand_method(&m.name, m.label.as_deref(), &m.params).map_err(|e| {
-                SuiteError::invalid(at.at(&["name"], &m.name, 0), format!("methods: {e}"))
-            })?,
-        );
+        let mut configs = expand_method(&m.name, m.label.as_deref(), &m.params).map_err(|e| {
+            SuiteError::invalid(at.at(&["name"], &m.name, 0), format!("methods: {e}"))
+        })?;
+        if let Some(labels) = &m.models {
+            if let Some(unknown) = labels
+                .iter()
+                .find(|l| !models.iter().any(|spec| &spec.label == *l))
+            {
+                let known: Vec<&str> = models.iter().map(|spec| spec.label.as_str()).collect();
+                return Err(SuiteError::invalid(
+                    at.at(&["name"], &m.name, 0),
+                    format!(
+                        "methods: `{}` names model `{unknown}`, which is not a model label \
+                         (labels: {})",
+                        m.name,
+                        known.join(", ")
+                    ),
+                ));
+            }
+            configs
+                .iter_mut()
+                .for_each(|c| c.models = Some(labels.clone()));
+        }
+        methods.extend(configs);
     }
     unique(
         "models",

@@ -1,0 +1,388 @@
+//! Merge primitives (METHODS.md §8.5): neuron permutation, a float linear-assignment solver,
+//! neuron alignment costs (REAM §6.3 step 5, M-SMoE weight matching), the weighted merge of a
+//! group and the router surgery that installs merged experts (§7.7 router policies).
+use crate::error::{MethodError, Result};
+use crate::prune::prune_layer;
+use moebench_model::moe::MoeLayer;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+const METHOD: &str = "merge";
+
+/// How the router treats a merged group (METHODS.md §7.7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouterPolicy {
+    /// REAM (§6.3 step 6): the merged expert takes the centroid's slot, only the centroid's
+    /// router row stays, so the layer really has `N'` experts.
+    #[default]
+    KeepCentroidRow,
+    /// Classic merging: all `N` router rows stay and every member's slot holds the merged
+    /// expert, so a token routed to several members gets their summed gate weight on it, exactly
+    /// the MC-SMoE code's shared-weights layout. The layer keeps `N` slots (`N'` distinct
+    /// experts); a linear router with `N'` rows cannot express the sum of top-k probabilities.
+    SumGroupProbs,
+}
+
+/// Which neuron correspondence a non-centroid is aligned with before averaging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Alignment {
+    /// No permutation: a plain weighted average (REAM `merging=avg`, HC-SMoE as published).
+    Identity,
+    /// M-SMoE weight matching: maximise `Σ_p ⟨w_c^p, w_j^{π(p)}⟩` over the raw neuron vectors
+    /// `[W_gate[p,:] ‖ W_up[p,:] ‖ W_down[:,p]]` (Git Re-Basin's objective, arXiv 2310.01334).
+    WeightMatching,
+    /// REAM `C_act`: distances between L2-normalised activation profiles over sampled tokens.
+    Activations,
+    /// REAM `C_wt`: distances between row-normalised neuron vectors reduced by a layer-wide PCA.
+    Weights,
+    /// REAM default `C_act + C_wt` (`merging=logits+weights` in the code).
+    ActivationsAndWeights,
+}
+
+impl Alignment {
+    pub fn uses_activations(self) -> bool {
+        matches!(self, Alignment::Activations | Alignment::ActivationsAndWeights)
+    }
+
+    pub fn uses_pca(self) -> bool {
+        matches!(self, Alignment::Weights | Alignment::ActivationsAndWeights)
+    }
+}
+
+/// One expert's SwiGLU weights: `gate`/`up` `[F, H]`, `down` `[H, F]`, in the layer's dtype.
+#[derive(Debug)]
+pub struct MergedExpert {
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
+}
+
+/// Checks that `perm` is a permutation of `0..f`.
+fn check_perm(perm: &[i64], f: i64, param: &str) -> Result<()> {
+    let mut seen = vec![false; f as usize];
+    let ok = perm.len() as i64 == f
+        && perm
+            .iter()
+            .all(|&p| (0..f).contains(&p) && !std::mem::replace(&mut seen[p as usize], true));
+    if ok {
+        Ok(())
+    } else {
+        Err(MethodError::param(
+            METHOD,
+            param,
+            format!("must be a permutation of 0..{f} (the intermediate neurons)"),
+        ))
+    }
+}
+
+fn check_expert(moe: &MoeLayer, expert: i64, param: &str) -> Result<()> {
+    let n = moe.num_experts();
+    if (0..n).contains(&expert) {
+        Ok(())
+    } else {
+        Err(MethodError::param(
+            METHOD,
+            param,
+            format!("has expert {expert}; it must be in 0..{n}"),
+        ))
+    }
+}
+
+/// Replaces `t[index]` (dim 0) by `value` out of place, keeping `t`'s `requires_grad`.
+fn replace_rows(t: &Tensor, index: &[i64], value: &Tensor) -> Tensor {
+    let idx = Tensor::from_slice(index).to_device(t.device());
+    tch::no_grad(|| t.index_copy(0, &idx, value)).set_requires_grad(t.requires_grad())
+}
+
+/// Reorders the intermediate neurons of `expert` so that its new neuron `p` is old neuron
+/// `perm[p]`: rows of `W_gate`/`W_up`, columns of `W_down` (METHODS.md §1). The expert's
+/// function is unchanged.
+pub fn permute_neurons(moe: &mut MoeLayer, expert: i64, perm: &[i64]) -> Result<()> {
+    check_expert(moe, expert, "expert")?;
+    check_perm(perm, moe.expert_intermediate_size(), "perm")?;
+    let merged = merge_group(moe, &[expert], &[1.0], &[Some(perm.to_vec())])?;
+    install_slots(moe, &[expert], &[&merged]);
+    Ok(())
+}
+
+/// Weighted merge `θ = Σ_i w_i θ_i^{aligned}` of the experts `group` for gate, up and down
+/// (§6.3 step 5, §7.7 frequency-weighted averaging). `weights` are normalised to sum 1 here;
+/// `perms[i]` (`None` = identity) aligns member `i` as in [`permute_neurons`]. Accumulates in
+/// f32, so weights (1, 0, …) return the first member bit for bit.
+pub fn merge_group(
+    moe: &MoeLayer,
+    group: &[i64],
+    weights: &[f64],
+    perms: &[Option<Vec<i64>>],
+) -> Result<MergedExpert> {
+    if group.is_empty() || weights.len() != group.len() || perms.len() != group.len() {
+        return Err(MethodError::param(
+            METHOD,
+            "group",
+            format!(
+                "has {} experts, {} weights and {} permutations; they must be equal and non-zero",
+                group.len(),
+                weights.len(),
+                perms.len()
+            ),
+        ));
+    }
+    let f = moe.expert_intermediate_size();
+    for (i, &e) in group.iter().enumerate() {
+        check_expert(moe, e, "group")?;
+        if group[..i].contains(&e) {
+            return Err(MethodError::param(
+                METHOD,
+                "group",
+                format!("lists expert {e} twice"),
+            ));
+        }
+    }
+    for p in perms.iter().flatten() {
+        check_perm(p, f, "perms")?;
+    }
+    let total: f64 = weights.iter().sum();
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || total <= 0.0 {
+        return Err(MethodError::param(
+            METHOD,
+            "weights",
+            format!("are {weights:?}; they must be finite, ≥ 0 and sum to more than 0"),
+        ));
+    }
+    let kind = moe.w_gate.kind();
+    let merge = |stack: &Tensor, neuron_dim: i64| -> Tensor {
+        let mut acc: Option<Tensor> = None;
+        for ((&e, &w), perm) in group.iter().zip(weights).zip(perms) {
+            let mut t = stack.get(e);
+            if let Some(p) = perm {
+                t = t.index_select(neuron_dim, &Tensor::from_slice(p).to_device(t.device()));
+            }
+            let term = t.to_kind(Kind::Float) * (w / total);
+            acc = Some(match acc {
+                None => term,
+                Some(a) => a + term,
+            });
+        }
+        acc.expect("non-empty group").to_kind(kind)
+    };
+    Ok(tch::no_grad(|| MergedExpert {
+        gate: merge(&moe.w_gate, 0),
+        up: merge(&moe.w_up, 0),
+        down: merge(&moe.w_down, 1),
+    }))
+}
+
+/// Writes `experts[i]` into slot `slots[i]`.
+fn install_slots(moe: &mut MoeLayer, slots: &[i64], experts: &[&MergedExpert]) {
+    let stack = |part: fn(&MergedExpert) -> &Tensor| {
+        Tensor::stack(&experts.iter().map(|m| part(m)).collect::<Vec<_>>(), 0)
+    };
+    moe.w_gate = replace_rows(&moe.w_gate, slots, &stack(|m| &m.gate));
+    moe.w_up = replace_rows(&moe.w_up, slots, &stack(|m| &m.up));
+    moe.w_down = replace_rows(&moe.w_down, slots, &stack(|m| &m.down));
+}
+
+/// Installs one merged expert per group (`groups[i][0]` is the centroid/representative) with
+/// the router policy. Under [`RouterPolicy::KeepCentroidRow`] the layer ends with the centroids
+/// in their original relative order, so with unmerged centroids it equals `prune_layer`.
+pub fn install_merged(
+    moe: &mut MoeLayer,
+    groups: &[Vec<i64>],
+    merged: &[MergedExpert],
+    policy: RouterPolicy,
+) -> Result<()> {
+    match policy {
+        RouterPolicy::KeepCentroidRow => {
+            let centroids: Vec<i64> = groups.iter().map(|g| g[0]).collect();
+            install_slots(moe, &centroids, &merged.iter().collect::<Vec<_>>());
+            let mut keep = centroids;
+            keep.sort_unstable();
+            prune_layer(moe, &keep)
+        }
+        RouterPolicy::SumGroupProbs => {
+            let (slots, experts): (Vec<i64>, Vec<&MergedExpert>) = groups
+                .iter()
+                .zip(merged)
+                .flat_map(|(g, m)| g.iter().map(move |&e| (e, m)))
+                .unzip();
+            install_slots(moe, &slots, &experts);
+            Ok(())
+        }
+    }
+}
+
+/// Minimum-cost perfect matching of a square cost matrix (row-major `n × n`, `n = √len`):
+/// returns `assignment[row] = column`. Shortest augmenting paths with dual potentials
+/// (Hungarian / Jonker–Volgenant), `O(n³)`, in f64 so f32 costs lose nothing.
+///
+/// # Panics
+/// If `cost` is not square or holds a non-finite value.
+pub fn linear_assignment(cost: &[f32]) -> Vec<usize> {
+    let n = (cost.len() as f64).sqrt().round() as usize;
+    assert_eq!(n * n, cost.len(), "linear_assignment: cost must be n × n");
+    assert!(
+        cost.iter().all(|c| c.is_finite()),
+        "linear_assignment: costs must be finite"
+    );
+    // 1-based rows/columns; column 0 is the virtual start of each augmenting path.
+    let (mut u, mut v) = (vec![0.0f64; n + 1], vec![0.0f64; n + 1]);
+    let (mut row_of, mut way) = (vec![0usize; n + 1], vec![0usize; n + 1]);
+    for i in 1..=n {
+        row_of[0] = i;
+        let mut j0 = 0;
+        let mut min_to = vec![f64::INFINITY; n + 1];
+        let mut used = vec![false; n + 1];
+        loop {
+            used[j0] = true;
+            let i0 = row_of[j0];
+            let (mut delta, mut j1) = (f64::INFINITY, 0);
+            for j in 1..=n {
+                if used[j] {
+                    continue;
+                }
+                let reduced = f64::from(cost[(i0 - 1) * n + j - 1]) - u[i0] - v[j];
+                if reduced < min_to[j] {
+                    min_to[j] = reduced;
+                    way[j] = j0;
+                }
+                if min_to[j] < delta {
+                    delta = min_to[j];
+                    j1 = j;
+                }
+            }
+            for j in 0..=n {
+                if used[j] {
+                    u[row_of[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    min_to[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if row_of[j0] == 0 {
+                break;
+            }
+        }
+        while j0 != 0 {
+            let j1 = way[j0];
+            row_of[j0] = row_of[j1];
+            j0 = j1;
+        }
+    }
+    let mut assignment = vec![0; n];
+    for j in 1..=n {
+        assignment[row_of[j] - 1] = j - 1;
+    }
+    assignment
+}
+
+/// Neuron vectors `[W_gate[p,:] ‖ W_up[p,:] ‖ W_down[:,p]]`, `[N, F, 3H]` f32 (REAM §6.3 step 5).
+pub fn neuron_weight_vectors(moe: &MoeLayer) -> Tensor {
+    Tensor::cat(
+        &[
+            moe.w_gate.to_kind(Kind::Float),
+            moe.w_up.to_kind(Kind::Float),
+            moe.w_down.transpose(1, 2).to_kind(Kind::Float),
+        ],
+        2,
+    )
+}
+
+fn l2_normalise_rows(t: &Tensor) -> Tensor {
+    t / t
+        .norm_scalaropt_dim(2.0, [-1i64], true)
+        .clamp_min(f64::from(f32::MIN_POSITIVE))
+}
+
+/// REAM's weight features: row-normalised neuron vectors of all experts of the layer, centred
+/// and projected on their top `dim` principal axes, scaled by the singular values (`X_c V_r =
+/// U_r Σ_r`), `[N, F, r]` with `r = min(dim, 3H)`. The code fits a randomised PCA (seed 0);
+/// this is the exact one, from the SVD of the `3H × 3H` Gram `X_cᵀ X_c` so that the cost does
+/// not grow with `N·F` (`Tensor::svd` wraps `linalg_svd`; the Gram is symmetric PSD so its
+/// left singular vectors are the principal axes).
+pub fn pca_neuron_features(moe: &MoeLayer, dim: usize) -> Tensor {
+    let w = l2_normalise_rows(&neuron_weight_vectors(moe)).to_kind(Kind::Double);
+    let (n, f, d) = (w.size()[0], w.size()[1], w.size()[2]);
+    let x = w.reshape([n * f, d]);
+    let xc = &x - x.mean_dim(0, true, Kind::Double);
+    let (axes, _, _) = xc.tr().mm(&xc).svd(true, true);
+    let r = (dim as i64).min(d);
+    xc.mm(&axes.narrow(1, 0, r))
+        .to_kind(Kind::Float)
+        .reshape([n, f, r])
+}
+
+/// Per-neuron features of one layer, from which alignment costs between two experts follow.
+#[derive(Debug)]
+pub struct NeuronFeatures {
+    /// `[N, F, D]` feature sets whose Euclidean distances are summed into the cost.
+    distances: Vec<Tensor>,
+    /// Raw neuron vectors for weight matching.
+    raw: Option<Tensor>,
+}
+
+impl NeuronFeatures {
+    /// `samples` are activations `[N, S, F]` (needed by the activation costs); `pca_dim` the
+    /// PCA dimension of the weight cost (REAM: 64).
+    pub fn new(
+        moe: &MoeLayer,
+        alignment: Alignment,
+        samples: Option<&Tensor>,
+        pca_dim: usize,
+    ) -> Result<NeuronFeatures> {
+        if alignment == Alignment::Identity {
+            return Err(MethodError::param(
+                METHOD,
+                "alignment",
+                "is Identity, which needs no neuron features; use any other alignment",
+            ));
+        }
+        let mut distances = Vec::new();
+        if alignment.uses_activations() {
+            let samples = samples.filter(|s| s.size()[1] > 0).ok_or_else(|| {
+                MethodError::param(
+                    METHOD,
+                    "samples",
+                    "holds no activation sample; activation alignment needs samples ≥ 1 and \
+                     calibration tokens",
+                )
+            })?;
+            distances.push(l2_normalise_rows(&samples.to_kind(Kind::Float).transpose(1, 2)));
+        }
+        if alignment.uses_pca() {
+            if pca_dim == 0 {
+                return Err(MethodError::param(METHOD, "pca_dim", "is 0; it must be ≥ 1"));
+            }
+            distances.push(pca_neuron_features(moe, pca_dim));
+        }
+        let raw = (alignment == Alignment::WeightMatching).then(|| neuron_weight_vectors(moe));
+        Ok(NeuronFeatures { distances, raw })
+    }
+
+    /// Cost `[F, F]` f32 of matching neuron `p` of `centroid` with neuron `q` of `member`.
+    pub fn cost(&self, centroid: i64, member: i64) -> Tensor {
+        let matching = self
+            .raw
+            .iter()
+            .map(|raw| -raw.get(centroid).mm(&raw.get(member).tr()));
+        let distances = self
+            .distances
+            .iter()
+            .map(|t| Tensor::cdist(&t.get(centroid), &t.get(member), 2.0, None));
+        matching
+            .chain(distances)
+            .reduce(|a, b| a + b)
+            .expect("alignment other than Identity has a cost term")
+    }
+
+    /// The permutation that lines `member`'s neurons up with `centroid`'s (for
+    /// [`permute_neurons`] / [`merge_group`]).
+    pub fn align(&self, centroid: i64, member: i64) -> Vec<i64> {
+        let cost: Vec<f32> = Vec::try_from(self.cost(centroid, member).flatten(0, -1))
+            .expect("f32 alignment cost");
+        linear_assignment(&cost)
+            .into_iter()
+            .map(|q| q as i64)
+            .collect()
+    }
+}
