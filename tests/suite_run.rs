@@ -269,3 +269,28 @@ fn killed_run_resumes_to_the_same_numbers_and_rescores() {
         stdout(&out)
     );
 }
+
+/// Every shipped suite parses and plans offline (`--dry-run`): what needs the Hub, a GPU or
+/// trained models is listed as notes, not errors.
+#[test]
+fn shipped_suites_plan_offline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .chain(std::fs::read_dir(root.join("repro")).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in &files {
+        let out = moebench(&["run", file.to_str().unwrap(), "--dry-run"]);
+        assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
+        let table = stdout(&out);
+        assert!(
+            table.starts_with("|job|model|method|task|state|"),
+            "{table}"
+        );
+        assert!(table.contains("(measures)"), "{}: {table}", file.display());
+    }
+}

@@ -57,17 +57,19 @@ pub struct Args {
 /// A suite with its tasks loaded and its models resolved: ready to run.
 struct Prepared {
     plan: Plan,
-    /// Parallel to `plan.tasks`.
-    tasks: Vec<Task>,
-    /// Parallel to the suite's models.
-    checkpoints: Vec<Checkpoint>,
+    /// Parallel to `plan.tasks`; `None` only in a dry run, for a task that could not load.
+    tasks: Vec<Option<Task>>,
+    /// Parallel to the suite's models; `None` only in a dry run, for a model not available.
+    checkpoints: Vec<Option<Checkpoint>>,
+    /// Dry run: what could not be loaded here (and would fail a real run).
+    notes: Vec<String>,
     device: Device,
     kind: Kind,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let hub = args.hub.config()?;
-    let mut prepared = prepare(&args.suite, &hub)?;
+    let mut prepared = prepare(&args.suite, &hub, args.dry_run)?;
     if let Some(pattern) = &args.only {
         prepared.plan.retain_matching(pattern);
         if prepared.plan.jobs.is_empty() {
@@ -80,6 +82,9 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or_else(|| Path::new("runs").join(&prepared.plan.suite.name));
     if args.dry_run {
         print!("{}", prepared.plan.table(&finished_jobs(&run_dir)?));
+        for note in &prepared.notes {
+            println!("note: {note}");
+        }
         return Ok(());
     }
     let store = RunStore::open(&run_dir, &RunInfo::new(&prepared.plan.suite))?;
@@ -107,8 +112,10 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Parses the suite, loads every task and resolves every model, writing nothing.
-fn prepare(suite_path: &Path, hub: &HubConfig) -> Result<Prepared> {
+/// Parses the suite, loads every task and resolves every model, writing nothing. A dry run
+/// plans what it can: a task or model that cannot be loaded here (e.g. a Hub dataset that is
+/// not cached, offline) becomes a note instead of an error.
+fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prepared> {
     let suite = load_suite(suite_path)?;
     let latency = &suite.measure.latency;
     if latency.enabled
@@ -123,16 +130,34 @@ fn prepare(suite_path: &Path, hub: &HubConfig) -> Result<Prepared> {
             suite.locate("latency", "")
         );
     }
-    let (resolved, tasks): (Vec<_>, Vec<_>) = load_tasks(&suite, hub)?.into_iter().unzip();
-    let device = parse_device(suite.defaults.device.as_str())?;
+    let mut notes = Vec::new();
+    let notes_if_dry = if dry_run { Some(&mut notes) } else { None };
+    let (resolved, tasks): (Vec<_>, Vec<_>) = load_tasks_noting(&suite, hub, notes_if_dry)?
+        .into_iter()
+        .unzip();
+    let device_spec = suite.defaults.device.as_str();
+    let device = match parse_device(device_spec) {
+        Ok(device) => device,
+        Err(e) if dry_run => {
+            notes.push(format!("{}: {e}", suite.locate("device", device_spec)));
+            Device::Cpu
+        }
+        Err(e) => return Err(e.into()),
+    };
     let kind = parse_kind(suite.defaults.dtype.as_str())?;
-    let (checkpoints, models) = resolve_models(&suite, hub)?;
-    let device_kind = if device.is_cuda() { "cuda" } else { "cpu" };
+    let notes_if_dry = if dry_run { Some(&mut notes) } else { None };
+    let (checkpoints, models) = resolve_models(&suite, hub, notes_if_dry)?;
+    let device_kind = if device.is_cuda() || device_spec.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
     let plan = Plan::new(suite, models, resolved, device_kind)?;
     Ok(Prepared {
         plan,
         tasks,
         checkpoints,
+        notes,
         device,
         kind,
     })
@@ -140,18 +165,46 @@ fn prepare(suite_path: &Path, hub: &HubConfig) -> Result<Prepared> {
 
 /// Every task of the suite (groups and tags expanded), data loaded, in suite order.
 pub fn load_tasks(suite: &Suite, hub: &HubConfig) -> Result<Vec<(ResolvedTask, Task)>> {
+    Ok(load_tasks_noting(suite, hub, None)?
+        .into_iter()
+        .map(|(r, t)| (r, t.expect("no notes: every task loaded")))
+        .collect())
+}
+
+/// [`load_tasks`]; with `notes`, a task whose data cannot be loaded is noted and kept unloaded.
+fn load_tasks_noting(
+    suite: &Suite,
+    hub: &HubConfig,
+    mut notes: Option<&mut Vec<String>>,
+) -> Result<Vec<(ResolvedTask, Option<Task>)>> {
     let index = TaskIndex::scan(&task_dirs(&[]))?;
     let mut out = Vec::new();
     for (entry_index, entry) in suite.tasks.iter().enumerate() {
         let at = || suite.locate("name", &entry.name);
         let node = index.resolve(&suite.task_lookup(entry)).with_context(at)?;
         for spec in node.tasks() {
-            let task = Task::load(spec.clone(), hub, entry.num_fewshot).with_context(at)?;
-            let resolved = ResolvedTask {
-                name: task.name().to_owned(),
-                entry: entry_index,
-                content_hash: task.content_hash().to_owned(),
-                num_fewshot: task.num_fewshot(),
+            let loaded = Task::load(spec.clone(), hub, entry.num_fewshot).with_context(at);
+            let (resolved, task) = match (loaded, notes.as_deref_mut()) {
+                (Ok(task), _) => (
+                    ResolvedTask {
+                        name: task.name().to_owned(),
+                        entry: entry_index,
+                        content_hash: task.content_hash().to_owned(),
+                        num_fewshot: task.num_fewshot(),
+                    },
+                    Some(task),
+                ),
+                (Err(e), Some(notes)) => {
+                    notes.push(format!("task {}: {e:#}", spec.name));
+                    let resolved = ResolvedTask {
+                        name: spec.name.clone(),
+                        entry: entry_index,
+                        content_hash: "unresolved".into(),
+                        num_fewshot: entry.num_fewshot.unwrap_or(0),
+                    };
+                    (resolved, None)
+                }
+                (Err(e), None) => return Err(e),
             };
             out.push((resolved, task));
         }
@@ -159,20 +212,38 @@ pub fn load_tasks(suite: &Suite, hub: &HubConfig) -> Result<Vec<(ResolvedTask, T
     Ok(out)
 }
 
-/// Resolves every model; a local directory's sha is its content fingerprint.
-fn resolve_models(suite: &Suite, hub: &HubConfig) -> Result<(Vec<Checkpoint>, Vec<ResolvedModel>)> {
+/// Resolves every model; a local directory's sha is its content fingerprint. With `notes`, a
+/// model that cannot be resolved is noted (and its task jobs planned as skipped).
+fn resolve_models(
+    suite: &Suite,
+    hub: &HubConfig,
+    mut notes: Option<&mut Vec<String>>,
+) -> Result<(Vec<Option<Checkpoint>>, Vec<ResolvedModel>)> {
     let mut checkpoints = Vec::new();
     let mut models = Vec::new();
     for m in &suite.models {
         let checkpoint =
-            resolve_checkpoint(hub, &m.reference).with_context(|| suite.locate("id", &m.id))?;
+            resolve_checkpoint(hub, &m.reference).with_context(|| suite.locate("id", &m.id));
+        let checkpoint = match (checkpoint, notes.as_deref_mut()) {
+            (Ok(c), _) => c,
+            (Err(e), Some(notes)) => {
+                notes.push(format!("model {}: {e:#}", m.label));
+                checkpoints.push(None);
+                models.push(ResolvedModel {
+                    sha: "unresolved".into(),
+                    no_tasks_reason: Some(format!("{} is not available here", m.label)),
+                });
+                continue;
+            }
+            (Err(e), None) => return Err(e),
+        };
         let sha = match &checkpoint.commit {
             Some(commit) => commit.clone(),
             None => local_fingerprint(&checkpoint.dir)?,
         };
         let no_tasks_reason = (!checkpoint.dir.join("tokenizer.json").is_file())
             .then(|| format!("{} has no tokenizer.json", m.label));
-        checkpoints.push(checkpoint);
+        checkpoints.push(Some(checkpoint));
         models.push(ResolvedModel {
             sha,
             no_tasks_reason,
@@ -235,7 +306,10 @@ impl Runner<'_> {
             "loading {}, applying {}",
             p.plan.suite.models[group.model].label, method.label
         ));
-        let mut loaded = Loaded::new(p.checkpoints[group.model].clone(), p.device, p.kind)?;
+        let checkpoint = p.checkpoints[group.model]
+            .clone()
+            .expect("resolved outside dry runs");
+        let mut loaded = Loaded::new(checkpoint, p.device, p.kind)?;
         let tokenizer = loaded
             .checkpoint
             .dir
@@ -400,7 +474,10 @@ impl Runner<'_> {
             bootstrap_iters: defaults.bootstrap_iters,
         };
         let lm = LanguageModel::new(model, tokenizer, settings);
-        let outcome = evaluate_task(&lm, &self.prepared.tasks[t], &opts)?;
+        let task = self.prepared.tasks[t]
+            .as_ref()
+            .expect("loaded outside dry runs");
+        let outcome = evaluate_task(&lm, task, &opts)?;
         self.store.write_samples(&job.hash, &outcome.samples)?;
         Ok(outcome
             .metrics

@@ -13,6 +13,7 @@ pub mod calibration;
 pub mod diagnostics;
 pub mod dume;
 pub mod error;
+pub mod merge;
 pub mod prune;
 pub mod routing;
 pub mod scratch;

@@ -19,7 +19,7 @@ pub fn gram_cosines(gram: &[f64], n: usize) -> Vec<f64> {
 
 /// Gram matrix `V Vᵀ` of the rows of `vectors` (`n × dim`, row-major).
 pub fn row_gram(vectors: &[f64], n: usize) -> Vec<f64> {
-    let dim = if n == 0 { 0 } else { vectors.len() / n };
+    let dim = vectors.len().checked_div(n).unwrap_or(0);
     let row = |i: usize| &vectors[i * dim..(i + 1) * dim];
     let mut gram = vec![0.0; n * n];
     for i in 0..n {
@@ -122,7 +122,10 @@ pub fn average_linkage(distance: &[f64], n: usize, clusters: usize) -> Vec<Vec<u
         }
         let (_, i, j) = best;
         let absorbed = members[j].take().expect("alive cluster");
-        let (si, sj) = (members[i].as_ref().map_or(0, Vec::len) as f64, absorbed.len() as f64);
+        let (si, sj) = (
+            members[i].as_ref().map_or(0, Vec::len) as f64,
+            absorbed.len() as f64,
+        );
         for &k in alive.iter().filter(|&&k| k != i && k != j) {
             let merged = (si * d[k * n + i] + sj * d[k * n + j]) / (si + sj);
             d[k * n + i] = merged;
@@ -146,7 +149,7 @@ mod tests {
 
     /// Points on a line at 0, 1, 10, 11, 30: distances |x_i − x_j|.
     fn line() -> (Vec<f64>, usize) {
-        let x = [0.0, 1.0, 10.0, 11.0, 30.0];
+        let x = [0.0f64, 1.0, 10.0, 11.0, 30.0];
         let n = x.len();
         let d = (0..n * n).map(|k| (x[k / n] - x[k % n]).abs()).collect();
         (d, n)

@@ -41,7 +41,10 @@ pub enum Alignment {
 
 impl Alignment {
     pub fn uses_activations(self) -> bool {
-        matches!(self, Alignment::Activations | Alignment::ActivationsAndWeights)
+        matches!(
+            self,
+            Alignment::Activations | Alignment::ActivationsAndWeights
+        )
     }
 
     pub fn uses_pca(self) -> bool {
@@ -347,11 +350,17 @@ impl NeuronFeatures {
                      calibration tokens",
                 )
             })?;
-            distances.push(l2_normalise_rows(&samples.to_kind(Kind::Float).transpose(1, 2)));
+            distances.push(l2_normalise_rows(
+                &samples.to_kind(Kind::Float).transpose(1, 2),
+            ));
         }
         if alignment.uses_pca() {
             if pca_dim == 0 {
-                return Err(MethodError::param(METHOD, "pca_dim", "is 0; it must be ≥ 1"));
+                return Err(MethodError::param(
+                    METHOD,
+                    "pca_dim",
+                    "is 0; it must be ≥ 1",
+                ));
             }
             distances.push(pca_neuron_features(moe, pca_dim));
         }
@@ -378,8 +387,8 @@ impl NeuronFeatures {
     /// The permutation that lines `member`'s neurons up with `centroid`'s (for
     /// [`permute_neurons`] / [`merge_group`]).
     pub fn align(&self, centroid: i64, member: i64) -> Vec<i64> {
-        let cost: Vec<f32> = Vec::try_from(self.cost(centroid, member).flatten(0, -1))
-            .expect("f32 alignment cost");
+        let cost: Vec<f32> =
+            Vec::try_from(self.cost(centroid, member).flatten(0, -1)).expect("f32 alignment cost");
         linear_assignment(&cost)
             .into_iter()
             .map(|q| q as i64)

@@ -57,7 +57,11 @@ pub struct MergeLayerStats {
 
 impl MergeLayerStats {
     fn new(n: usize, hidden: usize, options: &MergeStatsOptions, layer: usize) -> Self {
-        let outputs = if options.expert_outputs { n * hidden } else { 0 };
+        let outputs = if options.expert_outputs {
+            n * hidden
+        } else {
+            0
+        };
         MergeLayerStats {
             tokens: 0.0,
             logit_gram: vec![0.0; n * n],
@@ -143,7 +147,11 @@ impl MergeLayerStats {
         let mut slot_to_row = BTreeMap::new();
         for i in 0..m {
             let t = self.seen + i;
-            let slot = if t < s { Some(t) } else { Some(self.rng.below(t + 1)).filter(|&r| r < s) };
+            let slot = if t < s {
+                Some(t)
+            } else {
+                Some(self.rng.below(t + 1)).filter(|&r| r < s)
+            };
             if let Some(slot) = slot {
                 slot_to_row.insert(slot as i64, i as i64);
             }
