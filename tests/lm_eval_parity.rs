@@ -240,13 +240,10 @@ fn check_run(run: &Run) {
     }
 }
 
-// Ignored until they have been run to completion once: they were written at the end of the
-// first session and have not been executed yet (issue #3 note). Run them with
-// `cargo test --test lm_eval_parity -- --ignored`.
+// One test per fixture run; they share the SmolLM2 lock, so they run one at a time.
 macro_rules! parity_tests {
     ($($name:ident => $idx:expr),* $(,)?) => {
         $(#[test]
-        #[ignore = "not yet run to completion; see the note above"]
         fn $name() { check_run(&RUNS[$idx]); })*
     };
 }

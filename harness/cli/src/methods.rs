@@ -3,6 +3,7 @@
 use crate::calibration::CalibrationData;
 use anyhow::{bail, Context, Result};
 use moebench_methods::calibration::calibrate;
+use moebench_methods::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig};
 use moebench_methods::prune::{prune_model, Criterion, Keep};
 use moebench_methods::routing::{build_layer_selectors, measure_logit_std, LayerSelectors};
 use moebench_methods::upcycle::{upcycle, UpcycleConfig};
@@ -58,46 +59,109 @@ pub fn restore_router(model: &mut Model, dir: &std::path::Path) -> Result<Option
 /// Controller steps of the training-free ("calibrated") DTop-p when the suite does not say.
 const DTOP_P_DEFAULT_STEPS: u64 = 50;
 
-/// Applies `method` to `model`; calibration-based methods read `calibration`.
+/// Applies `method` to `model`, then each method of its chain (`then`), in order;
+/// calibration-based methods read `calibration`.
 pub fn apply_method(
     model: &mut Model,
     method: &MethodConfig,
     calibration: &CalibrationData,
     seed: u64,
 ) -> Result<()> {
-    let params: Map<String, Value> = method.params.clone().into_iter().collect();
-    match method.name.as_str() {
+    apply_one(model, &method.name, &method.params, calibration, seed)?;
+    for step in &method.then {
+        apply_one(model, &step.name, &step.params, calibration, seed)
+            .with_context(|| format!("then {}", step.name))?;
+    }
+    Ok(())
+}
+
+fn apply_one(
+    model: &mut Model,
+    name: &str,
+    params: &std::collections::BTreeMap<String, Value>,
+    calibration: &CalibrationData,
+    seed: u64,
+) -> Result<()> {
+    let params: Map<String, Value> = params.clone().into_iter().collect();
+    match name {
         "dense" => {}
         "upcycle" => upcycle(model, &UpcycleConfig::from_params(&params, seed)?)?,
         "topk" | "topp" | "expert_choice" | "usmoe" => {
-            install(model, build(model, &method.name, &params)?)?;
+            install(model, build(model, name, &params)?)?;
         }
         "dtop_p" => calibrated_dtop_p(model, params, calibration)?,
         "freq_prune" | "ean_prune" | "reap" => {
-            let criterion = match method.name.as_str() {
+            let criterion = match name {
                 "freq_prune" => Criterion::Frequency,
                 "ean_prune" => Criterion::Ean,
                 _ => Criterion::Reap,
             };
-            let compression = match params.get("compression") {
-                None => 0.5,
-                Some(v) => v
-                    .as_f64()
-                    .filter(|c| (0.0..1.0).contains(c))
-                    .with_context(|| {
-                        format!(
-                            "{}: parameter `compression` (fraction of experts removed) is {v}; \
-                             it must be in [0, 1)",
-                            method.name
-                        )
-                    })?,
-            };
+            let keep = keep_ratio(name, &params)?;
             let stats = calibrate(model, &calibration.batches)?;
-            prune_model(model, &stats, criterion, Keep::Ratio(1.0 - compression))?;
+            prune_model(model, &stats, criterion, keep)?;
+        }
+        "ream" => {
+            let mut cfg = ReamConfig::default();
+            cfg.merge.keep = keep_ratio("ream", &params)?;
+            let experts = moe_layers(model, "ream")?[0].num_experts() as usize;
+            cfg.group_size = cfg.group_size.min(experts);
+            for (key, value) in &params {
+                let bad = |msg: &str| anyhow::anyhow!("ream: parameter `{key}` is {value}; {msg}");
+                match key.as_str() {
+                    "group_size" => {
+                        cfg.group_size = value
+                            .as_u64()
+                            .ok_or_else(|| bad("it must be a non-negative integer"))?
+                            as usize
+                    }
+                    "sequential" => {
+                        cfg.sequential =
+                            value.as_bool().ok_or_else(|| bad("it must be a boolean"))?
+                    }
+                    "merging" => {
+                        cfg.prune_only = match value.as_str() {
+                            Some("none") => true,
+                            Some("logits+weights") => false,
+                            _ => return Err(bad("it must be `logits+weights` or `none`")),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ream(model, &calibration.batches, &cfg)?;
+        }
+        "m_smoe" => {
+            let mut cfg = MSmoeConfig::default();
+            cfg.merge.keep = keep_ratio("m_smoe", &params)?;
+            m_smoe(model, &calibration.batches, &cfg)?;
+        }
+        "hc_smoe" => {
+            let mut cfg = HcSmoeConfig::default();
+            cfg.merge.keep = keep_ratio("hc_smoe", &params)?;
+            hc_smoe(model, &calibration.batches, &cfg)?;
         }
         other => bail!("method `{other}` is accepted by suites but not implemented by the runner"),
     }
     Ok(())
+}
+
+/// `compression` (fraction of experts removed per layer, default 0.5 for pruning/merging
+/// baselines as the papers' 50% setting; REAM's headline is 0.25) as the fraction kept.
+fn keep_ratio(method: &str, params: &Map<String, Value>) -> Result<Keep> {
+    let default = if method == "ream" { 0.25 } else { 0.5 };
+    let compression = match params.get("compression") {
+        None => default,
+        Some(v) => v
+            .as_f64()
+            .filter(|c| (0.0..1.0).contains(c))
+            .with_context(|| {
+                format!(
+                "{method}: parameter `compression` (fraction of experts removed) is {v}; it must \
+                 be in [0, 1)"
+            )
+            })?,
+    };
+    Ok(Keep::Ratio(1.0 - compression))
 }
 
 fn moe_layers<'m>(model: &'m Model, method: &str) -> Result<Vec<&'m MoeLayer>> {

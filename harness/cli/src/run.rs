@@ -319,6 +319,8 @@ impl Runner<'_> {
             .transpose()?;
         let calibration =
             calibration_data(&p.plan.suite.calibration, &loaded.model, tokenizer.as_ref())?;
+        bench::reset_peak_rss();
+        let apply_start = Instant::now();
         apply_method(
             &mut loaded.model,
             method,
@@ -326,6 +328,10 @@ impl Runner<'_> {
             p.plan.suite.defaults.seed,
         )
         .with_context(|| format!("applying {}", method.label))?;
+        let apply_cost = MethodCost {
+            seconds: apply_start.elapsed().as_secs_f64(),
+            peak_rss_mib: bench::peak_rss_mib(),
+        };
         self.progress.remove(&spinner);
         let labels = (
             p.plan.suite.models[group.model].label.as_str(),
@@ -337,7 +343,7 @@ impl Runner<'_> {
             let (kind, measurements) = match job.kind {
                 JobKind::Measure => (
                     RecordKind::Measure,
-                    self.measure(&loaded.model, Some(&calibration), job, labels)?,
+                    self.measure(&loaded.model, Some(&calibration), job, labels, &apply_cost)?,
                 ),
                 JobKind::Task(t) => {
                     let tokenizer = tokenizer.as_ref().expect("task jobs need a tokenizer");
@@ -371,6 +377,7 @@ impl Runner<'_> {
         calibration: Option<&CalibrationData>,
         job: &Job,
         labels: (&str, &str),
+        cost: &MethodCost,
     ) -> Result<Vec<Measurement>> {
         let measure = &self.prepared.plan.suite.measure;
         let mut out = Vec::new();
@@ -425,6 +432,15 @@ impl Runner<'_> {
             counted = "analytic(context=1, measured experts per token)".to_owned();
         }
         let measured = measured.as_deref();
+        let method = &self.prepared.plan.suite.methods[job.method];
+        if method.name != "dense" || !method.then.is_empty() {
+            let protocol = "applying the method once, calibration included (CPU: peak RSS \
+                            during it, model resident)";
+            out.push(value("method_apply_s", cost.seconds, Some(protocol)));
+            if let Some(mib) = cost.peak_rss_mib {
+                out.push(value("method_peak_rss_mib", mib, Some(protocol)));
+            }
+        }
         if measure.latency.enabled {
             out.extend(latency(model, calibration, &measure.latency));
         }
@@ -492,6 +508,12 @@ impl Runner<'_> {
             })
             .collect())
     }
+}
+
+/// Wall time and peak memory of applying a method (the calibration and merge cost).
+struct MethodCost {
+    seconds: f64,
+    peak_rss_mib: Option<f64>,
 }
 
 /// Greedy-decoding latency (as `moebench bench`) with a prompt cut from the calibration text:

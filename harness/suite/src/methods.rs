@@ -71,6 +71,19 @@ pub const METHODS: &[MethodInfo] = &[
         name: "reap",
         params: &["compression"],
     },
+    // Expert merging (METHODS.md §6, §7.7).
+    MethodInfo {
+        name: "ream",
+        params: &["compression", "group_size", "sequential", "merging"],
+    },
+    MethodInfo {
+        name: "m_smoe",
+        params: &["compression"],
+    },
+    MethodInfo {
+        name: "hc_smoe",
+        params: &["compression"],
+    },
 ];
 
 /// The names of [`METHODS`].
@@ -87,6 +100,22 @@ pub struct MethodConfig {
     pub params: BTreeMap<String, Value>,
     /// Model labels the method applies to; `None`: every model.
     pub models: Option<Vec<String>>,
+    /// Methods applied after this one, in order (a chain such as `upcycle → reap`).
+    pub then: Vec<MethodStep>,
+}
+
+/// One later method of a chain: fixed parameters, no sweeps.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodStep {
+    pub name: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+}
+
+/// Checks a chain step: an implemented method with its parameters.
+pub(crate) fn check_step(step: &MethodStep) -> Result<(), String> {
+    check_method(&step.name, &step.params)
 }
 
 impl MethodConfig {
@@ -109,7 +138,10 @@ impl MethodConfig {
 
     /// sha256 of the canonical JSON of name and parameters.
     pub fn hash(&self) -> String {
-        let value = serde_json::json!({"name": self.name, "params": self.params_json()});
+        let mut value = serde_json::json!({"name": self.name, "params": self.params_json()});
+        if !self.then.is_empty() {
+            value["then"] = serde_json::to_value(&self.then).expect("steps serialize");
+        }
         crate::sha256_hex(crate::plan::canonical_json(&value).as_bytes())
     }
 }
@@ -184,6 +216,7 @@ fn sweep(
         .map(|(params, swept)| MethodConfig {
             name: name.to_owned(),
             models: None,
+            then: Vec::new(),
             label: match swept.is_empty() {
                 true => label.to_owned(),
                 false => format!("{label}[{}]", swept.join(",")),
@@ -211,7 +244,7 @@ mod tests {
         let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap)"
+            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, ream, m_smoe, hc_smoe)"
         );
         let params = BTreeMap::from([("k".to_owned(), json!(2))]);
         let e = expand_method("dense", None, &params).unwrap_err();

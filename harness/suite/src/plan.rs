@@ -171,6 +171,7 @@ impl Plan {
             "model_sha": self.models[model].sha,
             "method": config.name,
             "method_params": config.params_json(),
+            "method_then": config.then,
             "dtype": d.dtype.as_str(),
             "device": self.device_kind,
             "calibration": {
@@ -387,6 +388,31 @@ mod tests {
                 "org/b/upcycle/measure",
                 "org/b/upcycle/t1"
             ]
+        );
+        let chained = text.replace(
+            "    models: [org/b]\n",
+            "    models: [org/b]\n    then:\n      - name: reap\n        params: {compression: 0.5}\n",
+        );
+        std::fs::write(&path, &chained).unwrap();
+        let suite = load_suite(&path).unwrap();
+        assert_eq!(suite.methods[1].then[0].name, "reap");
+        let chain = Plan::new(
+            suite,
+            vec![model("sa"), model("sb")],
+            vec![task("t1", 0)],
+            "cpu",
+        )
+        .unwrap();
+        assert_ne!(
+            chain.jobs[4].hash, p.jobs[4].hash,
+            "the chain is part of the job hash"
+        );
+        assert_eq!(chain.jobs[0].hash, p.jobs[0].hash);
+        std::fs::write(&path, chained.replace("name: reap", "name: reaps")).unwrap();
+        let e = load_suite(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("methods: then: unknown method `reaps` (did you mean `reap`?"),
+            "{e}"
         );
         std::fs::write(&path, text.replace("[org/b]", "[org/c]")).unwrap();
         let e = load_suite(&path).unwrap_err().to_string();

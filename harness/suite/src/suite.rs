@@ -4,7 +4,7 @@
 //! The file is parsed by serde_yaml into structs that deny unknown keys, so a typo is an error
 //! at `file:line:column` with the closest key as a hint; semantic checks (empty lists,
 //! duplicate labels, unknown methods) point at the line that writes the offending value.
-use crate::methods::{expand_method, MethodConfig};
+use crate::methods::{check_step, expand_method, MethodConfig, MethodStep};
 use crate::SuiteError;
 use moebench_core::suggest::unknown_name_hint;
 use serde::{Deserialize, Serialize};
@@ -169,6 +169,9 @@ struct MethodEntry {
     params: BTreeMap<String, serde_json::Value>,
     /// Labels of the models the method applies to (default: all).
     models: Option<Vec<String>>,
+    /// Methods applied after this one, in order.
+    #[serde(default)]
+    then: Vec<MethodStep>,
 }
 
 /// A task of the suite: a shipped task, group or tag name, or a task YAML path.
@@ -370,6 +373,15 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
                 .iter_mut()
                 .for_each(|c| c.models = Some(labels.clone()));
         }
+        for step in &m.then {
+            check_step(step).map_err(|e| {
+                SuiteError::invalid(
+                    at.at(&["name"], &step.name, 0),
+                    format!("methods: then: {e}"),
+                )
+            })?;
+        }
+        configs.iter_mut().for_each(|c| c.then = m.then.clone());
         methods.extend(configs);
     }
     unique(

@@ -1,0 +1,137 @@
+//! Criterion micro-benchmarks (issue #4 item 5): each selector on one batch of router logits,
+//! and MoE dispatch — the layer's gather → per-expert matmul → weighted scatter — against a naive
+//! per-token loop and against running every expert on every token. Run with
+//! `cargo bench -p moebench-methods --bench routing`; figures in docs/performance.md.
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use moebench_methods::routing::build_layer_selectors;
+use moebench_model::config::RouterNorm;
+use moebench_model::layers::Linear;
+use moebench_model::moe::{MoeLayer, Selection, TopK};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+const TOKENS: i64 = 512;
+const EXPERTS: i64 = 16;
+
+fn params(v: Value) -> Map<String, Value> {
+    v.as_object().expect("object").clone()
+}
+
+fn selectors(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let logits = Tensor::randn([1, TOKENS, EXPERTS], (Kind::Float, Device::Cpu));
+    let mut group = c.benchmark_group("selector_512x16");
+    for (name, p) in [
+        ("topk", json!({"k": 2})),
+        ("topp", json!({"p": 0.4})),
+        ("expert_choice", json!({"capacity": 2})),
+        ("usmoe", json!({"k": 2})),
+        ("dtop_p", json!({"target": 2, "fixed_scale": 1.0})),
+    ] {
+        let built = build_layer_selectors(
+            name,
+            &params(p),
+            1,
+            EXPERTS,
+            2,
+            RouterNorm::SoftmaxTopkRenorm,
+        )
+        .expect("selector");
+        let selector = built.selectors[0].clone();
+        if let Some(c) = built.controllers.first() {
+            c.lock().expect("controller").frozen = true;
+        }
+        group.bench_function(name, |b| b.iter(|| selector.select(&logits, None)));
+    }
+    group.finish();
+}
+
+/// A random MoE layer: H = 256, F = 512, 16 experts, top-2.
+fn layer() -> MoeLayer {
+    let (h, f) = (256, 512);
+    let w = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.05;
+    MoeLayer {
+        router: Linear {
+            weight: w(&[EXPERTS, h]),
+            bias: None,
+        },
+        w_gate: w(&[EXPERTS, f, h]),
+        w_up: w(&[EXPERTS, f, h]),
+        w_down: w(&[EXPERTS, h, f]),
+        shared: None,
+        selector: Arc::new(TopK {
+            k: 2,
+            norm: RouterNorm::SoftmaxTopkRenorm,
+        }),
+    }
+}
+
+/// One token at a time, one expert at a time: the loop the stacked dispatch replaces.
+fn per_token(moe: &MoeLayer, x: &Tensor, selection: &Selection) -> Tensor {
+    let flat = x.view([-1, x.size()[2]]);
+    let weights = selection.weights.view([-1, EXPERTS]);
+    let rows: Vec<Tensor> = (0..flat.size()[0])
+        .map(|t| {
+            let token = flat.get(t).unsqueeze(0);
+            let chosen: Vec<i64> =
+                Vec::try_from(weights.get(t).nonzero().squeeze_dim(1)).expect("expert ids");
+            chosen
+                .iter()
+                .map(|&e| moe.expert_forward(e, &token) * weights.get(t).get(e))
+                .fold(token.zeros_like(), |acc, y| acc + y)
+        })
+        .collect();
+    Tensor::cat(&rows, 0)
+}
+
+/// Every expert on every token, then the weighted sum: no gather/scatter, N/k times the FLOPs.
+fn all_experts(moe: &MoeLayer, x: &Tensor, selection: &Selection) -> Tensor {
+    let flat = x.view([-1, x.size()[2]]);
+    let gate = flat.matmul(&moe.w_gate.transpose(1, 2)).silu();
+    let up = flat.matmul(&moe.w_up.transpose(1, 2));
+    let out = (gate * up).matmul(&moe.w_down.transpose(1, 2)); // [N, T, H]
+    let w = selection
+        .weights
+        .view([-1, EXPERTS])
+        .transpose(0, 1)
+        .unsqueeze(-1);
+    (out * w).sum_dim_intlist(0, false, Kind::Float)
+}
+
+fn dispatch(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let moe = layer();
+    let mut group = c.benchmark_group("moe_dispatch_top2_of_16");
+    group.sample_size(10);
+    for tokens in [1i64, 64, 512] {
+        let x = Tensor::randn([1, tokens, 256], (Kind::Float, Device::Cpu));
+        let selection = moe.selector.select(&moe.router_logits(&x), None);
+        let _guard = tch::no_grad_guard();
+        let reference = moe.forward(0, &x, None, None, None).view([-1, 256]);
+        for other in [
+            per_token(&moe, &x, &selection),
+            all_experts(&moe, &x, &selection),
+        ] {
+            let diff = f64::try_from((other - &reference).abs().max()).expect("scalar");
+            assert!(diff < 1e-4, "dispatch variants disagree: max |Δ| {diff}");
+        }
+        group.bench_with_input(
+            BenchmarkId::new("stacked_gather_scatter", tokens),
+            &x,
+            |b, x| b.iter(|| moe.forward(0, x, None, None, None)),
+        );
+        group.bench_with_input(BenchmarkId::new("per_token_loop", tokens), &x, |b, x| {
+            b.iter(|| per_token(&moe, x, &selection))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("all_experts_masked", tokens),
+            &x,
+            |b, x| b.iter(|| all_experts(&moe, x, &selection)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, selectors, dispatch);
+criterion_main!(benches);
