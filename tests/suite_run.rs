@@ -294,3 +294,36 @@ fn shipped_suites_plan_offline() {
         assert!(table.contains("(measures)"), "{}: {table}", file.display());
     }
 }
+
+/// Methods that build one model from several (DUME, weight averaging), and chains, run from a
+/// suite: on the tiny dense llama (no tokenizer, so calibration and domain windows are seeded
+/// random ids), DUME of three copies has three experts per layer and top-1 routing; averaging
+/// identical copies keeps the dense model's size; `upcycle → reap` ends with half the experts.
+#[test]
+fn multi_model_methods_and_chains_run_from_a_suite() {
+    let _lock = model_lock();
+    let llama = tiny("llama");
+    let text = format!(
+        "name: t\nmodels:\n  - id: {llama}\n    label: llama\nmethods:\n  - name: dense\n  - name: weight_average\n    params: {{experts: [{llama}, {llama}]}}\n  - name: dume\n    params: {{experts: [{llama}, {llama}], domains: [a.txt, b.txt, c.txt]}}\n  - name: upcycle\n    label: up4+reap\n    params: {{num_experts: 4, top_k: 2}}\n    then: [{{name: reap, params: {{compression: 0.5}}}}]\ntasks:\n  - name: arc_easy_shared\n    limit: 2\n"
+    );
+    let (_dir, path, run_dir) = suite(&text);
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value = |method: &str, metric: &str| {
+        records(&run_dir)
+            .iter()
+            .find(|r| r["method_label"] == method && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("{method} {metric}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let dense = value("dense", "params_total");
+    assert_eq!(value("weight_average", "params_total"), dense);
+    assert_eq!(value("dume", "active_experts_mean"), 1.0);
+    assert!(value("dume", "params_total") > dense);
+    assert!(value("dume", "method_apply_s") > 0.0);
+    assert_eq!(value("up4+reap", "active_experts_mean"), 2.0);
+    // 4 experts pruned to 2: total = dense + (2 − 1) MLP copies per layer + routers.
+    assert!(value("up4+reap", "params_total") > dense);
+    assert!(value("up4+reap", "params_total") < value("dume", "params_total"));
+}

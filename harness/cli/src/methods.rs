@@ -1,17 +1,22 @@
 //! Suite methods → `moebench-methods`: each method configuration is applied once to a loaded
 //! model, in place, before its jobs run (docs/methods.md says what each one does).
-use crate::calibration::CalibrationData;
+use crate::calibration::{calibration_data, CalibrationData};
 use anyhow::{bail, Context, Result};
+use moebench_hub::HubConfig;
 use moebench_methods::calibration::calibrate;
+use moebench_methods::dume::{average_merge, dume, DumeConfig};
 use moebench_methods::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig};
 use moebench_methods::prune::{prune_model, Criterion, Keep};
 use moebench_methods::routing::{build_layer_selectors, measure_logit_std, LayerSelectors};
 use moebench_methods::upcycle::{upcycle, UpcycleConfig};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
-use moebench_model::{Ffn, ForwardOptions, Model};
+use moebench_model::{resolve_checkpoint, Ffn, ForwardOptions, Model, Tokenizer};
+use moebench_suite::suite::Calibration;
 use moebench_suite::MethodConfig;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// A checkpoint trained here with a router other than its config's top-k records that router in
 /// this file, so that loading it (the `dense` method: the model as it is) routes as trained.
@@ -59,29 +64,44 @@ pub fn restore_router(model: &mut Model, dir: &std::path::Path) -> Result<Option
 /// Controller steps of the training-free ("calibrated") DTop-p when the suite does not say.
 const DTOP_P_DEFAULT_STEPS: u64 = 50;
 
-/// Applies `method` to `model`, then each method of its chain (`then`), in order;
-/// calibration-based methods read `calibration`.
-pub fn apply_method(
-    model: &mut Model,
-    method: &MethodConfig,
-    calibration: &CalibrationData,
-    seed: u64,
-) -> Result<()> {
-    apply_one(model, &method.name, &method.params, calibration, seed)?;
+/// What methods may read besides the model: the calibration batches, the suite's seed and
+/// calibration settings, and (for methods that load more models or texts, e.g. DUME) the
+/// suite's directory, the Hub and the model's tokenizer.
+pub struct MethodContext<'a> {
+    pub calibration: &'a CalibrationData,
+    pub calibration_spec: &'a Calibration,
+    pub seed: u64,
+    pub suite_dir: &'a Path,
+    pub hub: &'a HubConfig,
+    pub tokenizer: Option<&'a Tokenizer>,
+}
+
+/// Applies `method` to `model`, then each method of its chain (`then`), in order. Methods that
+/// build a new model from several (DUME) replace it, so the model is taken and returned.
+pub fn apply_method(model: Model, method: &MethodConfig, ctx: &MethodContext) -> Result<Model> {
+    let mut model = apply_one(model, &method.name, &method.params, ctx)?;
     for step in &method.then {
-        apply_one(model, &step.name, &step.params, calibration, seed)
+        model = apply_one(model, &step.name, &step.params, ctx)
             .with_context(|| format!("then {}", step.name))?;
     }
-    Ok(())
+    Ok(model)
 }
 
 fn apply_one(
-    model: &mut Model,
+    mut owned: Model,
     name: &str,
-    params: &std::collections::BTreeMap<String, Value>,
-    calibration: &CalibrationData,
-    seed: u64,
-) -> Result<()> {
+    params: &BTreeMap<String, Value>,
+    ctx: &MethodContext,
+) -> Result<Model> {
+    let (calibration, seed) = (ctx.calibration, ctx.seed);
+    match name {
+        "dume" => return dume_method(owned, params, ctx),
+        "weight_average" => {
+            return Ok(average_merge(with_experts(owned, name, params, ctx)?)?);
+        }
+        _ => {}
+    }
+    let model = &mut owned;
     let params: Map<String, Value> = params.clone().into_iter().collect();
     match name {
         "dense" => {}
@@ -142,7 +162,86 @@ fn apply_one(
         }
         other => bail!("method `{other}` is accepted by suites but not implemented by the runner"),
     }
-    Ok(())
+    Ok(owned)
+}
+
+/// A list-of-strings parameter.
+fn strings(method: &str, params: &BTreeMap<String, Value>, key: &str) -> Result<Vec<String>> {
+    params
+        .get(key)
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+        .with_context(|| format!("{method}: parameter `{key}` must be a list of strings"))
+}
+
+/// The suite's model followed by the dense models `experts` names (Hub ids, or directories
+/// relative to the suite), loaded like it.
+fn with_experts(
+    base: Model,
+    method: &str,
+    params: &BTreeMap<String, Value>,
+    ctx: &MethodContext,
+) -> Result<Vec<Model>> {
+    let (device, kind) = (base.device, base.kind);
+    let mut dense = vec![base];
+    for reference in strings(method, params, "experts")? {
+        let local = ctx.suite_dir.join(&reference);
+        let reference = if local.is_dir() {
+            local.display().to_string()
+        } else {
+            reference
+        };
+        let checkpoint = resolve_checkpoint(ctx.hub, &reference)
+            .with_context(|| format!("{method}: expert {reference}"))?;
+        dense.push(checkpoint.load(device, kind)?);
+    }
+    Ok(dense)
+}
+
+/// DUME (METHODS.md §2): the suite's model is domain expert 0; `experts` names the other dense
+/// domain experts, `domains` one unlabeled text per expert (in order), from which
+/// `calibration.sequences × length` windows each feed the ridge statistics. Optional `top_k`
+/// (1), `temperature` (1.0), `lambda` (0.01).
+fn dume_method(
+    base: Model,
+    params: &BTreeMap<String, Value>,
+    ctx: &MethodContext,
+) -> Result<Model> {
+    let dense = with_experts(base, "dume", params, ctx)?;
+    let domains = strings("dume", params, "domains")?;
+    if domains.len() != dense.len() {
+        bail!(
+            "dume: `domains` has {} texts for {} experts (the suite's model and `experts`); give \
+             one text per expert, the suite model's first",
+            domains.len(),
+            dense.len()
+        );
+    }
+    let mut cfg = DumeConfig::default();
+    for (key, value) in params {
+        let number = || {
+            value
+                .as_f64()
+                .with_context(|| format!("dume: parameter `{key}` must be a number, got {value}"))
+        };
+        match key.as_str() {
+            "top_k" => cfg.top_k = number()? as i64,
+            "temperature" => cfg.temperature = number()?,
+            "lambda" => cfg.lambda = number()?,
+            _ => {}
+        }
+    }
+    let batches = domains
+        .iter()
+        .map(|text| {
+            let spec = Calibration {
+                source: Some(ctx.suite_dir.join(text)),
+                ..ctx.calibration_spec.clone()
+            };
+            Ok(calibration_data(&spec, &dense[0], ctx.tokenizer)?.batches)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(dume(dense, &batches, &cfg)?.0)
 }
 
 /// `compression` (fraction of experts removed per layer, default 0.5 for pruning/merging

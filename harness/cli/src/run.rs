@@ -10,7 +10,7 @@
 use crate::bench;
 use crate::calibration::{calibration_data, CalibrationData};
 use crate::common::{task_dirs, HubArgs, Loaded, DEFAULT_TOKEN_BUDGET};
-use crate::methods::apply_method;
+use crate::methods::{apply_method, MethodContext};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings};
@@ -19,7 +19,7 @@ use moebench_methods::diagnostics::{LayerDiagnostics, RoutingDiagnostics};
 use moebench_model::cost::{bytes_per_decode_token, flops_per_token, param_counts};
 use moebench_model::device::{device_name, kind_name, parse_device, parse_kind};
 use moebench_model::{resolve_checkpoint, Checkpoint, Ffn, ForwardOptions, Model, Tokenizer};
-use moebench_report::{render, TARGETS_FILE};
+use moebench_report::{render, REPORT_SPEC_FILE, TARGETS_FILE};
 use moebench_suite::leaderboard::leaderboard_markdown;
 use moebench_suite::plan::Group;
 use moebench_suite::store::finished_jobs;
@@ -92,11 +92,16 @@ pub fn run(args: Args) -> Result<()> {
         &run_dir.join(TARGETS_FILE),
         &serde_json::to_vec_pretty(&prepared.plan.suite.targets)?,
     )?;
+    write_atomic(
+        &run_dir.join(REPORT_SPEC_FILE),
+        &serde_json::to_vec_pretty(&prepared.plan.suite.report)?,
+    )?;
     let progress = Progress::new(args.quiet);
     Runner {
         prepared: &prepared,
         store: &store,
         progress: &progress,
+        hub: &hub,
     }
     .run_all()?;
     progress.clear();
@@ -181,7 +186,17 @@ fn load_tasks_noting(
     let mut out = Vec::new();
     for (entry_index, entry) in suite.tasks.iter().enumerate() {
         let at = || suite.locate("name", &entry.name);
-        let node = index.resolve(&suite.task_lookup(entry)).with_context(at)?;
+        let node = match (
+            index.resolve(&suite.task_lookup(entry)).with_context(at),
+            notes.as_deref_mut(),
+        ) {
+            (Ok(node), _) => node,
+            (Err(e), Some(notes)) => {
+                notes.push(format!("task {}: {e:#}", entry.name));
+                continue;
+            }
+            (Err(e), None) => return Err(e),
+        };
         for spec in node.tasks() {
             let loaded = Task::load(spec.clone(), hub, entry.num_fewshot).with_context(at);
             let (resolved, task) = match (loaded, notes.as_deref_mut()) {
@@ -256,6 +271,7 @@ struct Runner<'a> {
     prepared: &'a Prepared,
     store: &'a RunStore,
     progress: &'a Progress,
+    hub: &'a HubConfig,
 }
 
 impl Runner<'_> {
@@ -309,7 +325,7 @@ impl Runner<'_> {
         let checkpoint = p.checkpoints[group.model]
             .clone()
             .expect("resolved outside dry runs");
-        let mut loaded = Loaded::new(checkpoint, p.device, p.kind)?;
+        let loaded = Loaded::new(checkpoint, p.device, p.kind)?;
         let tokenizer = loaded
             .checkpoint
             .dir
@@ -321,13 +337,18 @@ impl Runner<'_> {
             calibration_data(&p.plan.suite.calibration, &loaded.model, tokenizer.as_ref())?;
         bench::reset_peak_rss();
         let apply_start = Instant::now();
-        apply_method(
-            &mut loaded.model,
-            method,
-            &calibration,
-            p.plan.suite.defaults.seed,
-        )
-        .with_context(|| format!("applying {}", method.label))?;
+        let Loaded { checkpoint, model } = loaded;
+        let ctx = MethodContext {
+            calibration: &calibration,
+            calibration_spec: &p.plan.suite.calibration,
+            seed: p.plan.suite.defaults.seed,
+            suite_dir: &p.plan.suite.dir,
+            hub: &self.hub,
+            tokenizer: tokenizer.as_ref(),
+        };
+        let model = apply_method(model, method, &ctx)
+            .with_context(|| format!("applying {}", method.label))?;
+        let loaded = Loaded { checkpoint, model };
         let apply_cost = MethodCost {
             seconds: apply_start.elapsed().as_secs_f64(),
             peak_rss_mib: bench::peak_rss_mib(),

@@ -42,7 +42,7 @@ pub struct Args {
     /// Expert (and dense MLP) width of a scratch model.
     #[arg(long, default_value_t = 128)]
     intermediate_size: usize,
-    /// Experts per MoE layer (scratch models, or upcycling of `--model`).
+    /// Experts per MoE layer (scratch models, or upcycling of `--model`); 0: a dense scratch model.
     #[arg(long, default_value_t = 16)]
     experts: usize,
     /// Top-k of the initial router (scratch models, or upcycling of `--model`).
@@ -145,12 +145,22 @@ pub fn run(args: Args) -> Result<()> {
     }
     let held = (tokens.len() as f64 * args.holdout) as usize;
     let (train_tokens, held_out) = tokens.split_at(tokens.len() - held);
-    if model.config.moe.is_none() {
-        bail!("the model has no MoE layer (use --scratch with --experts, or --upcycle)");
-    }
-    let built = build(&model, &args.router, &router_params)?;
-    let controllers = built.controllers.clone();
-    install(&mut model, built)?;
+    // A dense model (`--experts 0`, or `--model` without `--upcycle`) trains as it is: the
+    // domain fine-tunes DUME merges.
+    let controllers = if model.config.moe.is_none() {
+        if args.router != "topk" || !router_params.is_empty() {
+            bail!(
+                "--router {} needs an MoE model (use --scratch with --experts ≥ 1, or --upcycle)",
+                args.router
+            );
+        }
+        Vec::new()
+    } else {
+        let built = build(&model, &args.router, &router_params)?;
+        let controllers = built.controllers.clone();
+        install(&mut model, built)?;
+        controllers
+    };
 
     let cfg = TrainConfig {
         steps: args.steps,

@@ -8,7 +8,7 @@ use crate::svg::{line_chart, scatter, Heatmap, LineChart, Point, Scatter};
 use crate::table::{distinct, Cell, Pivot, Style, Table};
 use crate::ReportError;
 use minijinja::{AutoEscape, Environment};
-use moebench_suite::suite::Target;
+use moebench_suite::suite::{ReportSpec, Target};
 use moebench_suite::{Record, RecordKind};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -61,13 +61,24 @@ pub fn render_html(runs: &[Run], current: usize) -> Result<String, ReportError> 
     let own: Vec<PrimaryValue> = primary_values(&[run])?;
     let row_averages = averages(&own)?;
     let page = Page {
-        title: format!("moebench report — {}", run.info.suite),
+        title: run
+            .report_spec()?
+            .and_then(|s| s.title)
+            .unwrap_or_else(|| format!("moebench report — {}", run.info.suite)),
         generator: format!("moebench {}", env!("CARGO_PKG_VERSION")),
         meta: meta(run),
         leaderboard: leaderboard(&own, &row_averages),
         tasks: task_sections(run),
         measures: measures_table(run),
-        pareto: pareto_plots(&row_averages, run),
+        pareto: {
+            let spec = run.report_spec()?;
+            let mut plots = spec
+                .as_ref()
+                .map(|s| suite_pareto_plots(run, s))
+                .unwrap_or_default();
+            plots.extend(pareto_plots(&row_averages, run));
+            plots
+        },
         routing: routing_loads(run)?.iter().map(|r| r.heatmap()).collect(),
         targets: run.targets()?.map(|t| targets_table(run, &t)),
         history: if runs.len() > 1 {
@@ -373,9 +384,88 @@ fn pareto_plots(averages: &[Average], run: &Run) -> Vec<Scatter> {
             ("accuracy average", &fmt_value),
             &points,
             higher,
+            true,
         ));
     }
     plots
+}
+
+/// The number an axis of a suite's `report.pareto` names for one row: a measure, or a task
+/// metric written `task/metric`; with its direction.
+fn axis_value(run: &Run, axis: &str, model: &str, method: &str) -> Option<(f64, bool)> {
+    let (task, metric) = match axis.split_once('/') {
+        Some((task, metric)) => (Some(task), metric),
+        None => (None, axis),
+    };
+    let kind = if task.is_some() {
+        RecordKind::Metric
+    } else {
+        RecordKind::Measure
+    };
+    run.latest(kind)
+        .into_iter()
+        .find(|r| {
+            r.metric == metric
+                && r.task.as_deref() == task
+                && r.model_label == model
+                && r.method_label == method
+        })
+        .map(|r| {
+            let higher = r
+                .higher_is_better
+                .unwrap_or_else(|| metric::measure_higher_is_better(metric));
+            (r.value, higher)
+        })
+}
+
+/// The suite's own Pareto plots (`report.pareto`: x and y axes), one point per model × method
+/// that has both numbers.
+fn suite_pareto_plots(run: &Run, spec: &ReportSpec) -> Vec<Scatter> {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for r in &run.records {
+        let row = (r.model_label.clone(), r.method_label.clone());
+        if !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
+    spec.pareto
+        .iter()
+        .filter_map(|axes| {
+            let mut directions = (true, true);
+            let points: Vec<Point> = rows
+                .iter()
+                .filter_map(|(model, method)| {
+                    let (x, x_higher) = axis_value(run, &axes.x, model, method)?;
+                    let (y, y_higher) = axis_value(run, &axes.y, model, method)?;
+                    directions = (x_higher, y_higher);
+                    Some(Point {
+                        label: format!("{model}/{method}"),
+                        x,
+                        y,
+                    })
+                })
+                .filter(|p| p.x.is_finite() && p.y.is_finite())
+                .collect();
+            if points.is_empty() {
+                return None;
+            }
+            let word = |higher: bool| if higher { "higher" } else { "lower" };
+            Some(scatter(
+                &format!(
+                    "{} ({} is better) vs {} ({} is better)",
+                    axes.y,
+                    word(directions.1),
+                    axes.x,
+                    word(directions.0)
+                ),
+                (&axes.x, &|v| fmt_measure(&axes.x, v)),
+                (&axes.y, &fmt_value),
+                &points,
+                directions.0,
+                directions.1,
+            ))
+        })
+        .collect()
 }
 
 /// Targets against obtained values: within tolerance, or better than the target in the

@@ -23,7 +23,7 @@ mod table;
 pub use compare::{compare, CompareOptions, Comparison, Row, Test, Verdict};
 pub use error::ReportError;
 pub use export::{results_json, CSV_FILE, JSON_FILE};
-pub use run::{DocScores, Run, TARGETS_FILE};
+pub use run::{DocScores, Run, REPORT_SPEC_FILE, TARGETS_FILE};
 
 use std::path::{Path, PathBuf};
 

@@ -18,12 +18,14 @@ const PRIMARY_ORDER: [&str; 10] = [
 /// Metrics in [0, 1], higher is better, that the leaderboard averages.
 const ACCURACY_LIKE: [&str; 4] = ["acc_norm", "acc", "exact_match", "f1"];
 
-/// Measures that get a Pareto plot against the accuracy average, in plot order.
-pub const PARETO_MEASURES: [&str; 4] = [
+/// Measures that get a Pareto plot against the accuracy average, in plot order (the names
+/// `moebench run` records).
+pub const PARETO_MEASURES: [&str; 5] = [
     "params_active",
     "flops_per_token",
-    "latency_decode_tps",
-    "peak_memory_bytes",
+    "bytes_per_decode_token",
+    "decode_tokens_per_s_b1",
+    "peak_rss_mib",
 ];
 
 /// `("acc", "none")` of `"acc,none"`.
@@ -52,9 +54,9 @@ pub fn accuracy_like(metric: &str, higher_is_better: Option<bool>) -> bool {
     higher_is_better == Some(true) && ACCURACY_LIKE.contains(&split(metric).0)
 }
 
-/// Throughputs are better high; sizes, FLOPs and memory low.
+/// Throughputs and load entropy are better high; sizes, FLOPs, times and memory low.
 pub fn measure_higher_is_better(measure: &str) -> bool {
-    measure.ends_with("_tps") || measure.contains("throughput")
+    measure.contains("tokens_per_s") || measure.contains("throughput") || measure == "load_entropy"
 }
 
 /// ` ↑`, ` ↓` or nothing, to follow a metric name.
@@ -84,9 +86,9 @@ pub fn fmt_cell(value: f64, stderr: Option<f64>) -> String {
     }
 }
 
-/// A measure with a unit prefix: binary for `*_bytes`, decimal (k, M, G, T) otherwise.
+/// A measure with a unit prefix: binary for byte counts, decimal (k, M, G, T) otherwise.
 pub fn fmt_measure(measure: &str, v: f64) -> String {
-    let (base, units): (f64, &[&str]) = if measure.ends_with("_bytes") {
+    let (base, units): (f64, &[&str]) = if measure.contains("bytes") {
         (1024.0, &[" B", " KiB", " MiB", " GiB", " TiB"])
     } else {
         (1000.0, &["", "k", "M", "G", "T"])
@@ -148,12 +150,13 @@ mod tests {
         assert_eq!(fmt_cell(0.5, Some(f64::NAN)), "0.5000");
         assert_eq!(fmt_measure("params_active", 134_515_008.0), "134.5M");
         assert_eq!(
-            fmt_measure("peak_memory_bytes", 3.0 * 1024.0 * 1024.0),
+            fmt_measure("bytes_per_decode_token", 3.0 * 1024.0 * 1024.0),
             "3.0 MiB"
         );
         assert_eq!(fmt_measure("params_total", 512.0), "512");
-        assert_eq!(fmt_measure("latency_decode_tps", 41.27), "41.3");
-        assert!(measure_higher_is_better("latency_decode_tps"));
+        assert_eq!(fmt_measure("decode_tokens_per_s_b1", 41.27), "41.3");
+        assert!(measure_higher_is_better("decode_tokens_per_s_b1"));
+        assert!(measure_higher_is_better("load_entropy"));
         assert!(!measure_higher_is_better("flops_per_token"));
     }
 }

@@ -3,7 +3,7 @@
 //! `targets.json` and per-job sample logs.
 use crate::ReportError;
 use moebench_suite::store::{read_run_info, read_samples, samples_path};
-use moebench_suite::suite::Target;
+use moebench_suite::suite::{ReportSpec, Target};
 use moebench_suite::{read_records, Record, RecordKind, RunInfo};
 use serde::Deserialize;
 use serde_json::Value;
@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 /// Optional list of expected values in a run directory.
 pub const TARGETS_FILE: &str = "targets.json";
+
+/// Optional report options of the suite (`report:` — title, Pareto axes) in a run directory.
+pub const REPORT_SPEC_FILE: &str = "report_spec.json";
 
 /// A run directory, read.
 #[derive(Debug, Clone)]
@@ -79,6 +82,18 @@ impl Run {
     /// `targets.json`, `None` when the run has none.
     pub fn targets(&self) -> Result<Option<Vec<Target>>, ReportError> {
         let path = self.dir.join(TARGETS_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(ReportError::read(&path))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| ReportError::Json { path, source })
+    }
+
+    /// `report_spec.json`, `None` when the run has none.
+    pub fn report_spec(&self) -> Result<Option<ReportSpec>, ReportError> {
+        let path = self.dir.join(REPORT_SPEC_FILE);
         if !path.exists() {
             return Ok(None);
         }

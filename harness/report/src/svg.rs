@@ -228,7 +228,14 @@ fn frame(x_label: &str, y_label: &str, x_ticks: Vec<Tick>, y_ticks: Vec<Tick>) -
 
 /// Indices of the Pareto-optimal points — no other point is at least as good on both axes
 /// and better on one — ordered along x; y is better high, x as `x_higher_is_better` says.
-pub fn pareto_front(points: &[(f64, f64)], x_higher_is_better: bool) -> Vec<usize> {
+pub fn pareto_front(
+    points: &[(f64, f64)],
+    x_higher_is_better: bool,
+    y_higher_is_better: bool,
+) -> Vec<usize> {
+    let sign = if y_higher_is_better { 1.0 } else { -1.0 };
+    let oriented: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, sign * y)).collect();
+    let points = &oriented;
     let better_x = |i: usize| {
         if x_higher_is_better {
             -points[i].0
@@ -269,13 +276,14 @@ pub fn scatter(
     (y_label, fmt_y): (&str, &dyn Fn(f64) -> String),
     points: &[Point],
     x_higher_is_better: bool,
+    y_higher_is_better: bool,
 ) -> Scatter {
     let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
     let ys: Vec<f64> = points.iter().map(|p| p.y).collect();
     let sx = Scale::fit(&xs, LEFT, WIDTH - RIGHT);
     let sy = Scale::fit(&ys, HEIGHT - BOTTOM, TOP);
     let pairs: Vec<(f64, f64)> = xs.iter().copied().zip(ys.iter().copied()).collect();
-    let front = pareto_front(&pairs, x_higher_is_better);
+    let front = pareto_front(&pairs, x_higher_is_better, y_higher_is_better);
     let dots = points
         .iter()
         .enumerate()
@@ -447,10 +455,13 @@ mod tests {
     fn pareto_front_lower_x_higher_y() {
         // (cost, accuracy): 0 dominates 3; 1 and 2 trade off; 4 ties 2 on accuracy at a higher cost.
         let points = [(1.0, 0.5), (2.0, 0.6), (4.0, 0.7), (1.5, 0.4), (5.0, 0.7)];
-        assert_eq!(pareto_front(&points, false), [0, 1, 2]);
+        assert_eq!(pareto_front(&points, false, true), [0, 1, 2]);
         // Throughput: higher x is better, so only the fastest-and-best survive.
-        assert_eq!(pareto_front(&points, true), [4]);
-        assert!(pareto_front(&[], false).is_empty());
+        assert_eq!(pareto_front(&points, true, true), [4]);
+        assert!(pareto_front(&[], false, true).is_empty());
+        // (cost, perplexity): lower is better on both axes.
+        let ppl = [(1.0, 30.0), (2.0, 20.0), (3.0, 25.0)];
+        assert_eq!(pareto_front(&ppl, false, false), [0, 1]);
     }
 
     #[test]

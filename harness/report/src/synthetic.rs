@@ -26,8 +26,8 @@ pub struct RowSpec {
     pub noise: usize,
     pub params_active: f64,
     pub flops_per_token: f64,
-    pub latency_decode_tps: f64,
-    pub peak_memory_bytes: f64,
+    pub decode_tokens_per_s_b1: f64,
+    pub peak_rss_mib: f64,
 }
 
 /// What to write.
@@ -62,8 +62,8 @@ impl Synthetic {
             noise: 0,
             params_active: 135e6 * scale,
             flops_per_token: 270e6 * scale,
-            latency_decode_tps: tps,
-            peak_memory_bytes: 600.0 * 1024.0 * 1024.0 * scale,
+            decode_tokens_per_s_b1: tps,
+            peak_rss_mib: 600.0 * scale,
         };
         Self {
             suite: "synthetic".into(),
@@ -239,8 +239,8 @@ impl Synthetic {
             measure("params_total", row.params_active * 4.0),
             measure("params_active", row.params_active),
             measure("flops_per_token", row.flops_per_token),
-            measure("latency_decode_tps", row.latency_decode_tps),
-            measure("peak_memory_bytes", row.peak_memory_bytes),
+            measure("decode_tokens_per_s_b1", row.decode_tokens_per_s_b1),
+            measure("peak_rss_mib", row.peak_rss_mib),
         ];
         if self.routing {
             let layers = (0..4)

@@ -48,7 +48,7 @@ fn report_has_every_section() {
     assert!(html.contains("<th>accuracy avg (2 tasks) ↑</th>"));
     // Four Pareto plots and a heatmap per row, each an inline SVG.
     assert_eq!(html.matches("<figcaption>Accuracy average vs ").count(), 4);
-    assert!(html.contains("latency_decode_tps (higher is better)"));
+    assert!(html.contains("decode_tokens_per_s_b1 (higher is better)"));
     assert!(html.contains("class=\"dot on-front\""));
     assert!(html.contains("<polyline points=\""));
     assert_eq!(
@@ -164,7 +164,7 @@ fn results_json_follows_lm_eval() {
     assert!(arc["acc_stderr,none"].as_f64().unwrap() > 0.0);
     assert!(json["results"]["smol/pruned-50"]["wikitext"]["word_perplexity,none"].is_number());
     assert_eq!(
-        json["measures"]["smol/moe-top2"]["latency_decode_tps"],
+        json["measures"]["smol/moe-top2"]["decode_tokens_per_s_b1"],
         70.0
     );
     assert_eq!(json["n-samples"]["smol/dense"]["piqa"]["effective"], 200);

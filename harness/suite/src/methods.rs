@@ -2,8 +2,9 @@
 //!
 //! A list value in a method's `params` sweeps that parameter: the suite gets one method
 //! configuration per combination (in key order, values in list order), labelled
-//! `label[k=v,…]` with the swept parameters. A parameter whose value is itself a list is
-//! written as a one-element list of it (`layers: [[0, 1]]`).
+//! `label[k=v,…]` with the swept parameters. A parameter whose value is itself a list
+//! ([`MethodInfo::list_params`]: `layers`, `experts`, …) takes a plain list as its value and
+//! sweeps only when given a list of lists (`layers: [[0], [0, 1]]`).
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -14,6 +15,9 @@ pub struct MethodInfo {
     pub name: &'static str,
     /// The parameter names it accepts.
     pub params: &'static [&'static str],
+    /// Those of `params` whose value is itself a list (`layers`, `experts`, …): a plain list
+    /// is the value; a list of lists sweeps it.
+    pub list_params: &'static [&'static str],
 }
 
 /// Every implemented method. Adding one here makes suites accept it; the runner's
@@ -23,28 +27,34 @@ pub const METHODS: &[MethodInfo] = &[
     MethodInfo {
         name: "dense",
         params: &[],
+        list_params: &[],
     },
     // Sparse upcycling of a dense model (METHODS.md §7.1).
     MethodInfo {
         name: "upcycle",
         params: &["num_experts", "top_k", "layers", "router_init_std"],
+        list_params: &["layers"],
     },
     // Training-free router swaps on an MoE model (METHODS.md §§4, 5, 7.3-7.5).
     MethodInfo {
         name: "topk",
         params: &["k"],
+        list_params: &[],
     },
     MethodInfo {
         name: "topp",
         params: &["p"],
+        list_params: &[],
     },
     MethodInfo {
         name: "expert_choice",
         params: &["capacity", "mode", "threshold"],
+        list_params: &[],
     },
     MethodInfo {
         name: "usmoe",
         params: &["k", "r", "renormalize", "mode", "threshold"],
+        list_params: &[],
     },
     MethodInfo {
         name: "dtop_p",
@@ -57,32 +67,52 @@ pub const METHODS: &[MethodInfo] = &[
             "steps",
             "fixed_scale",
         ],
+        list_params: &["fixed_scale"],
     },
     // Expert pruning at a uniform ratio per layer (METHODS.md §7.6).
     MethodInfo {
         name: "freq_prune",
         params: &["compression"],
+        list_params: &[],
     },
     MethodInfo {
         name: "ean_prune",
         params: &["compression"],
+        list_params: &[],
     },
     MethodInfo {
         name: "reap",
         params: &["compression"],
+        list_params: &[],
+    },
+    // DUME: the suite's model and `experts` (dense domain experts) merged into one MoE with
+    // closed-form ridge routers (METHODS.md §2).
+    MethodInfo {
+        name: "dume",
+        params: &["experts", "domains", "top_k", "temperature", "lambda"],
+        list_params: &["experts", "domains"],
+    },
+    // Baseline: the suite's model and `experts` averaged weight by weight (one dense model).
+    MethodInfo {
+        name: "weight_average",
+        params: &["experts"],
+        list_params: &["experts"],
     },
     // Expert merging (METHODS.md §6, §7.7).
     MethodInfo {
         name: "ream",
         params: &["compression", "group_size", "sequential", "merging"],
+        list_params: &[],
     },
     MethodInfo {
         name: "m_smoe",
         params: &["compression"],
+        list_params: &[],
     },
     MethodInfo {
         name: "hc_smoe",
         params: &["compression"],
+        list_params: &[],
     },
 ];
 
@@ -153,7 +183,11 @@ pub(crate) fn expand_method(
     params: &BTreeMap<String, Value>,
 ) -> Result<Vec<MethodConfig>, String> {
     check_method(name, params)?;
-    sweep(name, label.unwrap_or(name), params)
+    let lists = METHODS
+        .iter()
+        .find(|m| m.name == name)
+        .map_or(&[][..], |m| m.list_params);
+    sweep(name, label.unwrap_or(name), params, lists)
 }
 
 /// The method is implemented and takes these parameters.
@@ -186,14 +220,20 @@ fn sweep(
     name: &str,
     label: &str,
     params: &BTreeMap<String, Value>,
+    list_params: &[&str],
 ) -> Result<Vec<MethodConfig>, String> {
     let mut combos: Vec<(BTreeMap<String, Value>, Vec<String>)> = vec![Default::default()];
     for (key, value) in params {
+        let is_list_param = list_params.contains(&key.as_str());
         let choices: Vec<(&Value, bool)> = match value {
-            Value::Array(items) if items.is_empty() => {
+            Value::Array(items) if items.is_empty() && !is_list_param => {
                 return Err(format!("method `{name}`: `{key}` sweeps an empty list"))
             }
-            Value::Array(items) => items.iter().map(|v| (v, true)).collect(),
+            Value::Array(items)
+                if !is_list_param || (!items.is_empty() && items.iter().all(Value::is_array)) =>
+            {
+                items.iter().map(|v| (v, true)).collect()
+            }
             other => vec![(other, false)],
         };
         combos = combos
@@ -244,7 +284,7 @@ mod tests {
         let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, ream, m_smoe, hc_smoe)"
+            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, weight_average, ream, m_smoe, hc_smoe)"
         );
         let params = BTreeMap::from([("k".to_owned(), json!(2))]);
         let e = expand_method("dense", None, &params).unwrap_err();
@@ -257,7 +297,7 @@ mod tests {
             json!({"k": [1, 2], "mode": ["a", "b"], "fixed": 0.5, "layers": [[0, 1]]}),
         )
         .unwrap();
-        let configs = sweep("topk", "t", &params).unwrap();
+        let configs = sweep("topk", "t", &params, &[]).unwrap();
         let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(
             labels,
@@ -275,9 +315,23 @@ mod tests {
         assert_ne!(configs[0].hash(), configs[1].hash());
         let empty = serde_json::from_value(json!({"k": []})).unwrap();
         assert_eq!(
-            sweep("topk", "t", &empty).unwrap_err(),
+            sweep("topk", "t", &empty, &[]).unwrap_err(),
             "method `topk`: `k` sweeps an empty list"
         );
+    }
+
+    #[test]
+    fn list_parameters_are_values_unless_given_a_list_of_lists() {
+        let plain =
+            serde_json::from_value(json!({"experts": ["a", "b"], "top_k": [1, 2]})).unwrap();
+        let configs = expand_method("dume", None, &plain).unwrap();
+        let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["dume[top_k=1]", "dume[top_k=2]"]);
+        assert_eq!(configs[0].params["experts"], json!(["a", "b"]));
+        let swept = serde_json::from_value(json!({"layers": [[0], [0, 1]]})).unwrap();
+        let configs = expand_method("upcycle", None, &swept).unwrap();
+        assert_eq!(configs.len(), 2);
+        assert_eq!(configs[1].params["layers"], json!([0, 1]));
     }
 
     #[test]
