@@ -3,7 +3,7 @@
 use crate::calibration::{calibration_data, CalibrationData};
 use anyhow::{bail, Context, Result};
 use moebench_hub::HubConfig;
-use moebench_methods::calibration::calibrate;
+use moebench_methods::calibration::{calibrate, observe};
 use moebench_methods::dume::{average_merge, dume, DumeConfig};
 use moebench_methods::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig};
 use moebench_methods::prune::{prune_model, Criterion, Keep};
@@ -11,7 +11,7 @@ use moebench_methods::routing::{build_layer_selectors, measure_logit_std, LayerS
 use moebench_methods::upcycle::{upcycle, UpcycleConfig};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
-use moebench_model::{resolve_checkpoint, Ffn, ForwardOptions, Model, Tokenizer};
+use moebench_model::{resolve_checkpoint, Ffn, Model, Tokenizer};
 use moebench_suite::suite::Calibration;
 use moebench_suite::MethodConfig;
 use serde_json::{Map, Value};
@@ -322,24 +322,6 @@ impl ForwardObserver for LogitScale {
     }
 }
 
-/// One forward pass over `batches` without gradients.
-fn calibration_pass(
-    model: &Model,
-    batches: &[(tch::Tensor, tch::Tensor)],
-    mut observer: Option<&mut dyn ForwardObserver>,
-) {
-    let _guard = tch::no_grad_guard();
-    for (ids, mask) in batches {
-        let mut opts = ForwardOptions {
-            observer: observer
-                .as_mut()
-                .map(|o| &mut **o as &mut dyn ForwardObserver),
-            route_override: None,
-        };
-        let _ = model.forward_hidden(ids, Some(mask), None, &mut opts);
-    }
-}
-
 /// DTop-p without training (METHODS.md §5.6, "DTop-p (calibrated, no training)"): s_ℓ fixed to
 /// the mean std of the layer's raw logits, so the standardised logits keep their scale, and the
 /// PI controller stepped once per calibration batch (cycling through them) for `steps` steps,
@@ -357,7 +339,7 @@ fn calibrated_dtop_p(
     };
     if !params.contains_key("fixed_scale") {
         let mut scale = LogitScale::default();
-        calibration_pass(model, &calibration.batches, Some(&mut scale));
+        observe(model, &calibration.batches, &mut scale, "dtop_p")?;
         let scales: Vec<Value> = scale
             .sums
             .values()
@@ -369,7 +351,12 @@ fn calibrated_dtop_p(
     let controllers = built.controllers.clone();
     install(model, built)?;
     for batch in calibration.batches.iter().cycle().take(steps as usize) {
-        calibration_pass(model, std::slice::from_ref(batch), None);
+        observe(
+            model,
+            std::slice::from_ref(batch),
+            &mut NoObserver,
+            "dtop_p",
+        )?;
         for c in &controllers {
             c.lock().expect("controller lock").step();
         }
@@ -379,3 +366,8 @@ fn calibrated_dtop_p(
     }
     Ok(())
 }
+
+/// Counts nothing: the DTop-p selectors record into their controllers themselves.
+struct NoObserver;
+
+impl ForwardObserver for NoObserver {}

@@ -15,10 +15,11 @@ use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings};
 use moebench_hub::{local_fingerprint, HubConfig};
+use moebench_methods::calibration::observe;
 use moebench_methods::diagnostics::{LayerDiagnostics, RoutingDiagnostics};
 use moebench_model::cost::{bytes_per_decode_token, flops_per_token, param_counts};
 use moebench_model::device::{device_name, kind_name, parse_device, parse_kind};
-use moebench_model::{resolve_checkpoint, Checkpoint, Ffn, ForwardOptions, Model, Tokenizer};
+use moebench_model::{resolve_checkpoint, Checkpoint, Ffn, Model, Tokenizer};
 use moebench_report::{render, REPORT_SPEC_FILE, TARGETS_FILE};
 use moebench_suite::leaderboard::leaderboard_markdown;
 use moebench_suite::plan::Group;
@@ -413,7 +414,7 @@ impl Runner<'_> {
         let mut measured: Option<Vec<f64>> = None;
         let mut counted = "analytic(context=1, nominal top-k)".to_owned();
         if let Some(cal) = calibration.filter(|_| measure.routing && model.config.moe.is_some()) {
-            let diag = routing_diagnostics(model, cal);
+            let diag = routing_diagnostics(model, cal)?;
             let protocol = format!("routing on {} ({})", cal.source, selectors(model));
             let layers = diag.layers();
             let (mean, std) = diag.overall_active();
@@ -632,21 +633,10 @@ fn latency(
 }
 
 /// Routing counts of one pass over the calibration batches.
-fn routing_diagnostics(model: &Model, cal: &CalibrationData) -> RoutingDiagnostics {
-    let _guard = tch::no_grad_guard();
+fn routing_diagnostics(model: &Model, cal: &CalibrationData) -> Result<RoutingDiagnostics> {
     let mut diag = RoutingDiagnostics::default();
-    for (ids, mask) in &cal.batches {
-        let _ = model.forward_hidden(
-            ids,
-            Some(mask),
-            None,
-            &mut ForwardOptions {
-                observer: Some(&mut diag),
-                route_override: None,
-            },
-        );
-    }
-    diag
+    observe(model, &cal.batches, &mut diag, "routing measures")?;
+    Ok(diag)
 }
 
 /// The distinct selectors of the model's MoE layers, as recorded with routing measures.

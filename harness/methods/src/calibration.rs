@@ -212,11 +212,24 @@ pub fn calibrate_with(
         ));
     }
     let mut stats = CalibrationStats::new(options);
+    observe(model, batches, &mut stats, "calibration")?;
+    Ok(stats)
+}
+
+/// Runs `batches` (`[B, T]` ids with a same-shaped attention mask each) through `model` without
+/// gradients, for `observer`'s sake: the statistics come from the observer and the hidden
+/// states are dropped. `method` names the caller in errors.
+pub fn observe(
+    model: &Model,
+    batches: &[(Tensor, Tensor)],
+    observer: &mut dyn ForwardObserver,
+    method: &str,
+) -> Result<()> {
     tch::no_grad(|| -> Result<()> {
         for (i, (ids, mask)) in batches.iter().enumerate() {
             if ids.dim() != 2 || ids.size() != mask.size() {
                 return Err(MethodError::param(
-                    "calibration",
+                    method,
                     "batches",
                     format!(
                         "entry {i}: input_ids {:?} and attention_mask {:?} must both be [B, T]",
@@ -226,13 +239,11 @@ pub fn calibrate_with(
                 ));
             }
             let mut opts = ForwardOptions {
-                observer: Some(&mut stats),
+                observer: Some(&mut *observer),
                 route_override: None,
             };
-            // The statistics come from the observer; the final hidden states are not needed.
             let _ = model.forward_hidden(ids, Some(mask), None, &mut opts);
         }
         Ok(())
-    })?;
-    Ok(stats)
+    })
 }

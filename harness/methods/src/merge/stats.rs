@@ -8,11 +8,11 @@
 //! and sums are streamed, and the activation sample is a seeded uniform reservoir of `S` tokens
 //! (Algorithm R) instead of the code's fixed `32768 / n_chunks` tokens per chunk, which needs the
 //! chunk count up front but gives the same expected coverage.
-use crate::calibration::{CalibrationOptions, CalibrationStats, LayerStats};
+use crate::calibration::{observe, CalibrationOptions, CalibrationStats, LayerStats};
 use crate::error::{MethodError, Result};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
-use moebench_model::{Ffn, ForwardOptions, Model};
+use moebench_model::{Ffn, Model};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -260,27 +260,7 @@ pub fn collect_merge_stats(
         ));
     }
     let mut stats = MergeStats::new(options, only);
-    tch::no_grad(|| -> Result<()> {
-        for (i, (ids, mask)) in batches.iter().enumerate() {
-            if ids.dim() != 2 || ids.size() != mask.size() {
-                return Err(MethodError::param(
-                    "merge",
-                    "batches",
-                    format!(
-                        "entry {i}: input_ids {:?} and attention_mask {:?} must both be [B, T]",
-                        ids.size(),
-                        mask.size()
-                    ),
-                ));
-            }
-            let mut opts = ForwardOptions {
-                observer: Some(&mut stats),
-                route_override: None,
-            };
-            let _ = model.forward_hidden(ids, Some(mask), None, &mut opts);
-        }
-        Ok(())
-    })?;
+    observe(model, batches, &mut stats, "merge")?;
     Ok(stats)
 }
 
