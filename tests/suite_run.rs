@@ -327,3 +327,41 @@ fn multi_model_methods_and_chains_run_from_a_suite() {
     assert!(value("up4+reap", "params_total") > dense);
     assert!(value("up4+reap", "params_total") < value("dume", "params_total"));
 }
+
+/// `moebench apply` saves a compressed checkpoint that loads again (with half the experts), and
+/// names a bad method or parameter cleanly without writing anything.
+#[test]
+fn apply_saves_a_reloadable_checkpoint() {
+    let _lock = model_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("reap");
+    let mixtral = tiny("mixtral");
+    let args = |method: &str, params: &str| {
+        moebench(&[
+            "apply",
+            &mixtral,
+            "--device",
+            "cpu",
+            "--method",
+            method,
+            "--params",
+            params,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let result = args("reap", r#"{"compression": 0.5}"#);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_local_experts"], 2);
+    let inspect = moebench(&["inspect", out.to_str().unwrap(), "--json"]);
+    assert!(inspect.status.success(), "{}", stderr(&inspect));
+    std::fs::remove_dir_all(&out).unwrap();
+    assert_clean_failure(&args("reaps", "{}"), "did you mean `reap`?");
+    assert_clean_failure(
+        &args("reap", r#"{"compression": 1.5}"#),
+        "`compression` (fraction of experts removed) is 1.5",
+    );
+    assert!(!out.exists());
+}

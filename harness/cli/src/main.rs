@@ -1,6 +1,7 @@
 //! `moebench`: benchmark and evaluation harness for Mixture-of-Experts construction and
 //! compression methods. Each subcommand lives in its own module; errors are printed as one line
 //! (what, where, how to fix) and give a non-zero exit code.
+mod apply;
 mod bench;
 mod calibration;
 mod common;
@@ -41,6 +42,8 @@ enum Command {
     Eval(eval::Args),
     /// Prefill latency, decode latency/throughput and peak memory of greedy generation.
     Bench(bench::Args),
+    /// Apply a method (or chain) to a model and save the result as a checkpoint.
+    Apply(apply::Args),
     /// Train an MoE (from a config, or a model, optionally upcycled) on local text.
     Train(train::Args),
     /// Run a suite (models × methods × tasks) into a resumable run directory.
@@ -70,6 +73,7 @@ fn main() {
         Command::Logits(a) => generate::run_logits(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Apply(a) => apply::run(a),
         Command::Train(a) => train::run(a),
         Command::Run(a) => run::run(a),
         Command::Rescore(a) => rescore::run(a),

@@ -447,6 +447,7 @@ impl Runner<'_> {
                     .map(|l| LayerLoads {
                         layer: l.layer,
                         loads: l.loads.clone(),
+                        coactivation: l.coactivation.clone(),
                     })
                     .collect(),
             })?;

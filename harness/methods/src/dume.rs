@@ -20,11 +20,9 @@ use moebench_model::config::RouterNorm;
 use moebench_model::layers::{Linear, Mlp};
 use moebench_model::moe::{MoeLayer, Selection, Selector, TopK};
 use moebench_model::observer::{ForwardObserver, MoeEvent};
-use moebench_model::save::save_pretrained;
 use moebench_model::{Ffn, ForwardOptions, Model};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tch::{Device, Kind, Tensor};
 
@@ -820,24 +818,6 @@ pub fn router_accuracy(model: &Model, domain_batches: &[Vec<Batch>]) -> Result<R
         }
     }
     Ok(RouterAccuracy { layers })
-}
-
-/// `save_pretrained`, refusing models whose routers have a bias. DUME's routers do (§2.3
-/// step 3), and Mixtral checkpoints cannot hold one (`MixtralSparseMoeBlock.gate` is a linear map
-/// without bias): transformers would silently drop it and this harness's loader rejects the
-/// unknown `gate.bias`. A bias cannot be folded into the weight because the MoE input is
-/// RMS-normalised (no constant component). MoErged and BTX models save normally.
-pub fn save(model: &Model, side_files_from: Option<&Path>, out: &Path) -> Result<()> {
-    if let Some((l, _)) = moe_layers(model).find(|(_, m)| m.router.bias.is_some()) {
-        return Err(MethodError::unsupported(
-            METHOD,
-            format!(
-                "layer {l}'s router has a bias (the DUME ridge router), which the Mixtral \
-                 checkpoint format cannot hold; evaluate the model in memory instead of saving it"
-            ),
-        ));
-    }
-    Ok(save_pretrained(model, side_files_from, out)?)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! DUME (arXiv 2603.29765, METHODS.md §2, §8.8) and its baselines on tiny random models.
 use moebench_methods::dume::{
     add_expert, average_merge, btx, dume, moerge, oracle_logits, random_routing, router_accuracy,
-    save, Batch, BtxConfig, DumeConfig,
+    Batch, BtxConfig, DumeConfig,
 };
 use moebench_methods::scratch::{random_model, ScratchConfig};
 use moebench_methods::train::TrainConfig;
@@ -233,19 +233,15 @@ fn ridge_router_separates_two_synthetic_domains() {
         }
     }
 
+    // Mixtral checkpoints have no router bias (and it cannot be folded into the weight: the MoE
+    // input is RMS-normalised), so saving the DUME model is refused and writes nothing.
     let out = dir.path().join("dume");
-    let err = save(&model, None, &out).unwrap_err().to_string();
+    let err = save_pretrained(&model, None, &out).unwrap_err().to_string();
     assert!(
-        err.contains("layer 0's router has a bias") && err.contains("cannot hold"),
+        err.contains("routers have a bias") && err.contains("cannot hold"),
         "{err}"
     );
     assert!(!out.exists());
-    // Why: the plain writer keeps `gate.bias`, which no Mixtral loader reads.
-    save_pretrained(&model, None, &out).unwrap();
-    let err = Model::load(&out, Device::Cpu, Kind::Float)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("block_sparse_moe.gate.bias"), "{err}");
 
     random_routing(&mut model, 1, 5).unwrap();
     let acc = router_accuracy(&model, &held_out).unwrap();
@@ -274,7 +270,7 @@ fn ridge_router_separates_two_synthetic_domains() {
     let btx_model = btx(vec![load(1), load(2)], &texts, &cfg, &mut |_| steps += 1).unwrap();
     assert_eq!(steps, 3);
     let out = dir.path().join("btx");
-    save(&btx_model, None, &out).unwrap();
+    save_pretrained(&btx_model, None, &out).unwrap();
     let back = Model::load(&out, Device::Cpu, Kind::Float).unwrap();
     let (ids, mask) = &held_out[0][0];
     let diff = max_abs_diff(

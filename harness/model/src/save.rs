@@ -61,6 +61,17 @@ pub fn updated_config(model: &Model) -> Result<Value> {
             model.config.family.model_type()
         )));
     }
+    let router_bias = model.layers.iter().any(|b| match &b.ffn {
+        Ffn::Moe(m) => m.router.bias.is_some(),
+        Ffn::Dense(_) => false,
+    });
+    if router_bias {
+        return Err(ModelError::Invalid(format!(
+            "the MoE routers have a bias, which `{}` checkpoints cannot hold (e.g. DUME's ridge \
+             routers); this model can be evaluated but not saved in a transformers format",
+            model.config.family.model_type()
+        )));
+    }
     if let Some(&n) = counts.first() {
         if counts.iter().any(|&c| c != n) {
             return Err(ModelError::Invalid(format!(

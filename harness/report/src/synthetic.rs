@@ -246,6 +246,7 @@ impl Synthetic {
             let layers = (0..4)
                 .map(|layer| LayerLoads {
                     layer,
+                    coactivation: Vec::new(),
                     loads: (0..8)
                         .map(|e| {
                             (1000.0 * uniform(&[&row.method, &layer.to_string(), &e.to_string()]))

@@ -177,7 +177,7 @@ impl MethodConfig {
 }
 
 /// Checks a suite's method entry and expands its sweeps.
-pub(crate) fn expand_method(
+pub fn expand_method(
     name: &str,
     label: Option<&str>,
     params: &BTreeMap<String, Value>,

@@ -41,11 +41,15 @@ pub struct RoutingLog {
     pub layers: Vec<LayerLoads>,
 }
 
-/// One MoE layer's expert loads (token-expert assignments per expert).
+/// One MoE layer's expert loads (token-expert assignments per expert) and co-activation counts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerLoads {
     pub layer: usize,
     pub loads: Vec<f64>,
+    /// `[N×N]` row-major: tokens that used both experts i and j (diagonal = loads); empty when
+    /// not recorded.
+    #[serde(default)]
+    pub coactivation: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
