@@ -27,6 +27,20 @@ fn report_writes_a_self_contained_html_file() {
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<section id=\"leaderboard\">") && html.contains("<svg "));
+    // Self-contained: nothing is fetched (no external scripts, styles, images or fonts).
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+        "<script src",
+        "<link ",
+    ] {
+        assert!(
+            !html.contains(external),
+            "the report references `{external}`"
+        );
+    }
     assert!(run.join("results.csv").exists() && run.join("results.json").exists());
 
     let older = Synthetic {

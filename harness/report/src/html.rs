@@ -80,7 +80,10 @@ pub fn render_html(runs: &[Run], current: usize) -> Result<String, ReportError> 
             plots
         },
         routing: routing_loads(run)?.iter().map(|r| r.heatmap()).collect(),
-        targets: run.targets()?.map(|t| targets_table(run, &t)),
+        targets: run
+            .targets()?
+            .filter(|t| !t.is_empty())
+            .map(|t| targets_table(run, &t)),
         history: if runs.len() > 1 {
             Some(history(runs)?)
         } else {
