@@ -1,5 +1,5 @@
 //! Criterion micro-benchmarks (issue #4 item 5): each selector on one batch of router logits,
-//! and MoE dispatch — the layer's gather → per-expert matmul → weighted scatter — against a naive
+//! and MoE dispatch — the layer's grouped gather → per-expert matmul → weighted scatter — against a naive
 //! per-token loop and against running every expert on every token. Run with
 //! `cargo bench -p moebench-methods --bench routing`; figures in docs/performance.md.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -85,6 +85,27 @@ fn per_token(moe: &MoeLayer, x: &Tensor, selection: &Selection) -> Tensor {
     Tensor::cat(&rows, 0)
 }
 
+/// The layer's previous dispatch (kept here as the baseline it was measured against): one
+/// `nonzero` + gather + scatter per expert, over all experts.
+fn per_expert_nonzero(moe: &MoeLayer, flat: &Tensor, selection: &Selection) -> Tensor {
+    let mask = selection.mask.view([-1, EXPERTS]);
+    let weights = selection.weights.view([-1, EXPERTS]);
+    let counts: Vec<i64> =
+        Vec::try_from(mask.sum_dim_intlist(0, false, Kind::Int64)).expect("expert counts");
+    let mut out = flat.zeros_like();
+    for (e, &count) in counts.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let e = e as i64;
+        let rows = mask.select(1, e).nonzero().squeeze_dim(1);
+        let y = moe.expert_forward(e, &flat.index_select(0, &rows));
+        let w = weights.select(1, e).index_select(0, &rows).unsqueeze(1);
+        out = out.index_add(0, &rows, &(y * w));
+    }
+    out
+}
+
 /// Every expert on every token, then the weighted sum: no gather/scatter, N/k times the FLOPs.
 fn all_experts(moe: &MoeLayer, x: &Tensor, selection: &Selection) -> Tensor {
     let flat = x.view([-1, x.size()[2]]);
@@ -108,7 +129,8 @@ fn dispatch(c: &mut Criterion) {
         let x = Tensor::randn([1, tokens, 256], (Kind::Float, Device::Cpu));
         let selection = moe.selector.select(&moe.router_logits(&x), None);
         let _guard = tch::no_grad_guard();
-        let reference = moe.forward(0, &x, None, None, None).view([-1, 256]);
+        let flat = x.view([-1, 256]);
+        let reference = moe.dispatch(&flat, &selection);
         for other in [
             per_token(&moe, &x, &selection),
             all_experts(&moe, &x, &selection),
@@ -117,9 +139,14 @@ fn dispatch(c: &mut Criterion) {
             assert!(diff < 1e-4, "dispatch variants disagree: max |Δ| {diff}");
         }
         group.bench_with_input(
-            BenchmarkId::new("stacked_gather_scatter", tokens),
-            &x,
-            |b, x| b.iter(|| moe.forward(0, x, None, None, None)),
+            BenchmarkId::new("grouped_dispatch", tokens),
+            &flat,
+            |b, flat| b.iter(|| moe.dispatch(flat, &selection)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("per_expert_nonzero", tokens),
+            &flat,
+            |b, flat| b.iter(|| per_expert_nonzero(&moe, flat, &selection)),
         );
         group.bench_with_input(BenchmarkId::new("per_token_loop", tokens), &x, |b, x| {
             b.iter(|| per_token(&moe, x, &selection))

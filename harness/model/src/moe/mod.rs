@@ -96,29 +96,48 @@ impl MoeLayer {
         out.view(size.as_slice())
     }
 
-    /// Gathers each expert's tokens, runs the expert once on them, and scatters the weighted
-    /// outputs back (the transformers loop; one matmul per active expert).
-    fn dispatch(&self, flat: &Tensor, selection: &Selection) -> Tensor {
+    /// The weighted sum of the selected experts' outputs for rows `flat` `[M, H]`: the
+    /// (token, expert) pairs of the selection are grouped by expert with one `nonzero`, the
+    /// tokens gathered once, each active expert run once on its contiguous slice, and the
+    /// weighted outputs scattered back with one `index_add`. Per-expert work is only the
+    /// expert's matmuls, so small batches (decoding) do not pay for the idle experts
+    /// (benchmarks: `moe_dispatch` in harness/methods/benches/routing.rs).
+    pub fn dispatch(&self, flat: &Tensor, selection: &Selection) -> Tensor {
         let n = self.num_experts();
         let mask = selection.mask.view([-1, n]);
         let weights = selection.weights.view([-1, n]);
+        if flat.size()[0] == 1 {
+            // One token (batch-1 decoding): no gather or scatter, just its experts' outputs.
+            let chosen: Vec<i64> =
+                Vec::try_from(mask.get(0).nonzero().squeeze_dim(1)).expect("expert ids");
+            let row = weights.get(0).to_kind(flat.kind());
+            return chosen.iter().fold(flat.zeros_like(), |acc, &e| {
+                acc + self.expert_forward(e, flat) * row.get(e)
+            });
+        }
+        // Rows (expert, token), ordered by expert, then token.
+        let pairs = mask.transpose(0, 1).nonzero();
+        let (experts, tokens) = (pairs.select(1, 0), pairs.select(1, 1));
         let counts: Vec<i64> =
             Vec::try_from(mask.sum_dim_intlist(0, false, Kind::Int64)).expect("expert counts");
-        let mut out = flat.zeros_like();
+        let x = flat.index_select(0, &tokens);
+        let w = weights
+            .reshape([-1])
+            .index_select(0, &(&tokens * n + &experts))
+            .unsqueeze(1)
+            .to_kind(flat.kind());
+        let mut outputs = Vec::new();
+        let mut start = 0;
         for (e, &count) in counts.iter().enumerate() {
-            if count == 0 {
-                continue;
+            if count > 0 {
+                outputs.push(self.expert_forward(e as i64, &x.narrow(0, start, count)));
+                start += count;
             }
-            let e = e as i64;
-            let rows = mask.select(1, e).nonzero().squeeze_dim(1);
-            let y = self.expert_forward(e, &flat.index_select(0, &rows));
-            let w = weights
-                .select(1, e)
-                .index_select(0, &rows)
-                .unsqueeze(1)
-                .to_kind(flat.kind());
-            out = out.index_add(0, &rows, &(y * w));
         }
-        out
+        if outputs.is_empty() {
+            return flat.zeros_like();
+        }
+        flat.zeros_like()
+            .index_add(0, &tokens, &(Tensor::cat(&outputs, 0) * w))
     }
 }
