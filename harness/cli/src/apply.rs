@@ -94,8 +94,7 @@ pub fn run(args: Args) -> Result<()> {
     moebench_model::save::save_pretrained(&model, Some(&loaded.checkpoint.dir), &args.out)?;
     let last_router = std::iter::once((&method.name, &method.params))
         .chain(method.then.iter().map(|s| (&s.name, &s.params)))
-        .filter(|(name, _)| ROUTER_METHODS.contains(&name.as_str()))
-        .last();
+        .rfind(|(name, _)| ROUTER_METHODS.contains(&name.as_str()));
     if let Some((name, params)) = last_router {
         let router = SavedRouter {
             name: name.clone(),

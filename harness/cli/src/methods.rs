@@ -8,6 +8,7 @@ use moebench_methods::dume::{average_merge, dume, DumeConfig};
 use moebench_methods::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig};
 use moebench_methods::prune::{prune_model, Criterion, Keep};
 use moebench_methods::routing::{build_layer_selectors, measure_logit_std, LayerSelectors};
+use moebench_methods::train::{train, TrainConfig};
 use moebench_methods::upcycle::{upcycle, UpcycleConfig};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
@@ -96,6 +97,10 @@ fn apply_one(
     let (calibration, seed) = (ctx.calibration, ctx.seed);
     match name {
         "dume" => return dume_method(owned, params, ctx),
+        "train" => {
+            train_method(&owned, params, ctx)?;
+            return Ok(owned);
+        }
         "weight_average" => {
             return Ok(average_merge(with_experts(owned, name, params, ctx)?)?);
         }
@@ -163,6 +168,67 @@ fn apply_one(
         other => bail!("method `{other}` is accepted by suites but not implemented by the runner"),
     }
     Ok(owned)
+}
+
+/// Continued training inside a suite chain (e.g. `upcycle → train`, `dense2moe → train`):
+/// `moebench train`'s loop with the model's installed routers, on `text` (a file relative to
+/// the suite; default the Shakespeare plays of `make deps`). Parameters: `steps` (200),
+/// `lr` (1e-4), `batch_size` (8), `seq_len` (128), `warmup` (20), `load_balance` (0.01),
+/// `z_loss` (0), `entropy` (0), `text`. DTop-p controllers are not stepped here (train DTop-p
+/// models with `moebench train`).
+fn train_method(
+    model: &Model,
+    params: &BTreeMap<String, Value>,
+    ctx: &MethodContext,
+) -> Result<()> {
+    let tokenizer = ctx
+        .tokenizer
+        .context("train: the model has no tokenizer.json to encode the training text")?;
+    let mut cfg = TrainConfig {
+        steps: 200,
+        lr: 1e-4,
+        batch_size: 8,
+        warmup_steps: 20,
+        seed: ctx.seed,
+        ..TrainConfig::default()
+    };
+    let mut texts = None;
+    for (key, value) in params {
+        let number = || {
+            value
+                .as_f64()
+                .with_context(|| format!("train: parameter `{key}` must be a number, got {value}"))
+        };
+        match key.as_str() {
+            "steps" => cfg.steps = number()? as usize,
+            "lr" => cfg.lr = number()?,
+            "batch_size" => cfg.batch_size = number()? as usize,
+            "seq_len" => cfg.seq_len = number()? as usize,
+            "warmup" => cfg.warmup_steps = number()? as usize,
+            "load_balance" => cfg.load_balance_coef = number()?,
+            "z_loss" => cfg.z_loss_coef = number()?,
+            "entropy" => cfg.entropy_coef = number()?,
+            "text" => {
+                let path = value.as_str().with_context(|| {
+                    format!("train: parameter `text` must be a path, got {value}")
+                })?;
+                texts = Some(vec![ctx.suite_dir.join(path)]);
+            }
+            _ => {}
+        }
+    }
+    let texts = match texts {
+        Some(t) => t,
+        None => crate::train::default_texts()?,
+    };
+    let mut tokens = Vec::new();
+    for path in &texts {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("train: reading {}", path.display()))?;
+        tokens.extend(tokenizer.encode(&text, false)?);
+    }
+    train(model, &tokens, &cfg, &mut |_| {})?;
+    Ok(())
 }
 
 /// A list-of-strings parameter.

@@ -128,7 +128,7 @@ fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prepared
         && (latency.new_tokens < 2
             || latency.prompt_tokens == 0
             || latency.repeats == 0
-            || latency.batch_sizes.iter().any(|b| *b == 0))
+            || latency.batch_sizes.contains(&0))
     {
         bail!(
             "{}: measure.latency needs new_tokens ≥ 2, prompt_tokens ≥ 1, repeats ≥ 1 and \
@@ -344,7 +344,7 @@ impl Runner<'_> {
             calibration_spec: &p.plan.suite.calibration,
             seed: p.plan.suite.defaults.seed,
             suite_dir: &p.plan.suite.dir,
-            hub: &self.hub,
+            hub: self.hub,
             tokenizer: tokenizer.as_ref(),
         };
         let model = apply_method(model, method, &ctx)

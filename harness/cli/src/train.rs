@@ -91,7 +91,7 @@ pub struct Args {
 
 /// The default text files: every play (`*_gut.txt`, not the `_f` folio duplicates) but the
 /// sonnets, sorted by name.
-fn default_texts() -> Result<Vec<PathBuf>> {
+pub fn default_texts() -> Result<Vec<PathBuf>> {
     let dir = checkout_root()
         .map(|r| r.join(DEFAULT_TEXT_DIR))
         .filter(|d| d.is_dir())
@@ -188,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         if let Err(e) = writeln!(log, "{line}") {
             write_error.get_or_insert(e);
         }
-        if s.step % 50 == 0 || s.step + 1 == cfg.steps {
+        if s.step.is_multiple_of(50) || s.step + 1 == cfg.steps {
             eprintln!(
                 "step {:>5}  loss {:.4}  lm {:.4}  active {:.2}±{:.2}  p {:?}  {:.0}s",
                 s.step,

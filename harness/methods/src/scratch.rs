@@ -57,7 +57,9 @@ impl Default for ScratchConfig {
 /// that loading is the one code path), then, with experts, upcycled and every expert and router
 /// re-initialised independently.
 pub fn random_model(cfg: &ScratchConfig, scratch_dir: &Path) -> Result<Model> {
-    if cfg.hidden_size % cfg.num_heads != 0 || cfg.num_heads % cfg.num_kv_heads.max(1) != 0 {
+    if !cfg.hidden_size.is_multiple_of(cfg.num_heads)
+        || !cfg.num_heads.is_multiple_of(cfg.num_kv_heads.max(1))
+    {
         return Err(MethodError::param(
             METHOD,
             "num_heads",

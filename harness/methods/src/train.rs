@@ -93,7 +93,7 @@ impl TrainConfig {
                 ),
             ));
         }
-        if !(self.lr > 0.0) {
+        if self.lr.is_nan() || self.lr <= 0.0 {
             return Err(MethodError::param(METHOD, "lr", "must be positive"));
         }
         Ok(())

@@ -95,7 +95,7 @@ impl UpcycleConfig {
                 format!("has layer {bad}, but the model has {num_layers} layers (0-based)"),
             ));
         }
-        if !(self.router_init_std > 0.0) {
+        if self.router_init_std.is_nan() || self.router_init_std <= 0.0 {
             return Err(MethodError::param(
                 METHOD,
                 "router_init_std",

@@ -299,7 +299,7 @@ impl Model {
             let attn = block
                 .attn
                 .forward(&h, &cos, &sin, mask.as_ref(), past == 0, layer_cache);
-            x = x + attn;
+            x += attn;
             let h = block.post_norm.forward(&x);
             if let Some(o) = opts.observer.as_deref_mut() {
                 o.on_hidden(l, HiddenPoint::FfnInput, &h);
@@ -314,7 +314,7 @@ impl Model {
                     opts.observer.as_deref_mut(),
                 ),
             };
-            x = x + y;
+            x += y;
             if let Some(o) = opts.observer.as_deref_mut() {
                 o.on_hidden(l, HiddenPoint::BlockOutput, &x);
             }

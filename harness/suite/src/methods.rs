@@ -92,6 +92,22 @@ pub const METHODS: &[MethodInfo] = &[
         params: &["experts", "domains", "top_k", "temperature", "lambda"],
         list_params: &["experts", "domains"],
     },
+    // Continued training (in a chain: `upcycle → train`, `dense2moe → train`).
+    MethodInfo {
+        name: "train",
+        params: &[
+            "steps",
+            "lr",
+            "batch_size",
+            "seq_len",
+            "warmup",
+            "load_balance",
+            "z_loss",
+            "entropy",
+            "text",
+        ],
+        list_params: &[],
+    },
     // Baseline: the suite's model and `experts` averaged weight by weight (one dense model).
     MethodInfo {
         name: "weight_average",
@@ -284,7 +300,7 @@ mod tests {
         let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, weight_average, ream, m_smoe, hc_smoe)"
+            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, train, weight_average, ream, m_smoe, hc_smoe)"
         );
         let params = BTreeMap::from([("k".to_owned(), json!(2))]);
         let e = expand_method("dense", None, &params).unwrap_err();
