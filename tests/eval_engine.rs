@@ -29,6 +29,7 @@ fn results_do_not_depend_on_batch_size() {
         limit: Some(24),
         fewshot_seed: 1234,
         bootstrap_iters: 100,
+        ppl_protocol: None,
     };
     let tasks = [
         load_task("shakespeare_nextline"),
@@ -155,4 +156,64 @@ fn unknown_field_error_has_line_and_column() {
         err.contains("doc_to_text"),
         "should suggest the closest key: {err}"
     );
+}
+
+/// `--ppl-protocol gptq_concat:256` and `strided:256:128` on SmolLM2 over the first 20 sonnets
+/// equal transformers' values (tests/fixtures/ppl_protocols, scripts/ppl_protocol_fixtures.py)
+/// within 1e-4 relative, and the protocol is named in results.json.
+#[test]
+fn corpus_perplexity_protocols_match_transformers() {
+    let _lock = model_lock();
+    if smollm2_dir("corpus_perplexity_protocols_match_transformers").is_none() {
+        return;
+    }
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/fixtures/ppl_protocols/reference.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for (protocol, named) in [
+        ("gptq_concat:256", "gptq_concat(seqlen=256)"),
+        ("strided:256:128", "strided(max_length=256,stride=128)"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let result = moebench(&[
+            "eval",
+            SMOLLM2,
+            "--device",
+            "cpu",
+            "--tasks",
+            "shakespeare_sonnets",
+            "--limit",
+            "20",
+            "--ppl-protocol",
+            protocol,
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", stderr(&result));
+        let results: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("results.json")).unwrap(),
+        )
+        .unwrap();
+        let task = &results["results"]["shakespeare_sonnets"];
+        let ours = task["perplexity,none"].as_f64().unwrap();
+        let theirs = reference[protocol].as_f64().unwrap();
+        assert!(
+            ((ours - theirs) / theirs).abs() < 1e-4,
+            "{protocol}: moebench {ours} vs transformers {theirs}"
+        );
+        assert_eq!(task["ppl_protocol"], named);
+    }
+    let bad = moebench(&[
+        "eval",
+        SMOLLM2,
+        "--tasks",
+        "shakespeare_sonnets",
+        "--ppl-protocol",
+        "gptq",
+        "--out",
+        "/tmp/never-written-moebench",
+    ]);
+    assert_clean_failure(&bad, "unknown perplexity protocol `gptq`");
 }

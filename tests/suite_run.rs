@@ -365,3 +365,77 @@ fn apply_saves_a_reloadable_checkpoint() {
     );
     assert!(!out.exists());
 }
+
+/// Dense2MoE and its layer-pruning baseline from a suite, on a 6-layer dense byte-level model
+/// built by `moebench train --scratch` (2 steps): the fused model has one MoE layer (2 routed
+/// experts + the own MLP shared) and 4 blocks, the pruned one 4 dense blocks, and both read
+/// fewer bytes per decode token than the dense model.
+#[test]
+fn dense2moe_and_layer_pruning_run_from_a_suite() {
+    let _lock = model_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "To be, or not to be, that is the question. ".repeat(40),
+    )
+    .unwrap();
+    let model = dir.path().join("dense6");
+    let out = moebench(&[
+        "train",
+        "--scratch",
+        "--experts",
+        "0",
+        "--layers",
+        "6",
+        "--hidden-size",
+        "32",
+        "--heads",
+        "2",
+        "--intermediate-size",
+        "64",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--warmup",
+        "1",
+        "--holdout",
+        "0",
+        "--text",
+        text.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let suite_text = format!(
+        "name: t\nmodels:\n  - id: {}\n    label: d6\nmethods:\n  - name: dense\n  - name: dense2moe\n    params: {{span_len: 3}}\n  - name: layer_prune\n    params: {{span_len: 3}}\ntasks:\n  - name: shakespeare_nextline\n    limit: 2\ncalibration:\n  source: {}\n  sequences: 2\n  length: 32\n",
+        model.display(),
+        text.display()
+    );
+    let (_d, path, run_dir) = suite(&suite_text);
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let value = |method: &str, metric: &str| {
+        records(&run_dir)
+            .iter()
+            .find(|r| r["method_label"] == method && r["metric"] == metric)
+            .map(|r| r["value"].as_f64().unwrap())
+    };
+    let dense = value("dense", "bytes_per_decode_token").unwrap();
+    let fused = value("dense2moe", "bytes_per_decode_token").unwrap();
+    let pruned = value("layer_prune", "bytes_per_decode_token").unwrap();
+    assert!(
+        pruned < fused && fused < dense,
+        "{pruned} < {fused} < {dense}"
+    );
+    assert_eq!(value("dense2moe", "active_experts_mean"), Some(2.0));
+    assert_eq!(
+        value("layer_prune", "active_experts_mean"),
+        None,
+        "pruned model is dense"
+    );
+    assert!(value("dense2moe", "acc,none").is_some() && value("layer_prune", "acc,none").is_some());
+}

@@ -47,6 +47,10 @@ pub struct Args {
     /// Also write per-sample records.
     #[arg(long)]
     log_samples: bool,
+    /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` (token-level
+    /// perplexity of the concatenated documents) instead of lm-eval's rolling windows.
+    #[arg(long)]
+    ppl_protocol: Option<String>,
 }
 
 /// Flattens resolved nodes into tasks (in order) and the groups to aggregate.
@@ -102,6 +106,11 @@ pub fn run(args: Args) -> Result<()> {
         limit: args.limit,
         fewshot_seed: args.seed,
         bootstrap_iters: args.bootstrap_iters,
+        ppl_protocol: args
+            .ppl_protocol
+            .as_deref()
+            .map(moebench_eval::protocols::PplProtocol::parse)
+            .transpose()?,
     };
     let outcomes: Vec<TaskOutcome> = tasks
         .iter()

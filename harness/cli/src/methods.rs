@@ -4,6 +4,7 @@ use crate::calibration::{calibration_data, CalibrationData};
 use anyhow::{bail, Context, Result};
 use moebench_hub::HubConfig;
 use moebench_methods::calibration::{calibrate, observe};
+use moebench_methods::dense2moe::{dense2moe, layer_prune_by_similarity, Dense2MoeConfig};
 use moebench_methods::dume::{average_merge, dume, DumeConfig};
 use moebench_methods::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig};
 use moebench_methods::prune::{prune_model, Criterion, Keep};
@@ -154,6 +155,40 @@ fn apply_one(
                 }
             }
             ream(model, &calibration.batches, &cfg)?;
+        }
+        "dense2moe" | "layer_prune" => {
+            let mut cfg = Dense2MoeConfig::default();
+            cfg.lf_uc.seed = seed as i64;
+            for (key, value) in &params {
+                let count = || {
+                    value.as_u64().map(|v| v as usize).with_context(|| {
+                        format!("{name}: parameter `{key}` must be a positive integer, got {value}")
+                    })
+                };
+                match key.as_str() {
+                    "span_len" => cfg.span_len = count()?,
+                    "num_experts" => cfg.lf_uc.num_experts = Some(count()?),
+                    "top_k" => cfg.lf_uc.top_k = Some(count()?),
+                    "keep_own_mlp" => {
+                        cfg.lf_uc.keep_own_mlp_as_shared = value.as_bool().with_context(|| {
+                            format!(
+                                "{name}: parameter `keep_own_mlp` must be a boolean, got {value}"
+                            )
+                        })?
+                    }
+                    _ => {}
+                }
+            }
+            if name == "dense2moe" {
+                dense2moe(model, &calibration.batches, &cfg)?;
+            } else {
+                layer_prune_by_similarity(
+                    model,
+                    &calibration.batches,
+                    cfg.span_len,
+                    cfg.decode_context,
+                )?;
+            }
         }
         "m_smoe" => {
             let mut cfg = MSmoeConfig::default();

@@ -37,8 +37,14 @@ pub fn run(args: Args) -> Result<()> {
     let tasks = load_tasks(&suite, &args.hub.config()?)?;
     let records = read_records(dir)?;
     let mut table = String::from("|job|task|metric|stored|rescored|\n|---|---|---|---:|---:|\n");
-    let (mut compared, mut differ) = (0, 0);
+    let (mut compared, mut differ, mut skipped) = (0, 0, 0);
     for job in metric_jobs(&records) {
+        // Corpus perplexity protocols keep no per-document samples to rescore from.
+        let protocol = job[0].protocol.as_deref().unwrap_or_default();
+        if protocol.starts_with("gptq_concat") || protocol.starts_with("strided") {
+            skipped += 1;
+            continue;
+        }
         let outcome = rescore_job(dir, &tasks, job, suite.defaults.bootstrap_iters)?;
         for r in job {
             let new = outcome.metrics.get(&r.metric).map(|m| m.value);
@@ -58,6 +64,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     print!("{table}");
     println!("{compared} metrics rescored, {differ} differ from the stored values");
+    if skipped > 0 {
+        println!("{skipped} jobs skipped: corpus perplexity protocols (gptq_concat, strided) keep no per-document samples");
+    }
     Ok(())
 }
 
@@ -121,6 +130,7 @@ fn rescore_job(
         limit,
         fewshot_seed: first.seed,
         bootstrap_iters,
+        ppl_protocol: None,
     };
     Ok(score_task(task, &docs, &opts)?)
 }

@@ -13,6 +13,7 @@ use crate::common::{task_dirs, HubArgs, Loaded, DEFAULT_TOKEN_BUDGET};
 use crate::methods::{apply_method, MethodContext};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use moebench_eval::protocols::PplProtocol;
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings};
 use moebench_hub::{local_fingerprint, HubConfig};
 use moebench_methods::calibration::observe;
@@ -135,6 +136,11 @@ fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prepared
              batch sizes ≥ 1",
             suite.locate("latency", "")
         );
+    }
+    for entry in &suite.tasks {
+        if let Some(p) = &entry.ppl_protocol {
+            PplProtocol::parse(p).with_context(|| suite.locate("ppl_protocol", p))?;
+        }
     }
     let mut notes = Vec::new();
     let notes_if_dry = if dry_run { Some(&mut notes) } else { None };
@@ -511,6 +517,11 @@ impl Runner<'_> {
             limit: plan.limit(&plan.tasks[t]),
             fewshot_seed: defaults.seed,
             bootstrap_iters: defaults.bootstrap_iters,
+            ppl_protocol: plan.suite.tasks[plan.tasks[t].entry]
+                .ppl_protocol
+                .as_deref()
+                .map(PplProtocol::parse)
+                .transpose()?,
         };
         let lm = LanguageModel::new(model, tokenizer, settings);
         let task = self.prepared.tasks[t]

@@ -14,6 +14,9 @@ pub struct EvalOptions {
     pub fewshot_seed: u64,
     /// Bootstrap replicates for non-mean aggregations (lm-eval's default is 100000).
     pub bootstrap_iters: usize,
+    /// Perplexity tasks (`loglikelihood_rolling`): a token-level protocol over the concatenated
+    /// documents instead of lm-eval's per-document rolling windows.
+    pub ppl_protocol: Option<crate::protocols::PplProtocol>,
 }
 
 /// One aggregated metric of a task.
@@ -149,6 +152,9 @@ pub fn evaluate_task(
         task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
     let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
     check_golds(task, &instances)?;
+    if let (true, Some(protocol)) = (rolling, opts.ppl_protocol) {
+        return corpus_outcome(lm, task, &instances, protocol, opts);
+    }
     let requests: Vec<Request> = instances
         .iter()
         .flat_map(|d| d.requests.iter().cloned())
@@ -168,6 +174,36 @@ pub fn evaluate_task(
             lm.settings.max_length
         ));
     }
+    Ok(outcome)
+}
+
+/// A perplexity task under a token-level protocol: one `perplexity,none` over the
+/// concatenated documents (no per-document samples: the windows cross documents).
+fn corpus_outcome(
+    lm: &LanguageModel<'_>,
+    task: &Task,
+    instances: &[DocInstance],
+    protocol: crate::protocols::PplProtocol,
+    opts: &EvalOptions,
+) -> Result<TaskOutcome, EvalError> {
+    let texts: Vec<String> = instances
+        .iter()
+        .flat_map(|d| &d.requests)
+        .filter_map(|r| match r {
+            Request::Rolling { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    let (value, _windows) =
+        crate::protocols::corpus_perplexity(lm, &texts, protocol, opts.bootstrap_iters)?;
+    let mut outcome = score_task(task, &[], opts)?;
+    outcome.metrics = BTreeMap::from([("perplexity,none".to_owned(), value)]);
+    outcome.n_effective = instances.len();
+    outcome.task_hash = moebench_tasks::hashing::lm_eval_task_hash(
+        instances,
+        task.scorer().filter_names().len().max(1),
+    );
+    outcome.ppl_protocol = Some(protocol.describe());
     Ok(outcome)
 }
 

@@ -122,6 +122,21 @@ impl<'a> LanguageModel<'a> {
         })
     }
 
+    /// Log-likelihood of each `(context, continuation)` token window (the context may be
+    /// empty only if the continuation's first token is not scored: the caller's protocol
+    /// decides), with the same batching and left truncation at `max_length` as [`Self::run`].
+    pub fn score_windows(&self, windows: &[(Vec<i64>, Vec<i64>)]) -> Result<Vec<f64>, EvalError> {
+        let jobs = windows
+            .iter()
+            .map(|(context, continuation)| self.scored(context, continuation.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self
+            .score(&jobs)?
+            .into_iter()
+            .map(|s| s.loglikelihood)
+            .collect())
+    }
+
     /// Answers `requests` in order.
     pub fn run(&self, requests: &[Request]) -> Result<Vec<Response>, EvalError> {
         let mut responses: Vec<Option<Response>> = vec![None; requests.len()];

@@ -9,7 +9,10 @@
 //! - [`train`]: AdamW training loop with the MoE auxiliary losses.
 //! - [`calibration`], [`prune`]: calibration statistics and expert pruning (Freq, EAN, REAP).
 //! - [`diagnostics`]: routing diagnostics per layer.
+//! - [`dume`]: DUME (MoErge + ridge routers) and its baselines; [`merge`]: REAM, M-SMoE,
+//!   HC-SMoE; [`dense2moe`]: layer similarity, layer-fusion upcycling, layer pruning.
 pub mod calibration;
+pub mod dense2moe;
 pub mod diagnostics;
 pub mod dume;
 pub mod error;

@@ -299,7 +299,11 @@ impl Model {
             let attn = block
                 .attn
                 .forward(&h, &cos, &sin, mask.as_ref(), past == 0, layer_cache);
-            x += attn;
+            // Out of place on purpose: autograd keeps `x` for the norm's backward (training).
+            #[allow(clippy::assign_op_pattern)]
+            {
+                x = x + attn;
+            }
             let h = block.post_norm.forward(&x);
             if let Some(o) = opts.observer.as_deref_mut() {
                 o.on_hidden(l, HiddenPoint::FfnInput, &h);
@@ -314,7 +318,10 @@ impl Model {
                     opts.observer.as_deref_mut(),
                 ),
             };
-            x += y;
+            #[allow(clippy::assign_op_pattern)]
+            {
+                x = x + y;
+            }
             if let Some(o) = opts.observer.as_deref_mut() {
                 o.on_hidden(l, HiddenPoint::BlockOutput, &x);
             }

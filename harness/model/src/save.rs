@@ -38,9 +38,12 @@ fn dtype_name(kind: Kind) -> &'static str {
     }
 }
 
-/// The config as it must be written for the model's current structure (expert count, dtype).
+/// The config as it must be written for the model's current structure (layer count, expert
+/// count, dtype). The layer count follows `model.layers`, which layer pruning and Dense2MoE's
+/// layer fusion shorten.
 pub fn updated_config(model: &Model) -> Result<Value> {
     let mut raw = model.config.raw.clone();
+    raw["num_hidden_layers"] = Value::from(model.layers.len());
     let counts: Vec<i64> = model
         .layers
         .iter()

@@ -92,6 +92,17 @@ pub const METHODS: &[MethodInfo] = &[
         params: &["experts", "domains", "top_k", "temperature", "lambda"],
         list_params: &["experts", "domains"],
     },
+    // Dense2MoE layer-fusion upcycling and its layer-pruning baseline (METHODS.md §3).
+    MethodInfo {
+        name: "dense2moe",
+        params: &["span_len", "num_experts", "top_k", "keep_own_mlp"],
+        list_params: &[],
+    },
+    MethodInfo {
+        name: "layer_prune",
+        params: &["span_len"],
+        list_params: &[],
+    },
     // Continued training (in a chain: `upcycle → train`, `dense2moe → train`).
     MethodInfo {
         name: "train",
@@ -300,7 +311,7 @@ mod tests {
         let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, train, weight_average, ream, m_smoe, hc_smoe)"
+            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, dense2moe, layer_prune, train, weight_average, ream, m_smoe, hc_smoe)"
         );
         let params = BTreeMap::from([("k".to_owned(), json!(2))]);
         let e = expand_method("dense", None, &params).unwrap_err();

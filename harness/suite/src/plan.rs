@@ -191,6 +191,7 @@ impl Plan {
                     "task_hash": task.content_hash,
                     "num_fewshot": task.num_fewshot,
                     "limit": self.limit(task),
+                    "ppl_protocol": self.suite.tasks[task.entry].ppl_protocol,
                     "max_length": d.max_length,
                     "seed": d.seed,
                     "bootstrap_iters": d.bootstrap_iters,

@@ -183,6 +183,9 @@ pub struct TaskEntry {
     pub num_fewshot: Option<usize>,
     /// Overrides `defaults.limit`.
     pub limit: Option<NonZeroUsize>,
+    /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` instead of
+    /// lm-eval's rolling windows (checked by the runner).
+    pub ppl_protocol: Option<String>,
 }
 
 /// What to measure once per (model, method).
