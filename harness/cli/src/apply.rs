@@ -65,13 +65,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let loaded = args.model.load()?;
-    let tokenizer = loaded
-        .checkpoint
-        .dir
-        .join("tokenizer.json")
-        .is_file()
-        .then(|| loaded.tokenizer())
-        .transpose()?;
+    let tokenizer = loaded.tokenizer_if_any()?;
     let spec = Calibration {
         source: args.calibration_source.clone(),
         sequences: args.calibration_sequences,

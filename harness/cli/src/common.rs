@@ -83,6 +83,16 @@ impl Loaded {
     pub fn tokenizer(&self) -> Result<Tokenizer> {
         Ok(self.checkpoint.tokenizer()?)
     }
+
+    /// The tokenizer when the checkpoint has a `tokenizer.json` (the tiny test fixtures do not).
+    pub fn tokenizer_if_any(&self) -> Result<Option<Tokenizer>> {
+        self.checkpoint
+            .dir
+            .join("tokenizer.json")
+            .is_file()
+            .then(|| self.tokenizer())
+            .transpose()
+    }
 }
 
 impl ModelArgs {

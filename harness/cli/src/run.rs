@@ -333,13 +333,7 @@ impl Runner<'_> {
             .clone()
             .expect("resolved outside dry runs");
         let loaded = Loaded::new(checkpoint, p.device, p.kind)?;
-        let tokenizer = loaded
-            .checkpoint
-            .dir
-            .join("tokenizer.json")
-            .is_file()
-            .then(|| loaded.tokenizer())
-            .transpose()?;
+        let tokenizer = loaded.tokenizer_if_any()?;
         let calibration =
             calibration_data(&p.plan.suite.calibration, &loaded.model, tokenizer.as_ref())?;
         bench::reset_peak_rss();

@@ -2,7 +2,7 @@
 //! (through [`moebench_suite::read_records`], which applies the `job_done` rule), its optional
 //! `targets.json` and per-job sample logs.
 use crate::ReportError;
-use moebench_suite::store::{read_run_info, read_samples, samples_path};
+use moebench_suite::store::{read_json_if_present, read_run_info, read_samples, samples_path};
 use moebench_suite::suite::{ReportSpec, Target};
 use moebench_suite::{read_records, Record, RecordKind, RunInfo};
 use serde::Deserialize;
@@ -81,26 +81,12 @@ impl Run {
 
     /// `targets.json`, `None` when the run has none.
     pub fn targets(&self) -> Result<Option<Vec<Target>>, ReportError> {
-        let path = self.dir.join(TARGETS_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(ReportError::read(&path))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| ReportError::Json { path, source })
+        Ok(read_json_if_present(&self.dir.join(TARGETS_FILE))?)
     }
 
     /// `report_spec.json`, `None` when the run has none.
     pub fn report_spec(&self) -> Result<Option<ReportSpec>, ReportError> {
-        let path = self.dir.join(REPORT_SPEC_FILE);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(&path).map_err(ReportError::read(&path))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| ReportError::Json { path, source })
+        Ok(read_json_if_present(&self.dir.join(REPORT_SPEC_FILE))?)
     }
 
     /// The sample log of `job`, `None` when the job logged none.

@@ -303,30 +303,26 @@ pub fn routing_path(run_dir: &Path, job: &str) -> PathBuf {
 
 /// The routing log of a job, `None` when it logged none.
 pub fn read_routing(run_dir: &Path, job: &str) -> Result<Option<RoutingLog>, SuiteError> {
-    let path = routing_path(run_dir, job);
-    let text = match std::fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        other => other.map_err(SuiteError::read(&path))?,
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| SuiteError::Store {
-            path,
-            message: e.to_string(),
-        })
+    read_json_if_present(&routing_path(run_dir, job))
 }
 
 /// `run.json` of a run directory, `None` when there is none.
 pub fn read_run_info(run_dir: &Path) -> Result<Option<RunInfo>, SuiteError> {
-    let path = run_dir.join(RUN_FILE);
-    let text = match std::fs::read_to_string(&path) {
+    read_json_if_present(&run_dir.join(RUN_FILE))
+}
+
+/// A JSON file of the run directory, `None` when it does not exist.
+pub fn read_json_if_present<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<T>, SuiteError> {
+    let text = match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        other => other.map_err(SuiteError::read(&path))?,
+        other => other.map_err(SuiteError::read(path))?,
     };
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| SuiteError::Store {
-            path,
+            path: path.to_owned(),
             message: e.to_string(),
         })
 }
