@@ -58,6 +58,10 @@ fn bad_suites_fail_before_writing() {
     assert_rejected(&lines, "suite.yaml:5:5: models[0]: unknown field `lable`");
     assert_rejected(&lines, "did you mean `label`?");
     assert_rejected(
+        &tiny_suite("calibration:\n  source: nope.txt\n"),
+        "suite.yaml:11:3: calibration source",
+    );
+    assert_rejected(
         &tiny_suite("defaults:\n  batch_size: many\n"),
         "suite.yaml:11:15: defaults.batch_size: invalid type: string \"many\"",
     );

@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         sequences: args.calibration_sequences,
         length: args.calibration_length,
         seed: args.seed,
+        mix: Vec::new(),
     };
     let calibration = calibration_data(&spec, &loaded.model, tokenizer.as_ref())?;
     let hub = args.model.hub.config()?;

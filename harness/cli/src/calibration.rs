@@ -82,26 +82,27 @@ pub fn calibration_data(
                 ),
             )
         }
+        Some(tok) if !cal.mix.is_empty() => {
+            let total: f64 = cal.mix.iter().map(|m| m.weight).sum();
+            if !(total > 0.0) {
+                bail!("calibration mix: the weights sum to {total}; at least one must be > 0");
+            }
+            let mut windows = Vec::new();
+            let mut parts = Vec::new();
+            for (i, part) in cal.mix.iter().enumerate() {
+                let count = (need as f64 * part.weight / total).round() as usize;
+                if count == 0 {
+                    continue;
+                }
+                let seed = cal.seed.wrapping_add(i as u64);
+                windows.extend(windows_of(tok, &part.source, count, length, seed)?);
+                parts.push(format!("{}×{}", part.source.display(), part.weight));
+            }
+            (windows, format!("mix [{}]", parts.join(", ")))
+        }
         Some(tok) => {
             let path = cal.source.clone().unwrap_or_else(default_source);
-            let ids = tok.encode(&read_text(&path)?, false)?;
-            let available = ids.len() / length;
-            if available < need {
-                bail!(
-                    "calibration text {} has {} tokens: fewer than calibration.sequences × \
-                     calibration.length = {need} × {length}; lower them or use a longer text",
-                    path.display(),
-                    ids.len()
-                );
-            }
-            let mut order: Vec<usize> = (0..available).collect();
-            shuffle(&mut order, cal.seed);
-            order.truncate(need);
-            order.sort_unstable();
-            let windows = order
-                .iter()
-                .map(|&w| ids[w * length..(w + 1) * length].to_vec())
-                .collect();
+            let windows = windows_of(tok, &path, need, length, cal.seed)?;
             (windows, path.display().to_string())
         }
     };
@@ -116,6 +117,55 @@ pub fn calibration_data(
         })
         .collect();
     Ok(CalibrationData { batches, source })
+}
+
+/// `count` seeded, non-overlapping windows of `length` tokens from the text at `path`.
+fn windows_of(
+    tok: &Tokenizer,
+    path: &PathBuf,
+    count: usize,
+    length: usize,
+    seed: u64,
+) -> Result<Vec<Vec<i64>>> {
+    let ids = tok.encode(&read_text(path)?, false)?;
+    let available = ids.len() / length;
+    if available < count {
+        bail!(
+            "calibration text {} has {} tokens: fewer than the {count} × {length} it should give; \
+             lower calibration.sequences/length or use a longer text",
+            path.display(),
+            ids.len()
+        );
+    }
+    let mut order: Vec<usize> = (0..available).collect();
+    shuffle(&mut order, seed);
+    order.truncate(count);
+    order.sort_unstable();
+    Ok(order
+        .iter()
+        .map(|&w| ids[w * length..(w + 1) * length].to_vec())
+        .collect())
+}
+
+/// The suite's calibration with its mix re-weighted by a method's `mix` parameter (one weight
+/// per `calibration.mix` source, in order).
+pub fn with_mix_weights(cal: &Calibration, weights: &serde_json::Value) -> Result<Calibration> {
+    let weights: Vec<f64> = weights
+        .as_array()
+        .and_then(|a| a.iter().map(serde_json::Value::as_f64).collect())
+        .with_context(|| format!("parameter `mix` must be a list of numbers, got {weights}"))?;
+    if weights.len() != cal.mix.len() {
+        bail!(
+            "parameter `mix` has {} weights but the suite's calibration.mix has {} sources",
+            weights.len(),
+            cal.mix.len()
+        );
+    }
+    let mut cal = cal.clone();
+    for (part, w) in cal.mix.iter_mut().zip(weights) {
+        part.weight = w;
+    }
+    Ok(cal)
 }
 
 /// Fisher–Yates with splitmix64: the same windows on every machine for a seed.

@@ -432,6 +432,7 @@ fn calibrated_dtop_p(
     mut params: Map<String, Value>,
     calibration: &CalibrationData,
 ) -> Result<()> {
+    params.remove("mix"); // consumed by the runner (calibration mix)
     let steps = match params.remove("steps") {
         None => DTOP_P_DEFAULT_STEPS,
         Some(v) => v.as_u64().with_context(|| {

@@ -8,7 +8,7 @@
 //! Models without a `tokenizer.json` (e.g. the tiny test fixtures) get measures only: their
 //! task jobs are skipped, with the reason shown by `--dry-run` and in the run's log.
 use crate::bench;
-use crate::calibration::{calibration_data, CalibrationData};
+use crate::calibration::{calibration_data, with_mix_weights, CalibrationData};
 use crate::common::{task_dirs, HubArgs, Loaded, DEFAULT_TOKEN_BUDGET};
 use crate::methods::{apply_method, MethodContext};
 use anyhow::{bail, Context, Result};
@@ -143,6 +143,12 @@ fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prepared
         }
     }
     let mut notes = Vec::new();
+    if let Some(missing) = suite.calibration_missing.first() {
+        if !dry_run {
+            bail!("{missing}");
+        }
+        notes.extend(suite.calibration_missing.iter().cloned());
+    }
     let notes_if_dry = if dry_run { Some(&mut notes) } else { None };
     let (resolved, tasks): (Vec<_>, Vec<_>) = load_tasks_noting(&suite, hub, notes_if_dry)?
         .into_iter()
@@ -334,14 +340,25 @@ impl Runner<'_> {
             .expect("resolved outside dry runs");
         let loaded = Loaded::new(checkpoint, p.device, p.kind)?;
         let tokenizer = loaded.tokenizer_if_any()?;
-        let calibration =
-            calibration_data(&p.plan.suite.calibration, &loaded.model, tokenizer.as_ref())?;
+        // A method's `mix` re-weights the suite's calibration mix for it (REAM's mix sweeps).
+        let calibration_spec = match method.params.get("mix") {
+            Some(weights) => with_mix_weights(&p.plan.suite.calibration, weights)
+                .with_context(|| format!("method {}", method.label))?,
+            None => p.plan.suite.calibration.clone(),
+        };
+        if method.then.iter().any(|s| s.params.contains_key("mix")) {
+            bail!(
+                "method {}: `mix` is a parameter of the chain's first method only",
+                method.label
+            );
+        }
+        let calibration = calibration_data(&calibration_spec, &loaded.model, tokenizer.as_ref())?;
         bench::reset_peak_rss();
         let apply_start = Instant::now();
         let Loaded { checkpoint, model } = loaded;
         let ctx = MethodContext {
             calibration: &calibration,
-            calibration_spec: &p.plan.suite.calibration,
+            calibration_spec: &calibration_spec,
             seed: p.plan.suite.defaults.seed,
             suite_dir: &p.plan.suite.dir,
             hub: self.hub,

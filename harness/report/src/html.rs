@@ -4,7 +4,7 @@ use crate::frame::{averages, primary_values, Average, PrimaryValue};
 use crate::metric::{self, fmt_cell, fmt_measure, fmt_value};
 use crate::routing::routing_loads;
 use crate::run::{key, MetricKey, Run};
-use crate::svg::{line_chart, scatter, Heatmap, LineChart, Point, Scatter};
+use crate::svg::{hypervolume, line_chart, scatter, Heatmap, LineChart, Point, Scatter};
 use crate::table::{distinct, Cell, Pivot, Style, Table};
 use crate::ReportError;
 use minijinja::{AutoEscape, Environment};
@@ -421,6 +421,41 @@ fn axis_value(run: &Run, axis: &str, model: &str, method: &str) -> Option<(f64, 
         })
 }
 
+/// Per method (a row label's method without its `[…]` sweep), the hypervolume of its points
+/// with both axes oriented higher-is-better, against a reference one unit below the minima of
+/// all points — REAM's comparison of methods over calibration mixes. Empty with one point per
+/// method (nothing to compare).
+fn hypervolumes(points: &[Point], (x_higher, y_higher): (bool, bool)) -> String {
+    let orient = |p: &Point| {
+        (
+            if x_higher { p.x } else { -p.x },
+            if y_higher { p.y } else { -p.y },
+        )
+    };
+    let all: Vec<(f64, f64)> = points.iter().map(orient).collect();
+    let reference = (
+        all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min) - 1.0,
+        all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min) - 1.0,
+    );
+    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (p, o) in points.iter().zip(&all) {
+        let method = p.label.rsplit('/').next().unwrap_or(&p.label);
+        let method = method.split('[').next().unwrap_or(method).to_owned();
+        match groups.iter_mut().find(|(m, _)| *m == method) {
+            Some((_, v)) => v.push(*o),
+            None => groups.push((method, vec![*o])),
+        }
+    }
+    if groups.iter().all(|(_, v)| v.len() < 2) {
+        return String::new();
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(m, v)| format!("{m} {:.3}", hypervolume(v, reference)))
+        .collect();
+    format!(" — hypervolume: {}", parts.join(", "))
+}
+
 /// The suite's own Pareto plots (`report.pareto`: x and y axes), one point per model × method
 /// that has both numbers.
 fn suite_pareto_plots(run: &Run, spec: &ReportSpec) -> Vec<Scatter> {
@@ -455,11 +490,12 @@ fn suite_pareto_plots(run: &Run, spec: &ReportSpec) -> Vec<Scatter> {
             let word = |higher: bool| if higher { "higher" } else { "lower" };
             Some(scatter(
                 &format!(
-                    "{} ({} is better) vs {} ({} is better)",
+                    "{} ({} is better) vs {} ({} is better){}",
                     axes.y,
                     word(directions.1),
                     axes.x,
-                    word(directions.0)
+                    word(directions.0),
+                    hypervolumes(&points, directions)
                 ),
                 (&axes.x, &|v| fmt_measure(&axes.x, v)),
                 (&axes.y, &fmt_value),

@@ -262,6 +262,27 @@ pub fn pareto_front(
     front
 }
 
+/// 2-D hypervolume (area dominated) of `points` above `reference`, both axes oriented so that
+/// higher is better (REAM's Pareto comparison over calibration mixes, §8.7: reference one unit
+/// below the global minima).
+pub fn hypervolume(points: &[(f64, f64)], reference: (f64, f64)) -> f64 {
+    let mut sorted: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|&(x, y)| x > reference.0 && y > reference.1)
+        .collect();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut area = 0.0;
+    let mut best_y = reference.1;
+    for (x, y) in sorted {
+        if y > best_y {
+            area += (x - reference.0) * (y - best_y);
+            best_y = y;
+        }
+    }
+    area
+}
+
 /// One labelled point of a scatter plot.
 pub struct Point {
     pub label: String,
@@ -462,6 +483,17 @@ mod tests {
         // (cost, perplexity): lower is better on both axes.
         let ppl = [(1.0, 30.0), (2.0, 20.0), (3.0, 25.0)];
         assert_eq!(pareto_front(&ppl, false, false), [0, 1]);
+    }
+
+    #[test]
+    fn hypervolume_of_a_staircase() {
+        // Two non-dominated points and a dominated one above the reference (0, 0):
+        // (3,1) and (1,2) cover 3·1 + 1·(2−1) = 4.
+        assert_eq!(
+            hypervolume(&[(3.0, 1.0), (1.0, 2.0), (1.0, 0.5)], (0.0, 0.0)),
+            4.0
+        );
+        assert_eq!(hypervolume(&[], (0.0, 0.0)), 0.0);
     }
 
     #[test]

@@ -66,24 +66,25 @@ pub const METHODS: &[MethodInfo] = &[
             "per_layer",
             "steps",
             "fixed_scale",
+            "mix",
         ],
-        list_params: &["fixed_scale"],
+        list_params: &["fixed_scale", "mix"],
     },
     // Expert pruning at a uniform ratio per layer (METHODS.md §7.6).
     MethodInfo {
         name: "freq_prune",
-        params: &["compression"],
-        list_params: &[],
+        params: &["compression", "mix"],
+        list_params: &["mix"],
     },
     MethodInfo {
         name: "ean_prune",
-        params: &["compression"],
-        list_params: &[],
+        params: &["compression", "mix"],
+        list_params: &["mix"],
     },
     MethodInfo {
         name: "reap",
-        params: &["compression"],
-        list_params: &[],
+        params: &["compression", "mix"],
+        list_params: &["mix"],
     },
     // DUME: the suite's model and `experts` (dense domain experts) merged into one MoE with
     // closed-form ridge routers (METHODS.md §2).
@@ -128,18 +129,18 @@ pub const METHODS: &[MethodInfo] = &[
     // Expert merging (METHODS.md §6, §7.7).
     MethodInfo {
         name: "ream",
-        params: &["compression", "group_size", "sequential", "merging"],
-        list_params: &[],
+        params: &["compression", "group_size", "sequential", "merging", "mix"],
+        list_params: &["mix"],
     },
     MethodInfo {
         name: "m_smoe",
-        params: &["compression"],
-        list_params: &[],
+        params: &["compression", "mix"],
+        list_params: &["mix"],
     },
     MethodInfo {
         name: "hc_smoe",
-        params: &["compression"],
-        list_params: &[],
+        params: &["compression", "mix"],
+        list_params: &["mix"],
     },
 ];
 

@@ -30,8 +30,11 @@ pub struct Suite {
     pub tasks: Vec<TaskEntry>,
     pub measure: Measure,
     pub calibration: Calibration,
-    /// sha256 of the calibration source file, when the suite names one.
+    /// sha256 of the calibration source file(s), when the suite names any.
     pub calibration_sha256: Option<String>,
+    /// Calibration sources that do not exist (yet), with their `file:line:column`: an error
+    /// for a run, a note for a dry run (e.g. texts an experiment script builds first).
+    pub calibration_missing: Vec<String>,
     pub report: ReportSpec,
     pub targets: Vec<Target>,
 }
@@ -229,6 +232,17 @@ pub struct Calibration {
     /// Tokens per sequence.
     pub length: usize,
     pub seed: u64,
+    /// A mix of text sources instead of `source`: each gets its `weight`'s share of the
+    /// sequences (REAM's C4:Math:Code ratios). A method's `mix` parameter re-weights them.
+    pub mix: Vec<MixSource>,
+}
+
+/// One source of a calibration mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSource {
+    pub source: PathBuf,
+    pub weight: f64,
 }
 
 impl Default for Calibration {
@@ -238,6 +252,7 @@ impl Default for Calibration {
             sequences: 16,
             length: 128,
             seed: 0,
+            mix: Vec::new(),
         }
     }
 }
@@ -401,20 +416,45 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
     )?;
     check_targets(&file.targets, &models, &methods, &at)?;
     let mut calibration = file.calibration;
-    let calibration_sha256 = match &calibration.source {
-        None => None,
-        Some(source) => {
-            let resolved = dir.join(source);
-            let bytes = std::fs::read(&resolved).map_err(|e| {
-                SuiteError::invalid(
-                    at.at(&["source"], &source.display().to_string(), 0),
-                    format!("calibration.source {}: {e}", resolved.display()),
-                )
-            })?;
-            calibration.source = Some(resolved);
-            Some(crate::sha256_hex(&bytes))
+    let mut calibration_missing = Vec::new();
+    let mut read_source = |source: &Path| -> Result<(PathBuf, String), SuiteError> {
+        let resolved = dir.join(source);
+        let located = || at.at(&["source"], &source.display().to_string(), 0);
+        match std::fs::read(&resolved) {
+            Ok(bytes) => Ok((resolved, crate::sha256_hex(&bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                calibration_missing.push(format!(
+                    "{}: calibration source {} does not exist",
+                    located(),
+                    resolved.display()
+                ));
+                Ok((resolved, "missing".to_owned()))
+            }
+            Err(e) => Err(SuiteError::invalid(
+                located(),
+                format!("calibration source {}: {e}", resolved.display()),
+            )),
         }
     };
+    let mut shas = Vec::new();
+    if let Some(source) = &calibration.source {
+        let (resolved, sha) = read_source(source)?;
+        calibration.source = Some(resolved);
+        shas.push(sha);
+    }
+    for part in &mut calibration.mix {
+        let (resolved, sha) = read_source(&part.source)?;
+        if !(part.weight >= 0.0 && part.weight.is_finite()) {
+            return Err(SuiteError::invalid(
+                at.at(&["weight"], &part.weight.to_string(), 0),
+                "calibration.mix: `weight` must be a number ≥ 0".to_owned(),
+            ));
+        }
+        part.source = resolved;
+        shas.push(format!("{sha}*{}", part.weight));
+    }
+    let calibration_sha256 =
+        (!shas.is_empty()).then(|| crate::sha256_hex(shas.join(",").as_bytes()));
     if calibration.sequences == 0 || calibration.length < 2 {
         return Err(SuiteError::invalid(
             at.at(&["calibration"], "", 0),
@@ -434,6 +474,7 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
         measure: file.measure,
         calibration,
         calibration_sha256,
+        calibration_missing,
         report: file.report,
         targets: file.targets,
     })
