@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-sizes", default="1,16")
     ap.add_argument("--workdir", default="/tmp/moebench_lm_eval")
+    ap.add_argument("--tasks", default=",".join(c[1] for c in CASES), help="lm-eval task names to run")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     import make_lm_eval_fixtures as fx
@@ -52,7 +53,7 @@ def main() -> int:
     tm = TaskManager()
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         lm = HFLM(pretrained=str(model_dir), dtype="float32", device="cpu", batch_size=batch)
-        for _run, task, ours, limit in CASES:
+        for _run, task, ours, limit in [c for c in CASES if c[1] in args.tasks.split(",")]:
             d = fx.build_data(task, work / "data")
             cfg = fx.task_config(tm, task, d, False)
             t0 = time.time()
