@@ -84,7 +84,7 @@ pub fn calibration_data(
         }
         Some(tok) if !cal.mix.is_empty() => {
             let total: f64 = cal.mix.iter().map(|m| m.weight).sum();
-            if !(total > 0.0) {
+            if total.is_nan() || total <= 0.0 {
                 bail!("calibration mix: the weights sum to {total}; at least one must be > 0");
             }
             let mut windows = Vec::new();
