@@ -370,7 +370,7 @@ fn apply_saves_a_reloadable_checkpoint() {
     assert!(!out.exists());
 }
 
-/// Dense2MoE and its layer-pruning baseline from a suite, on a 6-layer dense byte-level model
+/// Dense2MoE and its layer-pruning baseline, and BTX, from a suite, on a 6-layer dense byte-level model
 /// built by `moebench train --scratch` (2 steps): the fused model has one MoE layer (2 routed
 /// experts + the own MLP shared) and 4 blocks, the pruned one 4 dense blocks, and both read
 /// fewer bytes per decode token than the dense model.
@@ -415,9 +415,11 @@ fn dense2moe_and_layer_pruning_run_from_a_suite() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let suite_text = format!(
-        "name: t\nmodels:\n  - id: {}\n    label: d6\nmethods:\n  - name: dense\n  - name: dense2moe\n    params: {{span_len: 3}}\n  - name: layer_prune\n    params: {{span_len: 3}}\ntasks:\n  - name: shakespeare_nextline\n    limit: 2\ncalibration:\n  source: {}\n  sequences: 2\n  length: 32\n",
+        "name: t\nmodels:\n  - id: {}\n    label: d6\nmethods:\n  - name: dense\n  - name: dense2moe\n    params: {{span_len: 3}}\n  - name: layer_prune\n    params: {{span_len: 3}}\n  - name: btx\n    params: {{experts: [{m}, {m}], domains: [{t}, {t}, {t}], steps: 2, batch_size: 2, seq_len: 32}}\ntasks:\n  - name: shakespeare_nextline\n    limit: 2\ncalibration:\n  source: {}\n  sequences: 2\n  length: 32\n",
         model.display(),
-        text.display()
+        text.display(),
+        m = model.display(),
+        t = text.display(),
     );
     let (_d, path, run_dir) = suite(&suite_text);
     let out = run(&path, &run_dir, &["--quiet"]);
@@ -442,4 +444,7 @@ fn dense2moe_and_layer_pruning_run_from_a_suite() {
         "pruned model is dense"
     );
     assert!(value("dense2moe", "acc,none").is_some() && value("layer_prune", "acc,none").is_some());
+    // BTX: three experts per layer, top-1 router trained for 2 steps.
+    assert_eq!(value("btx", "active_experts_mean"), Some(1.0));
+    assert!(value("btx", "params_total").unwrap() > value("dense", "params_total").unwrap());
 }

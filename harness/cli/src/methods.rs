@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use moebench_hub::HubConfig;
 use moebench_methods::calibration::{calibrate, observe};
 use moebench_methods::dense2moe::{dense2moe, layer_prune_by_similarity, Dense2MoeConfig};
-use moebench_methods::dume::{average_merge, dume, DumeConfig};
+use moebench_methods::dume::{average_merge, btx, dume, BtxConfig, DumeConfig};
 use moebench_methods::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig};
 use moebench_methods::prune::{prune_model, Criterion, Keep};
 use moebench_methods::routing::{build_layer_selectors, measure_logit_std, LayerSelectors};
@@ -98,6 +98,7 @@ fn apply_one(
     let (calibration, seed) = (ctx.calibration, ctx.seed);
     match name {
         "dume" => return dume_method(owned, params, ctx),
+        "btx" => return btx_method(owned, params, ctx),
         "train" => {
             train_method(&owned, params, ctx)?;
             return Ok(owned);
@@ -264,6 +265,65 @@ fn train_method(
     }
     train(model, &tokens, &cfg, &mut |_| {})?;
     Ok(())
+}
+
+/// BTX (§7.2), DUME's trained-router baseline: MoErge of the suite's model and `experts`, a
+/// random router, then training on the concatenated `domains` texts (one per expert, suite
+/// model's first). `steps` (1000), `lr` (1e-4), `batch_size` (8), `seq_len` (128), `top_k` (1).
+/// Trains every weight (the training loop has no parameter filter; DUME's code trains the
+/// router and gate_proj only).
+fn btx_method(base: Model, params: &BTreeMap<String, Value>, ctx: &MethodContext) -> Result<Model> {
+    let tokenizer = ctx
+        .tokenizer
+        .context("btx: the model has no tokenizer.json to encode the domain texts")?;
+    let dense = with_experts(base, "btx", params, ctx)?;
+    let domains = strings("btx", params, "domains")?;
+    if domains.len() != dense.len() {
+        bail!(
+            "btx: `domains` has {} texts for {} experts (the suite's model and `experts`)",
+            domains.len(),
+            dense.len()
+        );
+    }
+    let mut cfg = BtxConfig {
+        seed: ctx.seed as i64,
+        ..BtxConfig::default()
+    };
+    cfg.train.batch_size = 8;
+    cfg.train.seed = ctx.seed;
+    let mut top_k = 1;
+    for (key, value) in params {
+        let number = || {
+            value
+                .as_f64()
+                .with_context(|| format!("btx: parameter `{key}` must be a number, got {value}"))
+        };
+        match key.as_str() {
+            "steps" => cfg.train.steps = number()? as usize,
+            "lr" => cfg.train.lr = number()?,
+            "batch_size" => cfg.train.batch_size = number()? as usize,
+            "seq_len" => cfg.train.seq_len = number()? as usize,
+            "top_k" => top_k = number()? as i64,
+            _ => {}
+        }
+    }
+    let tokens = domains
+        .iter()
+        .map(|text| {
+            let path = ctx.suite_dir.join(text);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("btx: reading {}", path.display()))?;
+            Ok(tokenizer.encode(&text, false)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut model = btx(dense, &tokens, &cfg, &mut |_| {})?;
+    let norm = model.config.moe.as_ref().map(|m| m.router_norm);
+    for block in &mut model.layers {
+        if let (Ffn::Moe(moe), Some(norm)) = (&mut block.ffn, norm) {
+            moe.selector = std::sync::Arc::new(moebench_model::moe::TopK { k: top_k, norm });
+        }
+    }
+    Ok(model)
 }
 
 /// A list-of-strings parameter.

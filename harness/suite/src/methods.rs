@@ -120,6 +120,20 @@ pub const METHODS: &[MethodInfo] = &[
         ],
         list_params: &[],
     },
+    // BTX: MoErge + a trained router (DUME's baseline, METHODS.md §7.2).
+    MethodInfo {
+        name: "btx",
+        params: &[
+            "experts",
+            "domains",
+            "steps",
+            "lr",
+            "batch_size",
+            "seq_len",
+            "top_k",
+        ],
+        list_params: &["experts", "domains"],
+    },
     // Baseline: the suite's model and `experts` averaged weight by weight (one dense model).
     MethodInfo {
         name: "weight_average",
@@ -312,7 +326,7 @@ mod tests {
         let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
         assert_eq!(
             e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, dense2moe, layer_prune, train, weight_average, ream, m_smoe, hc_smoe)"
+            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, dense2moe, layer_prune, train, btx, weight_average, ream, m_smoe, hc_smoe)"
         );
         let params = BTreeMap::from([("k".to_owned(), json!(2))]);
         let e = expand_method("dense", None, &params).unwrap_err();
