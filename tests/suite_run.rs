@@ -448,3 +448,119 @@ fn dense2moe_and_layer_pruning_run_from_a_suite() {
     assert_eq!(value("btx", "active_experts_mean"), Some(1.0));
     assert!(value("btx", "params_total").unwrap() > value("dense", "params_total").unwrap());
 }
+
+/// A suite builds and trains its own models (`models[].build`): trained once into the run
+/// directory, reused on rerun, nameable as DUME's/weight averaging's `experts`; a DTop-p build
+/// is evaluated with the router it was trained with; a changed setting builds a new model.
+#[test]
+fn suites_build_and_reuse_their_own_models() {
+    let _lock = model_lock();
+    let build = |extra: &str| {
+        format!("{{layers: 1, hidden_size: 32, heads: 2, intermediate_size: 32, steps: 3, batch_size: 2, seq_len: 32, warmup: 1, text: [train.txt]{extra}}}")
+    };
+    let text = format!(
+        "name: t\ndefaults:\n  bootstrap_iters: 10\n  max_length: 32\nmodels:\n  - label: moe\n    build: {}\n  - label: moe-dtop_p\n    build: {}\n  - label: verse\n    build: {}\n  - label: code\n    build: {}\nmethods:\n  - name: dense\n  - name: reap\n    params: {{compression: 0.5}}\n    models: [moe]\n  - name: weight_average\n    params: {{experts: [code]}}\n    models: [verse]\ncalibration:\n  sequences: 4\n  length: 32\n  source: train.txt\ntasks:\n  - name: eval.yaml\n",
+        build(", experts: 4, top_k: 2"),
+        build(", experts: 4, router: dtop_p, router_params: {target: 2}"),
+        build(", experts: 0"),
+        build(", experts: 0, seed: 1"),
+    );
+    let (dir, path, run_dir) = suite(&text);
+    let corpus =
+        "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.\n";
+    std::fs::write(dir.path().join("train.txt"), corpus.repeat(40)).unwrap();
+    std::fs::write(
+        dir.path().join("eval.jsonl"),
+        "{\"text\": \"Rough winds do shake the darling buds of May.\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("eval.yaml"),
+        "task: eval_ppl\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: eval.jsonl\ntest_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\nmetric_list:\n  - metric: bits_per_byte\n",
+    )
+    .unwrap();
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let built: Vec<String> = std::fs::read_dir(run_dir.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(built.len(), 4, "{built:?}");
+    for name in &built {
+        let model = run_dir.join("models").join(name);
+        assert!(model.join("train.json").is_file() && model.join("tokenizer.json").is_file());
+    }
+    let dtop_p = built.iter().find(|n| n.starts_with("moe-dtop_p-")).unwrap();
+    assert!(run_dir
+        .join("models")
+        .join(dtop_p)
+        .join("moebench_router.json")
+        .is_file());
+    let record = |model: &str, method: &str, metric: &str| {
+        records(&run_dir)
+            .into_iter()
+            .find(|r| {
+                r["model_label"] == model && r["method_label"] == method && r["metric"] == metric
+            })
+            .unwrap_or_else(|| panic!("{model} {method} {metric}"))
+    };
+    assert!(
+        record("moe", "dense", "bits_per_byte,none")["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        record("moe", "reap", "params_total")["value"]
+            .as_f64()
+            .unwrap()
+            < record("moe", "dense", "params_total")["value"]
+                .as_f64()
+                .unwrap()
+    );
+    let selector = record("moe-dtop_p", "dense", "active_experts_mean");
+    assert!(
+        selector["protocol"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("dtop_p")
+            || selector.to_string().contains("dtop_p"),
+        "the DTop-p build is evaluated with its trained router: {selector}"
+    );
+    assert!(
+        record("verse", "weight_average", "bits_per_byte,none")["value"]
+            .as_f64()
+            .is_some()
+    );
+
+    // Rerun: nothing is rebuilt or re-run.
+    let stamp = |name: &str| {
+        std::fs::metadata(run_dir.join("models").join(name).join("train.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before: Vec<_> = built.iter().map(|n| stamp(n)).collect();
+    let lines = records(&run_dir).len();
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(records(&run_dir).len(), lines);
+    assert_eq!(built.iter().map(|n| stamp(n)).collect::<Vec<_>>(), before);
+
+    // A changed setting of `code` builds a new `code` and re-runs the jobs merging it.
+    std::fs::write(
+        &path,
+        text.replace("experts: 0, seed: 1", "experts: 0, seed: 2"),
+    )
+    .unwrap();
+    let out = run(&path, &run_dir, &["--quiet", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    let todo: Vec<&str> = plan.lines().filter(|l| l.ends_with("|to run|")).collect();
+    assert!(
+        todo.iter().any(|l| l.contains("|verse|weight_average|")),
+        "{plan}"
+    );
+    assert!(todo.iter().any(|l| l.contains("|code|dense|")), "{plan}");
+    assert!(!todo.iter().any(|l| l.contains("|verse|dense|")), "{plan}");
+    assert!(!todo.iter().any(|l| l.contains("|moe|")), "{plan}");
+}

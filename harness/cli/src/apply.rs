@@ -83,6 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         suite_dir: &cwd,
         hub: &hub,
         tokenizer: tokenizer.as_ref(),
+        suite_model: &|_| None,
     };
     let model = apply_method(loaded.model, &method, &ctx)
         .with_context(|| format!("applying {}", method.name))?;

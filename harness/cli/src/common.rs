@@ -6,8 +6,57 @@ use moebench_model::{resolve_checkpoint, Checkpoint, Model, Tokenizer};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
-/// Most tokens per forward pass when a command does not say otherwise.
+/// Most tokens per forward pass on CPU, where larger batches gain nothing; `auto` lowers it
+/// when memory is short (and allows 8× on CUDA).
 pub const DEFAULT_TOKEN_BUDGET: usize = 8192;
+
+/// The evaluator's token budget (most padded tokens per forward pass): a number, or derived
+/// from the memory free on the device (`moebench_eval::memory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenBudget {
+    Auto,
+    Fixed(usize),
+}
+
+impl std::str::FromStr for TokenBudget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Self::Fixed(n)),
+                _ => Err(format!("`{n}` is not `auto` or a number of tokens ≥ 1")),
+            },
+        }
+    }
+}
+
+impl TokenBudget {
+    /// The budget for `model` at `max_length`, and how it was chosen (recorded with results).
+    pub fn resolve(self, model: &Model, max_length: usize) -> (usize, String) {
+        use moebench_eval::memory::{available_memory, safe_token_budget, MEMORY_FRACTION};
+        if let Self::Fixed(n) = self {
+            return (n, "fixed".into());
+        }
+        let cap = match model.device.is_cuda() {
+            true => 8 * DEFAULT_TOKEN_BUDGET,
+            false => DEFAULT_TOKEN_BUDGET,
+        };
+        match available_memory(model.device) {
+            Some(free) => {
+                let budget = safe_token_budget(&model.config, model.kind, max_length, free, cap);
+                let source = format!(
+                    "auto: {:.0}% of {:.1} GiB free, at most {cap}",
+                    MEMORY_FRACTION * 100.0,
+                    free as f64 / (1u64 << 30) as f64
+                );
+                (budget, source)
+            }
+            None => (cap, "auto: free memory unknown, the default".into()),
+        }
+    }
+}
 
 /// The checkout the binary was built from (`<root>/target/<profile>/moebench`), if it still is.
 pub fn checkout_root() -> Option<PathBuf> {

@@ -1,6 +1,6 @@
 //! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written as lm-eval's
 //! `results.json` (+ per-sample JSONL with `--log-samples`) and a markdown table on stdout.
-use crate::common::{task_dirs, ModelArgs, DEFAULT_TOKEN_BUDGET};
+use crate::common::{task_dirs, ModelArgs, TokenBudget};
 use anyhow::{Context, Result};
 use moebench_eval::results::{markdown_table, results_json, RunConfig};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
@@ -29,9 +29,10 @@ pub struct Args {
     /// Most sequences per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// Most tokens per forward pass (bounds memory; long inputs still run alone).
-    #[arg(long, default_value_t = DEFAULT_TOKEN_BUDGET)]
-    token_budget: usize,
+    /// Most padded tokens per forward pass (bounds memory; long inputs still run alone):
+    /// `auto` (from the memory free on the device) or a number.
+    #[arg(long, default_value = "auto")]
+    token_budget: TokenBudget,
     /// Longest input in tokens (default: the model's max_position_embeddings, as lm-eval).
     #[arg(long)]
     max_length: Option<usize>,
@@ -94,12 +95,14 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
     let tokenizer = loaded.tokenizer()?;
     let model = &loaded.model;
+    let max_length = args
+        .max_length
+        .unwrap_or_else(|| LanguageModel::default_max_length(model));
+    let (token_budget, token_budget_source) = args.token_budget.resolve(model, max_length);
     let settings = LmSettings {
-        max_length: args
-            .max_length
-            .unwrap_or_else(|| LanguageModel::default_max_length(model)),
+        max_length,
         batch_size: args.batch_size.max(1),
-        token_budget: args.token_budget,
+        token_budget,
     };
     let lm = LanguageModel::new(model, &tokenizer, settings.clone());
     let opts = EvalOptions {
@@ -124,6 +127,8 @@ pub fn run(args: Args) -> Result<()> {
         model_dtype: kind_name(model.kind).into(),
         device: device_name(model.device),
         batch_size: settings.batch_size,
+        token_budget,
+        token_budget_source,
         max_length: settings.max_length,
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,

@@ -13,7 +13,7 @@ use moebench_methods::train::{train, TrainConfig};
 use moebench_methods::upcycle::{upcycle, UpcycleConfig};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
-use moebench_model::{resolve_checkpoint, Ffn, Model, Tokenizer};
+use moebench_model::{resolve_checkpoint, Checkpoint, Ffn, Model, Tokenizer};
 use moebench_suite::suite::Calibration;
 use moebench_suite::MethodConfig;
 use serde_json::{Map, Value};
@@ -76,6 +76,9 @@ pub struct MethodContext<'a> {
     pub suite_dir: &'a Path,
     pub hub: &'a HubConfig,
     pub tokenizer: Option<&'a Tokenizer>,
+    /// A suite model's checkpoint by label (built first if the suite builds it), so that
+    /// `experts` may name models of the suite; `None` for a name that is not a label.
+    pub suite_model: &'a dyn Fn(&str) -> Option<Result<Checkpoint>>,
 }
 
 /// Applies `method` to `model`, then each method of its chain (`then`), in order. Methods that
@@ -335,8 +338,8 @@ fn strings(method: &str, params: &BTreeMap<String, Value>, key: &str) -> Result<
         .with_context(|| format!("{method}: parameter `{key}` must be a list of strings"))
 }
 
-/// The suite's model followed by the dense models `experts` names (Hub ids, or directories
-/// relative to the suite), loaded like it.
+/// The suite's model followed by the dense models `experts` names (labels of the suite's
+/// models, Hub ids, or directories relative to the suite), loaded like it.
 fn with_experts(
     base: Model,
     method: &str,
@@ -346,6 +349,11 @@ fn with_experts(
     let (device, kind) = (base.device, base.kind);
     let mut dense = vec![base];
     for reference in strings(method, params, "experts")? {
+        if let Some(checkpoint) = (ctx.suite_model)(&reference) {
+            let checkpoint = checkpoint.with_context(|| format!("{method}: expert {reference}"))?;
+            dense.push(checkpoint.load(device, kind)?);
+            continue;
+        }
         let local = ctx.suite_dir.join(&reference);
         let reference = if local.is_dir() {
             local.display().to_string()

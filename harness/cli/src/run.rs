@@ -9,8 +9,9 @@
 //! task jobs are skipped, with the reason shown by `--dry-run` and in the run's log.
 use crate::bench;
 use crate::calibration::{calibration_data, with_mix_weights, CalibrationData};
-use crate::common::{task_dirs, HubArgs, Loaded, DEFAULT_TOKEN_BUDGET};
+use crate::common::{task_dirs, HubArgs, Loaded, TokenBudget};
 use crate::methods::{apply_method, MethodContext};
+use crate::train::{train_checkpoint, training_texts, Start};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moebench_eval::protocols::PplProtocol;
@@ -248,8 +249,36 @@ fn resolve_models(
     mut notes: Option<&mut Vec<String>>,
 ) -> Result<(Vec<Option<Checkpoint>>, Vec<ResolvedModel>)> {
     let mut checkpoints = Vec::new();
-    let mut models = Vec::new();
+    let mut models: Vec<ResolvedModel> = Vec::new();
     for m in &suite.models {
+        if let Some(build) = &m.build {
+            // Trained when a job first needs it (`Runner::checkpoint`); its identity is the
+            // hash of its settings and training text.
+            // `from` names an earlier model (checked by load_suite), resolved already.
+            let from_sha = build.from.as_ref().map(|label| {
+                let index = suite.models.iter().position(|o| &o.label == label);
+                models[index.expect("an earlier model")].sha.clone()
+            });
+            let sha = training_texts(build).and_then(|texts| {
+                build
+                    .hash(&texts, from_sha.as_deref())
+                    .with_context(|| format!("model {}: reading its training text", m.label))
+            });
+            let sha = match (sha, notes.as_deref_mut()) {
+                (Ok(sha), _) => sha,
+                (Err(e), Some(notes)) => {
+                    notes.push(format!("model {}: {e:#}", m.label));
+                    "unresolved".into()
+                }
+                (Err(e), None) => return Err(e.context(suite.locate("label", &m.label))),
+            };
+            checkpoints.push(None);
+            models.push(ResolvedModel {
+                sha,
+                no_tasks_reason: None,
+            });
+            continue;
+        }
         let checkpoint =
             resolve_checkpoint(hub, &m.reference).with_context(|| suite.locate("id", &m.id));
         let checkpoint = match (checkpoint, notes.as_deref_mut()) {
@@ -314,6 +343,64 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// The model's checkpoint; a model the suite builds is trained into the run directory's
+    /// `models/LABEL-HASH/` the first time a job needs it, and reused from there after.
+    fn checkpoint(&self, model: usize) -> Result<Checkpoint> {
+        let p = self.prepared;
+        if let Some(checkpoint) = &p.checkpoints[model] {
+            return Ok(checkpoint.clone());
+        }
+        let spec = &p.plan.suite.models[model];
+        let build = spec
+            .build
+            .as_ref()
+            .expect("outside dry runs only built models resolve at run time");
+        let safe_label: String = spec
+            .label
+            .chars()
+            .map(|c| match c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                true => c,
+                false => '_',
+            })
+            .collect();
+        let sha = &p.plan.models[model].sha;
+        let dir = self
+            .store
+            .dir()
+            .join("models")
+            .join(format!("{safe_label}-{}", &sha[..12]));
+        if !dir.join("train.json").is_file() {
+            std::fs::create_dir_all(dir.parent().expect("models/"))?;
+            let start = match &build.from {
+                None => Start::Scratch,
+                Some(label) => {
+                    let parent = p.plan.suite.models.iter().position(|m| &m.label == label);
+                    let parent = self.checkpoint(parent.expect("checked by load_suite"))?;
+                    Start::Model {
+                        reference: parent.dir.display().to_string(),
+                        upcycle: false,
+                    }
+                }
+            };
+            let spinner = self.progress.spinner(&format!(
+                "building {}: {} training steps",
+                spec.label, build.steps
+            ));
+            let summary = train_checkpoint(build, &start, self.hub, &dir, false)
+                .with_context(|| format!("building model {}", spec.label))?;
+            self.progress.remove(&spinner);
+            self.progress.log(&format!(
+                "built {} in {:.0} s (held-out loss {:.4}) → {}",
+                spec.label,
+                summary["wall_s"].as_f64().unwrap_or(f64::NAN),
+                summary["heldout_nll"].as_f64().unwrap_or(f64::NAN),
+                dir.display()
+            ));
+        }
+        resolve_checkpoint(self.hub, &dir.display().to_string())
+            .with_context(|| format!("loading built model {}", spec.label))
+    }
+
     /// Loads the group's model once, applies its method once, and runs its unfinished jobs.
     fn run_group(&self, group: &Group, finished: &BTreeSet<String>) -> Result<()> {
         let mut todo = Vec::new();
@@ -335,9 +422,7 @@ impl Runner<'_> {
             "loading {}, applying {}",
             p.plan.suite.models[group.model].label, method.label
         ));
-        let checkpoint = p.checkpoints[group.model]
-            .clone()
-            .expect("resolved outside dry runs");
+        let checkpoint = self.checkpoint(group.model)?;
         let loaded = Loaded::new(checkpoint, p.device, p.kind)?;
         let tokenizer = loaded.tokenizer_if_any()?;
         // A method's `mix` re-weights the suite's calibration mix for it (REAM's mix sweeps).
@@ -353,6 +438,11 @@ impl Runner<'_> {
             );
         }
         let calibration = calibration_data(&calibration_spec, &loaded.model, tokenizer.as_ref())?;
+        // Suite models the method merges (DUME's `experts`) are built before its cost is timed.
+        for label in p.plan.referenced_models(group.method).keys() {
+            let index = p.plan.suite.models.iter().position(|m| &m.label == label);
+            self.checkpoint(index.expect("referenced_models holds suite labels"))?;
+        }
         bench::reset_peak_rss();
         let apply_start = Instant::now();
         let Loaded { checkpoint, model } = loaded;
@@ -363,6 +453,10 @@ impl Runner<'_> {
             suite_dir: &p.plan.suite.dir,
             hub: self.hub,
             tokenizer: tokenizer.as_ref(),
+            suite_model: &|label| {
+                let index = p.plan.suite.models.iter().position(|m| m.label == label)?;
+                Some(self.checkpoint(index))
+            },
         };
         let model = apply_method(model, method, &ctx)
             .with_context(|| format!("applying {}", method.label))?;
@@ -517,12 +611,17 @@ impl Runner<'_> {
     ) -> Result<Vec<Measurement>> {
         let plan = &self.prepared.plan;
         let defaults = &plan.suite.defaults;
+        let max_length = defaults
+            .max_length
+            .map_or_else(|| LanguageModel::default_max_length(model), usize::from);
+        let budget = match defaults.token_budget {
+            Some(n) => TokenBudget::Fixed(n.get()),
+            None => TokenBudget::Auto,
+        };
         let settings = LmSettings {
-            max_length: defaults
-                .max_length
-                .map_or_else(|| LanguageModel::default_max_length(model), usize::from),
+            max_length,
             batch_size: defaults.batch_size.get(),
-            token_budget: DEFAULT_TOKEN_BUDGET,
+            token_budget: budget.resolve(model, max_length).0,
         };
         let opts = EvalOptions {
             limit: plan.limit(&plan.tasks[t]),

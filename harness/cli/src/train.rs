@@ -8,10 +8,12 @@
 use crate::common::{checkout_root, HubArgs};
 use crate::methods::{build, install, SavedRouter, ROUTER_FILE};
 use anyhow::{bail, Context, Result};
+use moebench_hub::HubConfig;
 use moebench_methods::scratch::{random_model, write_byte_tokenizer, ScratchConfig};
 use moebench_methods::train::{mean_nll, train, StepStats, TrainConfig};
 use moebench_methods::upcycle::{upcycle, UpcycleConfig};
 use moebench_model::{resolve_checkpoint, Ffn, Model, Tokenizer};
+use moebench_suite::build::TrainSpec;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,26 +35,26 @@ pub struct Args {
     /// Build a random MoE (METHODS.md §5.6 miniature by default) with a byte-level tokenizer.
     #[arg(long)]
     scratch: bool,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = TrainSpec::default().hidden_size)]
     hidden_size: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = TrainSpec::default().layers)]
     layers: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = TrainSpec::default().heads)]
     heads: usize,
     /// Expert (and dense MLP) width of a scratch model.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = TrainSpec::default().intermediate_size)]
     intermediate_size: usize,
     /// Experts per MoE layer (scratch models, or upcycling of `--model`); 0: a dense scratch model.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = TrainSpec::default().experts)]
     experts: usize,
     /// Top-k of the initial router (scratch models, or upcycling of `--model`).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = TrainSpec::default().top_k)]
     top_k: usize,
     /// Upcycle `--model` (dense) into `--experts` experts with top-`--top-k` before training.
     #[arg(long)]
     upcycle: bool,
     /// Router used in training: topk, topp, expert_choice, usmoe or dtop_p.
-    #[arg(long, default_value = "topk")]
+    #[arg(long, default_value_t = TrainSpec::default().router)]
     router: String,
     /// Router parameters as JSON, e.g. '{"p": 0.4}' or '{"target": 2, "per_layer": true}'.
     #[arg(long, default_value = "{}")]
@@ -61,32 +63,72 @@ pub struct Args {
     #[arg(long)]
     text: Vec<PathBuf>,
     /// Fraction of the text held out (its end) for the reported held-out loss.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = TrainSpec::default().holdout)]
     holdout: f64,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TrainSpec::default().steps)]
     steps: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = TrainSpec::default().batch_size)]
     batch_size: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = TrainSpec::default().seq_len)]
     seq_len: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = TrainSpec::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = TrainSpec::default().warmup)]
     warmup: usize,
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = TrainSpec::default().load_balance)]
     load_balance: f64,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = TrainSpec::default().z_loss)]
     z_loss: f64,
     /// Dynamic (router entropy) loss coefficient (Huang et al.; 1e-3 for DTop-p in its paper).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = TrainSpec::default().entropy)]
     entropy: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainSpec::default().seed)]
     seed: u64,
     /// Intra-op CPU threads (default: libtorch's).
     #[arg(long)]
     threads: Option<i32>,
     #[command(flatten)]
     hub: HubArgs,
+}
+
+impl Args {
+    /// The settings as a suite's `models[].build` writes them.
+    fn spec(&self) -> Result<TrainSpec> {
+        let router_params: Map<String, Value> = serde_json::from_str(&self.router_params)
+            .with_context(|| {
+                format!("--router-params {}: not a JSON object", self.router_params)
+            })?;
+        Ok(TrainSpec {
+            from: None,
+            hidden_size: self.hidden_size,
+            layers: self.layers,
+            heads: self.heads,
+            intermediate_size: self.intermediate_size,
+            experts: self.experts,
+            top_k: self.top_k,
+            router: self.router.clone(),
+            router_params,
+            text: self.text.clone(),
+            holdout: self.holdout,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            seq_len: self.seq_len,
+            lr: self.lr,
+            warmup: self.warmup,
+            load_balance: self.load_balance,
+            z_loss: self.z_loss,
+            entropy: self.entropy,
+            seed: self.seed,
+        })
+    }
+}
+
+/// What training starts from.
+pub enum Start {
+    /// A random model built from the spec's config, with a byte-level tokenizer.
+    Scratch,
+    /// A checkpoint (Hub id or path), upcycled first when `upcycle`.
+    Model { reference: String, upcycle: bool },
 }
 
 /// The default text files: every play (`*_gut.txt`, not the `_f` folio duplicates) but the
@@ -117,61 +159,91 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(t) = args.threads {
         tch::set_num_threads(t);
     }
-    if !(0.0..0.5).contains(&args.holdout) {
-        bail!("--holdout {} must be in [0, 0.5)", args.holdout);
+    let spec = args.spec()?;
+    let start = match (&args.model, args.scratch) {
+        (Some(reference), _) => Start::Model {
+            reference: reference.clone(),
+            upcycle: args.upcycle,
+        },
+        (None, true) => Start::Scratch,
+        (None, false) => bail!("give --scratch or --model MODEL"),
+    };
+    let summary = train_checkpoint(&spec, &start, &args.hub.config()?, &args.out, true)?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// The files [`train_checkpoint`] reads: the spec's, else the default Shakespeare plays.
+pub fn training_texts(spec: &TrainSpec) -> Result<Vec<PathBuf>> {
+    match spec.text.is_empty() {
+        true => default_texts(),
+        false => Ok(spec.text.clone()),
     }
-    let router_params: Map<String, Value> = serde_json::from_str(&args.router_params)
-        .with_context(|| format!("--router-params {}: not a JSON object", args.router_params))?;
-    let parent = args.out.parent().unwrap_or(Path::new("."));
+}
+
+/// Builds (or loads) the model, trains it as `spec` says and saves it to `out` (replaced
+/// atomically): config, weights, tokenizer, `moebench_router.json` for a router other than
+/// the config's top-k, `train_log.jsonl` and `train.json` (the summary, also returned).
+/// `verbose`: a progress line every 50 steps on stderr.
+pub fn train_checkpoint(
+    spec: &TrainSpec,
+    start: &Start,
+    hub: &HubConfig,
+    out: &Path,
+    verbose: bool,
+) -> Result<Value> {
+    match start {
+        Start::Scratch => spec.validate().map_err(anyhow::Error::msg)?,
+        Start::Model { .. } if !(0.0..0.5).contains(&spec.holdout) => {
+            bail!("holdout {} must be in [0, 0.5)", spec.holdout)
+        }
+        Start::Model { .. } => {}
+    }
+    let router_params = &spec.router_params;
+    let parent = out.parent().unwrap_or(Path::new("."));
     let work = parent.join(format!(
         ".{}.train-{}",
-        args.out
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("model"),
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
         std::process::id()
     ));
-    let (mut model, tokenizer_dir) = build_model(&args, &work)?;
+    let (mut model, tokenizer_dir) = build_model(spec, start, hub, &work)?;
     let tokenizer = Tokenizer::from_dir(&tokenizer_dir)?;
-    let texts = match args.text.is_empty() {
-        true => default_texts()?,
-        false => args.text.clone(),
-    };
+    let texts = training_texts(spec)?;
     let mut tokens = Vec::new();
     for path in &texts {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading training text {}", path.display()))?;
         tokens.extend(tokenizer.encode(&text, false)?);
     }
-    let held = (tokens.len() as f64 * args.holdout) as usize;
+    let held = (tokens.len() as f64 * spec.holdout) as usize;
     let (train_tokens, held_out) = tokens.split_at(tokens.len() - held);
     // A dense model (`--experts 0`, or `--model` without `--upcycle`) trains as it is: the
     // domain fine-tunes DUME merges.
     let controllers = if model.config.moe.is_none() {
-        if args.router != "topk" || !router_params.is_empty() {
+        if spec.router != "topk" || !router_params.is_empty() {
             bail!(
-                "--router {} needs an MoE model (use --scratch with --experts ≥ 1, or --upcycle)",
-                args.router
+                "router {} needs an MoE model (build one with experts ≥ 1, or upcycle)",
+                spec.router
             );
         }
         Vec::new()
     } else {
-        let built = build(&model, &args.router, &router_params)?;
+        let built = build(&model, &spec.router, router_params)?;
         let controllers = built.controllers.clone();
         install(&mut model, built)?;
         controllers
     };
 
     let cfg = TrainConfig {
-        steps: args.steps,
-        batch_size: args.batch_size,
-        seq_len: args.seq_len,
-        lr: args.lr,
-        warmup_steps: args.warmup,
-        seed: args.seed,
-        load_balance_coef: args.load_balance,
-        z_loss_coef: args.z_loss,
-        entropy_coef: args.entropy,
+        steps: spec.steps,
+        batch_size: spec.batch_size,
+        seq_len: spec.seq_len,
+        lr: spec.lr,
+        warmup_steps: spec.warmup,
+        seed: spec.seed,
+        load_balance_coef: spec.load_balance,
+        z_loss_coef: spec.z_loss,
+        entropy_coef: spec.entropy,
         ..TrainConfig::default()
     };
     std::fs::create_dir_all(&work)?;
@@ -188,7 +260,7 @@ pub fn run(args: Args) -> Result<()> {
         if let Err(e) = writeln!(log, "{line}") {
             write_error.get_or_insert(e);
         }
-        if s.step.is_multiple_of(50) || s.step + 1 == cfg.steps {
+        if verbose && (s.step.is_multiple_of(50) || s.step + 1 == cfg.steps) {
             eprintln!(
                 "step {:>5}  loss {:.4}  lm {:.4}  active {:.2}±{:.2}  p {:?}  {:.0}s",
                 s.step,
@@ -213,12 +285,12 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|c| c.lock().expect("controller").p)
         .collect();
-    let held_nll = (held > args.seq_len + 1).then(|| mean_nll(&model, held_out, args.seq_len, 8));
+    let held_nll = (held > spec.seq_len + 1).then(|| mean_nll(&model, held_out, spec.seq_len, 8));
     let saved = work.join("model");
     moebench_model::save::save_pretrained(&model, Some(&tokenizer_dir), &saved)?;
     std::fs::rename(&log_path, saved.join("train_log.jsonl"))?;
     let summary = json!({
-        "router": args.router,
+        "router": spec.router,
         "router_params": router_params,
         "final_p": final_p,
         "final_scales": scales(&model),
@@ -235,14 +307,14 @@ pub fn run(args: Args) -> Result<()> {
         saved.join("train.json"),
         serde_json::to_string_pretty(&summary)? + "\n",
     )?;
-    if args.router != "topk" || !router_params.is_empty() {
+    if spec.router != "topk" || !router_params.is_empty() {
         let mut params = router_params.clone();
         let learned = scales(&model);
         if !learned.is_empty() {
             params.insert("fixed_scale".into(), json!(learned));
         }
         let router = SavedRouter {
-            name: args.router.clone(),
+            name: spec.router.clone(),
             params,
             frozen_p: final_p.clone(),
         };
@@ -251,46 +323,52 @@ pub fn run(args: Args) -> Result<()> {
             serde_json::to_string_pretty(&router)? + "\n",
         )?;
     }
-    if args.out.exists() {
-        std::fs::remove_dir_all(&args.out)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
     }
-    std::fs::rename(&saved, &args.out)?;
+    std::fs::rename(&saved, out)?;
     std::fs::remove_dir_all(&work).ok();
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
+    Ok(summary)
 }
 
 /// The model to train and the directory its tokenizer files come from.
-fn build_model(args: &Args, work: &Path) -> Result<(Model, PathBuf)> {
-    if args.scratch {
-        let cfg = ScratchConfig {
-            hidden_size: args.hidden_size,
-            num_layers: args.layers,
-            num_heads: args.heads,
-            num_kv_heads: args.heads,
-            intermediate_size: args.intermediate_size,
-            num_experts: args.experts,
-            top_k: args.top_k,
-            seed: args.seed as i64,
-            ..ScratchConfig::default()
-        };
-        let init = work.join("init");
-        let model = random_model(&cfg, &init)?;
-        write_byte_tokenizer(&init)?;
-        return Ok((model, init));
-    }
-    let Some(reference) = &args.model else {
-        bail!("give --scratch or --model MODEL");
+fn build_model(
+    spec: &TrainSpec,
+    start: &Start,
+    hub: &HubConfig,
+    work: &Path,
+) -> Result<(Model, PathBuf)> {
+    let (reference, upcycle_first) = match start {
+        Start::Scratch => {
+            let cfg = ScratchConfig {
+                hidden_size: spec.hidden_size,
+                num_layers: spec.layers,
+                num_heads: spec.heads,
+                num_kv_heads: spec.heads,
+                intermediate_size: spec.intermediate_size,
+                num_experts: spec.experts,
+                top_k: spec.top_k,
+                seed: spec.seed as i64,
+                // The context it learns: lm-eval's rolling windows then stay within it.
+                max_position_embeddings: spec.seq_len,
+                ..ScratchConfig::default()
+            };
+            let init = work.join("init");
+            let model = random_model(&cfg, &init)?;
+            write_byte_tokenizer(&init)?;
+            return Ok((model, init));
+        }
+        Start::Model { reference, upcycle } => (reference, *upcycle),
     };
-    let checkpoint = resolve_checkpoint(&args.hub.config()?, reference)?;
+    let checkpoint = resolve_checkpoint(hub, reference)?;
     let mut model = checkpoint.load(Device::Cpu, Kind::Float)?;
-    if args.upcycle {
+    if upcycle_first {
         upcycle(
             &mut model,
             &UpcycleConfig {
-                num_experts: args.experts as i64,
-                top_k: args.top_k as i64,
-                seed: args.seed as i64,
+                num_experts: spec.experts as i64,
+                top_k: spec.top_k as i64,
+                seed: spec.seed as i64,
                 ..UpcycleConfig::default()
             },
         )?;

@@ -3,6 +3,7 @@
 mod error;
 pub mod evaluate;
 pub mod lm;
+pub mod memory;
 pub mod protocols;
 pub mod results;
 pub mod windows;

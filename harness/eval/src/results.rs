@@ -18,6 +18,9 @@ pub struct RunConfig {
     pub model_dtype: String,
     pub device: String,
     pub batch_size: usize,
+    /// Most padded tokens per forward pass, and how it was chosen (`auto`: from free memory).
+    pub token_budget: usize,
+    pub token_budget_source: String,
     pub max_length: usize,
     pub limit: Option<usize>,
     pub bootstrap_iters: usize,

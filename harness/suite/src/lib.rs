@@ -7,7 +7,9 @@
 //!   (model, method) so that a method is applied once per model.
 //! - [`store`]: the run directory ([`RunStore`]): append-only `records.jsonl`, per-job sample
 //!   logs, `run.json`; [`read_records`] applies the rule that makes resume safe.
+//! - [`build`]: models a suite builds and trains itself ([`build::TrainSpec`]).
 //! - [`leaderboard`]: the markdown leaderboard of a run's records.
+pub mod build;
 mod error;
 pub mod leaderboard;
 pub mod methods;

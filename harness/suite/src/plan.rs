@@ -7,7 +7,7 @@ use crate::store::{Record, RecordKind};
 use crate::suite::Suite;
 use crate::{SuiteError, HARNESS_VERSION};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// A model of the suite after resolution.
@@ -158,6 +158,32 @@ impl Plan {
         }
     }
 
+    /// label → sha of the suite models a method's parameters name (e.g. DUME's `experts`), so
+    /// that rebuilding such a model invalidates the jobs that merged it.
+    pub fn referenced_models(&self, method: usize) -> BTreeMap<String, String> {
+        fn strings<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+            match value {
+                Value::String(s) => out.push(s),
+                Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+                Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+                _ => {}
+            }
+        }
+        let config = &self.suite.methods[method];
+        let mut named = Vec::new();
+        let steps = config.then.iter().map(|s| &s.params);
+        for params in std::iter::once(&config.params).chain(steps) {
+            params.values().for_each(|v| strings(v, &mut named));
+        }
+        named
+            .into_iter()
+            .filter_map(|label| {
+                let index = self.suite.models.iter().position(|m| m.label == label)?;
+                Some((label.to_owned(), self.models[index].sha.clone()))
+            })
+            .collect()
+    }
+
     /// sha256 of the canonical JSON of every input that determines the job's result.
     fn job_hash(&self, model: usize, method: usize, kind: JobKind) -> String {
         let (m, config, d) = (
@@ -200,6 +226,11 @@ impl Plan {
         };
         if let (Value::Object(fields), Value::Object(extra)) = (&mut fields, extra) {
             fields.extend(extra);
+            // Only when present, so that the hashes of other jobs stay as they were.
+            let referenced = self.referenced_models(method);
+            if !referenced.is_empty() {
+                fields.insert("method_models".into(), json!(referenced));
+            }
         }
         crate::sha256_hex(canonical_json(&fields).as_bytes())
     }
@@ -362,6 +393,37 @@ mod tests {
             "cpu",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn jobs_merging_another_suite_model_hash_its_sha() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let text = "name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\n  - name: weight_average\n    params: {experts: [org/b]}\n    models: [org/a]\ntasks:\n  - name: t1\n";
+        std::fs::write(&path, text).unwrap();
+        let plan = |sha_b: &str| {
+            let suite = load_suite(&path).unwrap();
+            Plan::new(
+                suite,
+                vec![model("sa"), model(sha_b)],
+                vec![task("t1", 0)],
+                "cpu",
+            )
+            .unwrap()
+        };
+        let (before, after) = (plan("sb"), plan("sb2"));
+        let hash = |p: &Plan, label: &str| {
+            let job = p.jobs.iter().find(|j| j.label == label).unwrap();
+            job.hash.clone()
+        };
+        assert_eq!(
+            hash(&before, "org/a/dense/t1"),
+            hash(&after, "org/a/dense/t1")
+        );
+        assert_ne!(
+            hash(&before, "org/a/weight_average/t1"),
+            hash(&after, "org/a/weight_average/t1")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The file is parsed by serde_yaml into structs that deny unknown keys, so a typo is an error
 //! at `file:line:column` with the closest key as a hint; semantic checks (empty lists,
 //! duplicate labels, unknown methods) point at the line that writes the offending value.
+use crate::build::TrainSpec;
 use crate::methods::{check_step, expand_method, MethodConfig, MethodStep};
 use crate::SuiteError;
 use moebench_core::suggest::unknown_name_hint;
@@ -72,6 +73,9 @@ pub struct Defaults {
     pub seed: u64,
     /// Most sequences per forward pass.
     pub batch_size: NonZeroUsize,
+    /// Most padded tokens per forward pass; `None`: from the memory free on the device
+    /// (results do not depend on it, so it is not part of the job hash).
+    pub token_budget: Option<NonZeroUsize>,
     /// Longest input in tokens; `None`: the model's `max_position_embeddings`.
     pub max_length: Option<NonZeroUsize>,
     /// Documents per task; `None`: all. A task's own `limit` wins.
@@ -87,6 +91,7 @@ impl Default for Defaults {
             dtype: Dtype::F32,
             seed: 1234,
             batch_size: NonZeroUsize::new(16).expect("non-zero"),
+            token_budget: None,
             max_length: None,
             limit: None,
             bootstrap_iters: 1000,
@@ -147,20 +152,25 @@ impl Dtype {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModelEntry {
-    id: String,
+    id: Option<String>,
     label: Option<String>,
+    /// A model the suite builds and trains itself instead of loading (`id` then absent).
+    build: Option<TrainSpec>,
 }
 
 /// A model of the suite.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     /// As written in the suite (part of the job hash, so a run directory survives moving the
-    /// checkout).
+    /// checkout); `build:<label>` for a built model.
     pub id: String,
-    /// What to resolve: the Hub id (`org/name[@revision]`), or the absolute local directory.
+    /// What to resolve: the Hub id (`org/name[@revision]`), or the absolute local directory
+    /// (empty for a built model).
     pub reference: String,
     /// Unique name in tables: `label`, else the id (a local directory's last component).
     pub label: String,
+    /// Set for a model the suite builds (text paths resolved against the suite's directory).
+    pub build: Option<TrainSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,8 +374,24 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
     let models = file
         .models
         .iter()
-        .map(|m| model_spec(m, &dir))
-        .collect::<Vec<_>>();
+        .enumerate()
+        .map(|(i, m)| model_spec(m, &file.models[..i], &dir, &at))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, model) in models.iter().enumerate() {
+        let Some(from) = model.build.as_ref().and_then(|b| b.from.as_ref()) else {
+            continue;
+        };
+        if !models[..i].iter().any(|earlier| &earlier.label == from) {
+            return Err(SuiteError::invalid(
+                at.at(&["label"], &model.label, 0),
+                format!(
+                    "models: `{}` is built from `{from}`, which is not the label of a model \
+                     listed before it",
+                    model.label
+                ),
+            ));
+        }
+    }
     let mut methods = Vec::new();
     for m in &file.methods {
         let mut configs = expand_method(&m.name, m.label.as_deref(), &m.params).map_err(|e| {
@@ -517,6 +543,15 @@ impl<'a> Locator<'a> {
     /// `file:line:column` of the `nth` (0-based) line writing `key: value` for one of `keys`
     /// (also as a list item, `value` unquoted), else the file alone.
     fn at(&self, keys: &[&str], value: &str, nth: usize) -> String {
+        self.find(keys, &|written| written == value, nth)
+    }
+
+    /// [`Self::at`] for the `nth` line writing one of `keys`, whatever its value.
+    fn at_key(&self, keys: &[&str], nth: usize) -> String {
+        self.find(keys, &|_| true, nth)
+    }
+
+    fn find(&self, keys: &[&str], matches: &dyn Fn(&str) -> bool, nth: usize) -> String {
         let found = self
             .text
             .lines()
@@ -528,7 +563,7 @@ impl<'a> Locator<'a> {
                     .iter()
                     .find_map(|k| rest.strip_prefix(k)?.trim_start().strip_prefix(':'))?;
                 let written = rest.split(" #").next().unwrap_or_default().trim();
-                (written.trim_matches(['"', '\'']) == value).then_some((i + 1, indent + 1))
+                matches(written.trim_matches(['"', '\''])).then_some((i + 1, indent + 1))
             })
             .nth(nth);
         match found {
@@ -574,8 +609,61 @@ fn check_file(file: &SuiteFile, at: &Locator) -> Result<(), SuiteError> {
     )
 }
 
-fn model_spec(entry: &ModelEntry, dir: &Path) -> ModelSpec {
-    let id = entry.id.as_str();
+/// `earlier`: the entries before this one (to find its `build:` line).
+fn model_spec(
+    entry: &ModelEntry,
+    earlier: &[ModelEntry],
+    dir: &Path,
+    at: &Locator,
+) -> Result<ModelSpec, SuiteError> {
+    let (id, build) = match (&entry.id, &entry.build) {
+        (Some(id), None) => (id.as_str(), None),
+        (None, Some(build)) => {
+            let Some(label) = &entry.label else {
+                let nth = earlier.iter().filter(|e| e.build.is_some()).count();
+                return Err(SuiteError::invalid(
+                    at.at_key(&["build"], nth),
+                    "models: a `build` model needs a `label` (it names the model)".to_owned(),
+                ));
+            };
+            build.validate().map_err(|e| {
+                SuiteError::invalid(
+                    at.at(&["label"], label, 0),
+                    format!("models: `{label}`: build: {e}"),
+                )
+            })?;
+            let build = build.clone().resolved(dir);
+            if let Some(missing) = build.text.iter().find(|p| !p.is_file()) {
+                return Err(SuiteError::invalid(
+                    at.at(&["label"], label, 0),
+                    format!(
+                        "models: `{label}`: build: training text {} is not a file (paths are \
+                         relative to the suite file)",
+                        missing.display()
+                    ),
+                ));
+            }
+            return Ok(ModelSpec {
+                id: format!("build:{label}"),
+                reference: String::new(),
+                label: label.clone(),
+                build: Some(build),
+            });
+        }
+        (id, _) => {
+            let (key, value) = match (id, &entry.label) {
+                (Some(id), _) => ("id", id.as_str()),
+                (None, Some(label)) => ("label", label.as_str()),
+                (None, None) => ("models", ""),
+            };
+            return Err(SuiteError::invalid(
+                at.at(&[key], value, 0),
+                "models: give either `id` (a Hub id or local path) or `build` (a model to \
+                 train), not both or neither"
+                    .to_owned(),
+            ));
+        }
+    };
     let looks_local = ["/", "./", "../", "~"].iter().any(|p| id.starts_with(p))
         || id == "."
         || id == ".."
@@ -591,11 +679,12 @@ fn model_spec(entry: &ModelEntry, dir: &Path) -> ModelSpec {
             .map_or_else(|| id.to_owned(), |n| n.to_string_lossy().into_owned()),
         false => id.to_owned(),
     };
-    ModelSpec {
+    Ok(ModelSpec {
         id: id.to_owned(),
         reference,
         label: entry.label.clone().unwrap_or_else(default_label),
-    }
+        build,
+    })
 }
 
 /// No label twice in `list`; an error points at the second line writing it under one of `keys`.
@@ -751,6 +840,64 @@ mod tests {
             "{MINIMAL}targets:\n  - {{model: other, method: dense, metric: acc, value: 1}}\n"
         ));
         assert!(e.contains("no model labelled `other`"), "{e}");
+    }
+
+    #[test]
+    fn built_models_parse_with_defaults_and_checked_values() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("verse.txt"), "shall I compare thee").unwrap();
+        let text = MINIMAL.replace(
+            "  - id: org/model\n",
+            "  - label: tiny\n    build: {layers: 2, router: dtop_p, router_params: {target: 2}, text: [verse.txt]}\n",
+        );
+        let suite = load_suite(write(dir.path(), &text)).unwrap();
+        let model = &suite.models[0];
+        assert_eq!(
+            (model.id.as_str(), model.label.as_str()),
+            ("build:tiny", "tiny")
+        );
+        let build = model.build.as_ref().unwrap();
+        assert_eq!((build.layers, build.hidden_size), (2, 128));
+        assert_eq!(build.router_params["target"], 2);
+        let root = dir.path().canonicalize().unwrap();
+        assert_eq!(build.text, vec![root.join("verse.txt")]);
+
+        let e = error(&MINIMAL.replace("  - id: org/model\n", "  - build: {}\n"));
+        assert!(
+            e.contains("suite.yaml:3:5") && e.contains("needs a `label`"),
+            "{e}"
+        );
+        let e = error(&MINIMAL.replace("  - id: org/model\n", "  - label: x\n"));
+        assert!(
+            e.contains("suite.yaml:3:5") && e.contains("either `id`"),
+            "{e}"
+        );
+        let e = error(&MINIMAL.replace(
+            "  - id: org/model\n",
+            "  - label: x\n    build: {top_k: 3, experts: 2}\n",
+        ));
+        assert!(
+            e.contains("suite.yaml:3:5") && e.contains("`top_k` (3)"),
+            "{e}"
+        );
+        let e = error(&MINIMAL.replace(
+            "  - id: org/model\n",
+            "  - label: x\n    build: {text: [missing.txt]}\n",
+        ));
+        assert!(e.contains("missing.txt is not a file"), "{e}");
+        let e = error(&MINIMAL.replace(
+            "  - id: org/model\n",
+            "  - label: x\n    build: {from: y}\n  - label: y\n    build: {}\n",
+        ));
+        assert!(
+            e.contains("suite.yaml:3:5") && e.contains("not the label of a model listed before"),
+            "{e}"
+        );
+        let e = error(&MINIMAL.replace(
+            "  - id: org/model\n",
+            "  - label: x\n    build: {layer: 2}\n",
+        ));
+        assert!(e.contains("unknown field `layer`"), "{e}");
     }
 
     #[test]
