@@ -91,7 +91,7 @@ impl TrainSpec {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`{name}` must be ≥ 1"));
         }
-        if self.hidden_size % self.heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.heads) {
             return Err(format!(
                 "`hidden_size` ({}) must be a multiple of `heads` ({})",
                 self.hidden_size, self.heads
