@@ -204,6 +204,18 @@ fn corpus_perplexity_protocols_match_transformers() {
             "{protocol}: moebench {ours} vs transformers {theirs}"
         );
         assert_eq!(task["ppl_protocol"], named);
+        // The default token budget is chosen from free memory and recorded.
+        let config = &results["config"];
+        assert!(
+            config["token_budget"].as_u64().is_some_and(|b| b >= 1),
+            "{config}"
+        );
+        assert!(
+            config["token_budget_source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("auto")),
+            "{config}"
+        );
     }
     let bad = moebench(&[
         "eval",

@@ -155,3 +155,18 @@ impl ModelArgs {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TokenBudget;
+
+    #[test]
+    fn token_budget_parses_auto_and_positive_numbers() {
+        assert_eq!("auto".parse(), Ok(TokenBudget::Auto));
+        assert_eq!("4096".parse(), Ok(TokenBudget::Fixed(4096)));
+        for bad in ["0", "-1", "lots"] {
+            let e = bad.parse::<TokenBudget>().unwrap_err();
+            assert!(e.contains(bad) && e.contains("auto"), "{e}");
+        }
+    }
+}
