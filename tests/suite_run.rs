@@ -459,7 +459,7 @@ fn suites_build_and_reuse_their_own_models() {
         format!("{{layers: 1, hidden_size: 32, heads: 2, intermediate_size: 32, steps: 3, batch_size: 2, seq_len: 32, warmup: 1, text: [train.txt]{extra}}}")
     };
     let text = format!(
-        "name: t\ndefaults:\n  bootstrap_iters: 10\n  max_length: 32\nmodels:\n  - label: moe\n    build: {}\n  - label: moe-dtop_p\n    build: {}\n  - label: verse\n    build: {}\n  - label: code\n    build: {}\nmethods:\n  - name: dense\n  - name: reap\n    params: {{compression: 0.5}}\n    models: [moe]\n  - name: weight_average\n    params: {{experts: [code]}}\n    models: [verse]\ncalibration:\n  sequences: 4\n  length: 32\n  source: train.txt\ntasks:\n  - name: eval.yaml\n",
+        "name: t\ndefaults:\n  bootstrap_iters: 10\n  max_length: 32\nmodels:\n  - label: moe\n    build: {}\n  - label: moe-dtop_p\n    build: {}\n  - label: verse\n    build: {}\n  - label: code\n    build: {}\n  - label: verse-up\n    build: {{from: verse, upcycle: true, experts: 2, top_k: 1, steps: 2, batch_size: 2, seq_len: 32, warmup: 1, text: [train.txt]}}\nmethods:\n  - name: dense\n  - name: reap\n    params: {{compression: 0.5}}\n    models: [moe]\n  - name: weight_average\n    params: {{experts: [code]}}\n    models: [verse]\ncalibration:\n  sequences: 4\n  length: 32\n  source: train.txt\ntasks:\n  - name: eval.yaml\n",
         build(", experts: 4, top_k: 2"),
         build(", experts: 4, router: dtop_p, router_params: {target: 2}"),
         build(", experts: 0"),
@@ -485,7 +485,7 @@ fn suites_build_and_reuse_their_own_models() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(built.len(), 4, "{built:?}");
+    assert_eq!(built.len(), 5, "{built:?}");
     for name in &built {
         let model = run_dir.join("models").join(name);
         assert!(model.join("train.json").is_file() && model.join("tokenizer.json").is_file());

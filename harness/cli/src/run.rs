@@ -378,7 +378,7 @@ impl Runner<'_> {
                     let parent = self.checkpoint(parent.expect("checked by load_suite"))?;
                     Start::Model {
                         reference: parent.dir.display().to_string(),
-                        upcycle: false,
+                        upcycle: build.upcycle,
                     }
                 }
             };

@@ -100,6 +100,8 @@ impl Args {
             })?;
         Ok(TrainSpec {
             from: None,
+            // `--upcycle` travels in `Start::Model` (the CLI starts from a path, not a label).
+            upcycle: false,
             hidden_size: self.hidden_size,
             layers: self.layers,
             heads: self.heads,

@@ -17,6 +17,9 @@ pub struct TrainSpec {
     /// Start from this suite model (its label; one listed earlier) instead of a random one:
     /// a fine-tune, e.g. DUME's domain experts of one base. The config keys are then unused.
     pub from: Option<String>,
+    /// With `from`: sparse-upcycle the starting (dense) model into `experts` experts with
+    /// top-`top_k` before training — `upcycle → train` as one cached model.
+    pub upcycle: bool,
     pub hidden_size: usize,
     pub layers: usize,
     pub heads: usize,
@@ -53,6 +56,7 @@ impl Default for TrainSpec {
     fn default() -> Self {
         Self {
             from: None,
+            upcycle: false,
             hidden_size: 128,
             layers: 4,
             heads: 4,
@@ -79,7 +83,10 @@ impl Default for TrainSpec {
 impl TrainSpec {
     /// Checks the values that do not need the model runtime; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.from.is_some() {
+        if self.upcycle && self.from.is_none() {
+            return Err("`upcycle` needs `from` (the dense model to upcycle)".into());
+        }
+        if self.from.is_some() && !self.upcycle {
             return self.validate_training();
         }
         let positive = [
@@ -218,6 +225,19 @@ mod tests {
         }
         .validate()
         .is_ok());
+        // Upcycling uses `experts` and `top_k`, and needs a model to start from.
+        assert!(bad(TrainSpec {
+            upcycle: true,
+            ..d()
+        })
+        .contains("needs `from`"));
+        assert!(bad(TrainSpec {
+            upcycle: true,
+            experts: 2,
+            top_k: 3,
+            ..fine_tune()
+        })
+        .contains("`top_k` (3)"));
         assert!(bad(TrainSpec { top_k: 17, ..d() }).contains("`top_k`"));
         assert!(bad(TrainSpec {
             hidden_size: 130,
