@@ -1,5 +1,8 @@
 //! Dense2MoE (METHODS.md §3) on a random 6-layer Llama: similarity analysis, layer pruning,
 //! Layer-Fusion UpCycling and its cost accounting (§8.6).
+mod common;
+
+use common::token_batch;
 use moebench_methods::dense2moe::{
     bytes_saved_per_decode_token, dense2moe, layer_prune, layer_prune_by_similarity,
     layer_similarity, lf_uc, Dense2MoeConfig, LfUcConfig, Span,
@@ -36,14 +39,9 @@ fn reload(dir: &Path) -> Model {
     Model::load(dir, Device::Cpu, Kind::Float).unwrap()
 }
 
+/// Two fixed batches of token ids.
 fn batches() -> Vec<(Tensor, Tensor)> {
-    tch::manual_seed(7);
-    (0..2)
-        .map(|_| {
-            let ids = Tensor::randint(256, [2, 6], (Kind::Int64, Device::Cpu));
-            (ids.shallow_clone(), ids.ones_like())
-        })
-        .collect()
+    (0..2).map(|i| token_batch(2, 6, 256, 7 + i)).collect()
 }
 
 fn mlp(block: &Block) -> &Mlp {

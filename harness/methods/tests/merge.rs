@@ -1,5 +1,8 @@
 //! Expert merging (REAM, M-SMoE, HC-SMoE) on the tiny fixtures: the invariants of METHODS.md
 //! §8.8 plus save/reload and parameter errors.
+mod common;
+
+use common::token_batch;
 use moebench_methods::calibration::calibrate;
 use moebench_methods::merge::{
     collect_merge_stats, hc_smoe, linear_assignment, m_smoe, merge_group, permute_neurons, ream,
@@ -21,12 +24,9 @@ fn load(name: &str) -> Model {
     Model::load(&dir, Device::Cpu, Kind::Float).unwrap()
 }
 
-/// Random token ids below the fixtures' vocabulary (128), all real.
-fn batch(b: i64, t: i64, seed: i64) -> (Tensor, Tensor) {
-    tch::manual_seed(seed);
-    let ids = Tensor::randint(128, [b, t], (Kind::Int64, Device::Cpu));
-    let mask = ids.ones_like();
-    (ids, mask)
+/// Token ids below the fixtures' vocabulary (128), all real.
+fn batch(b: i64, t: i64, seed: u64) -> (Tensor, Tensor) {
+    token_batch(b, t, 128, seed)
 }
 
 fn calibration() -> Vec<(Tensor, Tensor)> {

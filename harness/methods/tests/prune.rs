@@ -1,4 +1,7 @@
 //! Calibration statistics and expert pruning (METHODS.md §7.6, §8.4, §8.8) on the tiny fixtures.
+mod common;
+
+use common::token_batch;
 use moebench_methods::calibration::{
     calibrate, calibrate_with, CalibrationOptions, CalibrationStats, LayerStats, ReapGate,
 };
@@ -22,12 +25,9 @@ fn load(name: &str) -> Model {
     Model::load(&fixture(name), Device::Cpu, Kind::Float).unwrap()
 }
 
-/// Random token ids below the fixtures' vocabulary (128), all real.
-fn batch(b: i64, t: i64, seed: i64) -> (Tensor, Tensor) {
-    tch::manual_seed(seed);
-    let ids = Tensor::randint(128, [b, t], (Kind::Int64, Device::Cpu));
-    let mask = ids.ones_like();
-    (ids, mask)
+/// Token ids below the fixtures' vocabulary (128), all real.
+fn batch(b: i64, t: i64, seed: u64) -> (Tensor, Tensor) {
+    token_batch(b, t, 128, seed)
 }
 
 fn logits(model: &Model, (ids, mask): &(Tensor, Tensor)) -> Tensor {
