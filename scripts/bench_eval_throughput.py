@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE / "lm_eval_fixtures"))
 CASES = [
     ("arc_easy", "arc_easy", "arc_easy_shared", 200),
     ("hellaswag", "hellaswag", "hellaswag_shared", 100),
-    ("wikitext", "wikitext", "wikitext_shared", 5),
+    ("wikitext", "wikitext", "wikitext_shared", 10),
 ]
 
 
