@@ -195,12 +195,11 @@ pub fn train_checkpoint(
     verbose: bool,
 ) -> Result<Value> {
     match start {
-        Start::Scratch => spec.validate().map_err(anyhow::Error::msg)?,
-        Start::Model { .. } if !(0.0..0.5).contains(&spec.holdout) => {
-            bail!("holdout {} must be in [0, 0.5)", spec.holdout)
-        }
-        Start::Model { .. } => {}
+        Start::Scratch => spec.validate(),
+        // The config keys describe a scratch model; a loaded one has its own.
+        Start::Model { .. } => spec.validate_training(),
     }
+    .map_err(anyhow::Error::msg)?;
     let router_params = &spec.router_params;
     let parent = out.parent().unwrap_or(Path::new("."));
     let work = parent.join(format!(

@@ -119,8 +119,8 @@ impl TrainSpec {
         self.validate_training()
     }
 
-    /// The training settings' checks (any start).
-    fn validate_training(&self) -> Result<(), String> {
+    /// The training settings' checks, which apply whatever the model starts from.
+    pub fn validate_training(&self) -> Result<(), String> {
         if self.steps == 0 || self.batch_size == 0 {
             return Err("`steps` and `batch_size` must be ≥ 1".into());
         }

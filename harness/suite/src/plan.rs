@@ -395,23 +395,29 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn jobs_merging_another_suite_model_hash_its_sha() {
+    /// The suite written as `text` (in a temporary `s.yaml`).
+    fn suite_of(text: &str) -> Result<Suite, SuiteError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.yaml");
-        let text = "name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\n  - name: weight_average\n    params: {experts: [org/b]}\n    models: [org/a]\ntasks:\n  - name: t1\n";
         std::fs::write(&path, text).unwrap();
-        let plan = |sha_b: &str| {
-            let suite = load_suite(&path).unwrap();
-            Plan::new(
-                suite,
-                vec![model("sa"), model(sha_b)],
-                vec![task("t1", 0)],
-                "cpu",
-            )
-            .unwrap()
-        };
-        let (before, after) = (plan("sb"), plan("sb2"));
+        load_suite(&path)
+    }
+
+    /// The plan of a two-model suite (`org/a`, `org/b`) written as `text`, with one task `t1`.
+    fn plan_of(text: &str, sha_b: &str) -> Plan {
+        Plan::new(
+            suite_of(text).unwrap(),
+            vec![model("sa"), model(sha_b)],
+            vec![task("t1", 0)],
+            "cpu",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jobs_merging_another_suite_model_hash_its_sha() {
+        let text = "name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\n  - name: weight_average\n    params: {experts: [org/b]}\n    models: [org/a]\ntasks:\n  - name: t1\n";
+        let (before, after) = (plan_of(text, "sb"), plan_of(text, "sb2"));
         let hash = |p: &Plan, label: &str| {
             let job = p.jobs.iter().find(|j| j.label == label).unwrap();
             job.hash.clone()
@@ -428,18 +434,8 @@ mod tests {
 
     #[test]
     fn methods_restricted_to_models_only_run_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.yaml");
         let text = "name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\n  - name: upcycle\n    models: [org/b]\ntasks:\n  - name: t1\n";
-        std::fs::write(&path, text).unwrap();
-        let suite = load_suite(&path).unwrap();
-        let p = Plan::new(
-            suite,
-            vec![model("sa"), model("sb")],
-            vec![task("t1", 0)],
-            "cpu",
-        )
-        .unwrap();
+        let p = plan_of(text, "sb");
         let labels: Vec<&str> = p.jobs.iter().map(|j| j.label.as_str()).collect();
         assert_eq!(
             labels,
@@ -456,29 +452,23 @@ mod tests {
             "    models: [org/b]\n",
             "    models: [org/b]\n    then:\n      - name: reap\n        params: {compression: 0.5}\n",
         );
-        std::fs::write(&path, &chained).unwrap();
-        let suite = load_suite(&path).unwrap();
-        assert_eq!(suite.methods[1].then[0].name, "reap");
-        let chain = Plan::new(
-            suite,
-            vec![model("sa"), model("sb")],
-            vec![task("t1", 0)],
-            "cpu",
-        )
-        .unwrap();
+        let chain = plan_of(&chained, "sb");
+        assert_eq!(chain.suite.methods[1].then[0].name, "reap");
         assert_ne!(
             chain.jobs[4].hash, p.jobs[4].hash,
             "the chain is part of the job hash"
         );
         assert_eq!(chain.jobs[0].hash, p.jobs[0].hash);
-        std::fs::write(&path, chained.replace("name: reap", "name: reaps")).unwrap();
-        let e = load_suite(&path).unwrap_err().to_string();
+        let e = suite_of(&chained.replace("name: reap", "name: reaps"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("methods: then: unknown method `reaps` (did you mean `reap`?"),
             "{e}"
         );
-        std::fs::write(&path, text.replace("[org/b]", "[org/c]")).unwrap();
-        let e = load_suite(&path).unwrap_err().to_string();
+        let e = suite_of(&text.replace("[org/b]", "[org/c]"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("s.yaml:7:5")
                 && e.contains(

@@ -862,42 +862,34 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         assert_eq!(build.text, vec![root.join("verse.txt")]);
 
-        let e = error(&MINIMAL.replace("  - id: org/model\n", "  - build: {}\n"));
-        assert!(
-            e.contains("suite.yaml:3:5") && e.contains("needs a `label`"),
-            "{e}"
-        );
-        let e = error(&MINIMAL.replace("  - id: org/model\n", "  - label: x\n"));
-        assert!(
-            e.contains("suite.yaml:3:5") && e.contains("either `id`"),
-            "{e}"
-        );
-        let e = error(&MINIMAL.replace(
-            "  - id: org/model\n",
-            "  - label: x\n    build: {top_k: 3, experts: 2}\n",
-        ));
-        assert!(
-            e.contains("suite.yaml:3:5") && e.contains("`top_k` (3)"),
-            "{e}"
-        );
-        let e = error(&MINIMAL.replace(
-            "  - id: org/model\n",
-            "  - label: x\n    build: {text: [missing.txt]}\n",
-        ));
-        assert!(e.contains("missing.txt is not a file"), "{e}");
-        let e = error(&MINIMAL.replace(
-            "  - id: org/model\n",
-            "  - label: x\n    build: {from: y}\n  - label: y\n    build: {}\n",
-        ));
-        assert!(
-            e.contains("suite.yaml:3:5") && e.contains("not the label of a model listed before"),
-            "{e}"
-        );
-        let e = error(&MINIMAL.replace(
-            "  - id: org/model\n",
-            "  - label: x\n    build: {layer: 2}\n",
-        ));
-        assert!(e.contains("unknown field `layer`"), "{e}");
+        // (the models block, what the error must contain)
+        let cases = [
+            (
+                "  - build: {}\n",
+                &["suite.yaml:3:5", "needs a `label`"][..],
+            ),
+            ("  - label: x\n", &["suite.yaml:3:5", "either `id`"]),
+            (
+                "  - label: x\n    build: {top_k: 3, experts: 2}\n",
+                &["suite.yaml:3:5", "`top_k` (3)"],
+            ),
+            (
+                "  - label: x\n    build: {text: [missing.txt]}\n",
+                &["missing.txt is not a file"],
+            ),
+            (
+                "  - label: x\n    build: {from: y}\n  - label: y\n    build: {}\n",
+                &["suite.yaml:3:5", "not the label of a model listed before"],
+            ),
+            (
+                "  - label: x\n    build: {layer: 2}\n",
+                &["unknown field `layer`"],
+            ),
+        ];
+        for (models, needles) in cases {
+            let e = error(&MINIMAL.replace("  - id: org/model\n", models));
+            assert!(needles.iter().all(|n| e.contains(n)), "{models}: {e}");
+        }
     }
 
     #[test]
