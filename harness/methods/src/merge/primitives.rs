@@ -219,10 +219,9 @@ pub fn install_merged(
 /// `linear_sum_assignment` (Crouse 2016, IEEE TAES 52(4); `rectangular_lsap.cpp`), which REAM's
 /// code calls: one Dijkstra search per row over the columns not yet in its tree, dual
 /// variables updated once per row, ties broken toward a free column as scipy does. `O(n³)`
-/// worst case, in f64 so f32 costs lose nothing. About 1.3× faster than the textbook Hungarian
-/// it replaced (criterion `linear_assignment` in `benches/merge.rs`, docs/performance.md), with
-/// the same optimum: on costs without ties (any real-valued calibration cost) the assignment is
-/// the same permutation.
+/// worst case, in f64 so f32 costs lose nothing. 1.1–1.7× faster than the textbook Hungarian
+/// it replaced (`benches/merge.rs`, docs/performance.md), with the same optimum: on costs
+/// without ties (any real-valued calibration cost) the assignment is the same permutation.
 ///
 /// # Panics
 /// If `cost` is not square or holds a non-finite value.
