@@ -74,8 +74,16 @@ fn request_args(r: &Request) -> Value {
             context,
             until,
             max_gen_toks,
+            sampling,
         } => {
-            json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks, "do_sample": false}})
+            let mut kwargs = json!({"until": until, "max_gen_toks": max_gen_toks, "do_sample": sampling.is_some()});
+            if let Some(s) = sampling {
+                kwargs["temperature"] = json!(s.temperature);
+                kwargs["top_p"] = json!(s.top_p);
+                kwargs["top_k"] = json!(s.top_k);
+                kwargs["draw"] = json!(s.draw);
+            }
+            json!({"arg_0": context, "arg_1": kwargs})
         }
     }
 }
@@ -148,6 +156,13 @@ pub fn evaluate_task(
     task: &Task,
     opts: &EvalOptions,
 ) -> Result<TaskOutcome, EvalError> {
+    if task.executes_code() && !task.code_execution_allowed() {
+        return Err(EvalError::Invalid(format!(
+            "task `{}` ({}) executes model-generated code (`unsafe_code: true`); confirm that you want it run, in moebench's sandbox, with --confirm-run-unsafe-code",
+            task.name(),
+            task.spec().path.display()
+        )));
+    }
     let rolling =
         task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
     let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
@@ -236,7 +251,7 @@ pub fn score_task(
         }
     }
     let mut metrics = BTreeMap::new();
-    for spec in task.scorer().metrics() {
+    for spec in task.scorer().reported_metrics() {
         for (key, scores) in &by_metric {
             if key.split(',').next() != Some(spec.name.as_str()) {
                 continue;
