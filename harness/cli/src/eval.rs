@@ -1,14 +1,22 @@
-//! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written as lm-eval's
-//! `results.json` (+ per-sample JSONL with `--log-samples`) and a markdown table on stdout.
+//! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written in lm-eval's
+//! layout (`OUT/<model>/results_<date>.json`, and `samples_<task>_<date>.jsonl` with
+//! `--log-samples`), the results also as `OUT/results.json`, and a markdown table on stdout.
 use crate::common::{task_dirs, ModelArgs, TokenBudget};
-use anyhow::{Context, Result};
-use moebench_eval::results::{markdown_table, results_json, RunConfig};
+use anyhow::{bail, Context, Result};
+use moebench_eval::lm::DEFAULT_SAMPLING_SEED;
+use moebench_eval::results::{
+    markdown_table, results_json, write_lm_eval_outputs, RunConfig, TokenizerTokens,
+};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
 use moebench_model::cost::param_counts;
 use moebench_model::device::{device_name, kind_name};
+use moebench_sandbox::{Isolation, SandboxError};
 use moebench_suite::write_atomic;
+use moebench_tasks::code::{CodeExecutionConfig, CodeExecutor};
 use moebench_tasks::{GroupSpec, Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,12 +50,28 @@ pub struct Args {
     /// Bootstrap replicates for stderrs of non-mean metrics.
     #[arg(long, default_value_t = 1000)]
     bootstrap_iters: usize,
-    /// Output directory for results.json (and samples_<task>.jsonl).
+    /// Output directory, laid out as lm-eval's `--output_path`: OUT/<model>/results_<date>.json
+    /// (+ samples_<task>_<date>.jsonl), and OUT/results.json; a path ending in .json writes
+    /// <stem>_<date>.json (and the samples) next to it.
     #[arg(long)]
     out: PathBuf,
     /// Also write per-sample records.
     #[arg(long)]
     log_samples: bool,
+    /// Seed of sampled generations (tasks with `do_sample: true`).
+    #[arg(long, default_value_t = DEFAULT_SAMPLING_SEED)]
+    sampling_seed: u64,
+    /// Run tasks that execute model-generated code (`unsafe_code: true`: HumanEval, MBPP),
+    /// in moebench's sandbox (lm-eval's --confirm_run_unsafe_code).
+    #[arg(long)]
+    confirm_run_unsafe_code: bool,
+    /// Where the OS forbids the sandbox's namespaces, run generated code anyway with resource
+    /// limits only: the code can then reach the network and write wherever you can.
+    #[arg(long, requires = "confirm_run_unsafe_code")]
+    allow_unisolated_code: bool,
+    /// Python interpreter that runs generated code.
+    #[arg(long, default_value = "python3")]
+    code_python: OsString,
     /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` (token-level
     /// perplexity of the concatenated documents) instead of lm-eval's rolling windows.
     #[arg(long)]
@@ -66,10 +90,19 @@ fn flatten(
             children.into_iter().for_each(|c| flatten(c, tasks, groups))
         }
         TaskNode::Group { spec, children } => {
-            let names = children.iter().map(|c| c.name().to_string()).collect();
+            let names = children.iter().flat_map(member_names).collect();
             groups.push((spec, names));
             children.into_iter().for_each(|c| flatten(c, tasks, groups));
         }
+    }
+}
+
+/// A group's members as lm-eval lists them (`group_subtasks`): tasks and groups, with tags
+/// replaced by their tasks.
+fn member_names(node: &TaskNode) -> Vec<String> {
+    match node {
+        TaskNode::Tag { children, .. } => children.iter().flat_map(member_names).collect(),
+        other => vec![other.name().to_owned()],
     }
 }
 
@@ -87,11 +120,21 @@ pub fn run(args: Args) -> Result<()> {
     for name in &args.tasks {
         flatten(index.resolve(name)?, &mut specs, &mut groups);
     }
+    if let Some(unsafe_task) = specs.iter().find(|s| s.config.unsafe_code) {
+        if !args.confirm_run_unsafe_code {
+            bail!(
+                "task `{}` ({}) executes model-generated code (`unsafe_code: true`); pass --confirm-run-unsafe-code to run it in moebench's sandbox",
+                unsafe_task.name,
+                unsafe_task.path.display()
+            );
+        }
+    }
     // Load every task (data, templates) before the model: bad tasks fail fast.
-    let tasks = specs
+    let mut tasks = specs
         .into_iter()
         .map(|s| Task::load(s, &hub, args.num_fewshot))
         .collect::<Result<Vec<_>, _>>()?;
+    allow_code_execution(&mut tasks, &args)?;
     let loaded = args.model.load()?;
     let tokenizer = loaded.tokenizer()?;
     let model = &loaded.model;
@@ -104,7 +147,8 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size.max(1),
         token_budget,
     };
-    let lm = LanguageModel::new(model, &tokenizer, settings.clone());
+    let lm = LanguageModel::new(model, &tokenizer, settings.clone())
+        .with_sampling_seed(args.sampling_seed);
     let opts = EvalOptions {
         limit: args.limit,
         fewshot_seed: args.seed,
@@ -119,12 +163,16 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|t| evaluate_task(&lm, t, &opts).with_context(|| format!("task {}", t.name())))
         .collect::<Result<_>>()?;
+    let reference = loaded.checkpoint.reference.clone();
+    let dtype = kind_name(model.kind);
     let run = RunConfig {
-        model: loaded.checkpoint.reference.clone(),
+        model: "moebench".into(),
+        model_args: format!("pretrained={reference},dtype={dtype}"),
+        model_name: reference,
         model_repo: loaded.checkpoint.repo_id.clone(),
         model_sha: loaded.checkpoint.commit.clone(),
         model_num_parameters: param_counts(model, None).total,
-        model_dtype: kind_name(model.kind).into(),
+        model_dtype: dtype.into(),
         device: device_name(model.device),
         batch_size: settings.batch_size,
         token_budget,
@@ -133,29 +181,53 @@ pub fn run(args: Args) -> Result<()> {
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
         fewshot_seed: args.seed,
+        sampling_seed: args.sampling_seed,
+        tokenizer: TokenizerTokens::of(&tokenizer),
         tokenizer_sha256: tokenizer.file_sha256()?,
         harness_version: env!("CARGO_PKG_VERSION").into(),
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let doc = results_json(&outcomes, &groups, &run, (start, now()));
-    write_atomic(
-        &args.out.join("results.json"),
-        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    let timing = (start, now());
+    let files = write_lm_eval_outputs(
+        &args.out,
+        &outcomes,
+        &groups,
+        &run,
+        timing,
+        args.log_samples,
     )?;
-    if args.log_samples {
-        for t in &outcomes {
-            let lines: Vec<String> = t
-                .samples
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<_, _>>()?;
-            write_atomic(
-                &args.out.join(format!("samples_{}.jsonl", t.name)),
-                (lines.join("\n") + "\n").as_bytes(),
-            )?;
-        }
+    if args.out.extension().is_none_or(|e| e != "json") {
+        let doc = results_json(&outcomes, &groups, &run, timing);
+        write_atomic(
+            &args.out.join("results.json"),
+            serde_json::to_string_pretty(&doc)?.as_bytes(),
+        )?;
     }
+    eprintln!("results: {}", files.results.display());
     print!("{}", markdown_table(&outcomes));
+    Ok(())
+}
+
+/// Lets the tasks that execute generated code (`unsafe_code: true`; the user confirmed) run
+/// it in the sandbox, set up before any model time is spent.
+fn allow_code_execution(tasks: &mut [Task], args: &Args) -> Result<()> {
+    if !tasks.iter().any(|t| t.executes_code()) {
+        return Ok(());
+    }
+    let mut config = CodeExecutionConfig {
+        python: args.code_python.clone(),
+        ..CodeExecutionConfig::default()
+    };
+    let executor = match CodeExecutor::new(&config) {
+        Err(SandboxError::Unavailable(why)) if args.allow_unisolated_code => {
+            eprintln!("warning: generated code runs WITHOUT namespace isolation (network and filesystem reachable): {why}");
+            config.isolation = Isolation::LimitsOnly;
+            CodeExecutor::new(&config)?
+        }
+        other => other?,
+    };
+    let executor = Arc::new(executor);
+    for task in tasks.iter_mut().filter(|t| t.executes_code()) {
+        task.allow_code_execution(executor.clone());
+    }
     Ok(())
 }

@@ -33,6 +33,13 @@ pub struct MetricValue {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SampleRecord {
     pub doc_id: usize,
+    /// The document, which lm-eval's sample files carry (not stored with suite results).
+    #[serde(skip)]
+    pub doc: Value,
+    /// Generation tasks: each filter's output, shaped as lm-eval's `filtered_resps` entry
+    /// (not stored with suite results).
+    #[serde(skip)]
+    pub filtered: Vec<(String, Value)>,
     pub doc_hash: String,
     pub prompt_hash: String,
     pub target_hash: String,
@@ -231,10 +238,25 @@ pub fn score_task(
 ) -> Result<TaskOutcome, EvalError> {
     let mut by_metric: BTreeMap<String, Vec<DocScore>> = BTreeMap::new();
     let mut samples = Vec::with_capacity(docs.len());
+    let generation =
+        task.spec().config.output_type == moebench_tasks::config::OutputType::GenerateUntil;
     for (inst, resp) in docs {
         let scores = score_doc(task, inst, resp)?;
+        let filtered = match generation {
+            true => task
+                .scorer()
+                .filtered_responses(inst, resp)
+                .map_err(|message| moebench_tasks::TaskError::Responses {
+                    task: task.name().to_owned(),
+                    doc: inst.doc_id,
+                    message,
+                })?,
+            false => Vec::new(),
+        };
         samples.push(SampleRecord {
             doc_id: inst.doc_id,
+            doc: inst.doc.clone(),
+            filtered,
             doc_hash: inst.hashes.doc.clone(),
             prompt_hash: inst.hashes.prompt.clone(),
             target_hash: inst.hashes.target.clone(),

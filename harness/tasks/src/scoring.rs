@@ -58,6 +58,8 @@ pub struct ReportedMetric {
 struct Pipeline {
     custom: Option<Processor>,
     filters: FilterPipeline,
+    /// Ends with `take_first`, which leaves lm-eval a bare string instead of a list.
+    unwraps: bool,
 }
 
 impl Pipeline {
@@ -135,6 +137,7 @@ impl Scorer {
             (None, _) => vec![Pipeline {
                 custom: None,
                 filters: FilterPipeline::none(),
+                unwraps: true,
             }],
             (Some(list), OutputType::GenerateUntil) => list
                 .iter()
@@ -195,19 +198,24 @@ impl Scorer {
             .collect()
     }
 
-    /// Each filter's output on a generation document's responses (lm-eval's
-    /// `filtered_resps`), in `filter_list` order.
+    /// Each filter's output on a generation document's responses, in `filter_list` order,
+    /// shaped as lm-eval's `filtered_resps` entry: a bare string after `take_first`, else
+    /// the list.
     pub fn filtered_responses(
         &self,
         instance: &DocInstance,
         responses: &[Response],
-    ) -> Result<Vec<(String, Vec<String>)>, String> {
+    ) -> Result<Vec<(String, Value)>, String> {
         let texts = generated_texts(responses)?;
         self.pipelines
             .iter()
             .map(|pipeline| {
                 let filtered = pipeline.apply(&instance.doc, &texts)?;
-                Ok((pipeline.filters.name().to_owned(), filtered))
+                let shaped = match (pipeline.unwraps, filtered.as_slice()) {
+                    (true, [one]) => Value::String(one.clone()),
+                    _ => Value::from(filtered),
+                };
+                Ok((pipeline.filters.name().to_owned(), shaped))
             })
             .collect()
     }
@@ -436,7 +444,15 @@ fn pipeline_of(
         .collect::<Result<_, _>>()
         .map_err(|error| format!("filter `{}`: {error}", pipeline.name))?;
     let filters = FilterPipeline::new(&pipeline.name, steps).map_err(|error| error.to_string())?;
-    Ok(Pipeline { custom, filters })
+    let unwraps = pipeline
+        .filter
+        .last()
+        .is_some_and(|step| step.function == "take_first");
+    Ok(Pipeline {
+        custom,
+        filters,
+        unwraps,
+    })
 }
 
 fn as_loglikelihood(response: &Response) -> Result<(f64, bool, usize), String> {
