@@ -404,11 +404,7 @@ pub fn samples_jsonl(outcome: &TaskOutcome) -> Vec<Value> {
                 let filtered = record.filtered.get(i).map(|(_, f)| f.clone());
                 (json!([record.responses]), json!([filtered]))
             } else {
-                let resps: Vec<Value> = record
-                    .responses
-                    .iter()
-                    .map(|r| lm_eval_response(r))
-                    .collect();
+                let resps: Vec<Value> = record.responses.iter().map(lm_eval_response).collect();
                 let wrapped: Vec<Value> = resps.iter().map(|r| json!([r])).collect();
                 (json!(wrapped), json!(resps))
             };

@@ -216,7 +216,7 @@ fn mbpp_splits_by_task_id_in_hub_column_order() {
     let Some(path) = shared("mbpp/mbpp.jsonl") else {
         return;
     };
-    let split = |name| Loader::MbppJsonl.read(&[path.clone()], None, name);
+    let split = |name| Loader::MbppJsonl.read(std::slice::from_ref(&path), None, name);
     let test = split("test").unwrap().docs;
     assert_eq!(test.len(), 500);
     assert_eq!(
