@@ -48,6 +48,10 @@ pub struct Args {
     /// Also write per-sample records.
     #[arg(long)]
     log_samples: bool,
+    /// Encode every prefix from scratch instead of once per group of requests sharing it (A/B
+    /// comparisons of the prefix KV cache; the results are the same up to float rounding).
+    #[arg(long)]
+    no_prefix_cache: bool,
     /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` (token-level
     /// perplexity of the concatenated documents) instead of lm-eval's rolling windows.
     #[arg(long)]
@@ -103,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
         max_length,
         batch_size: args.batch_size.max(1),
         token_budget,
+        prefix_cache: !args.no_prefix_cache,
     };
     let lm = LanguageModel::new(model, &tokenizer, settings.clone());
     let opts = EvalOptions {
@@ -130,6 +135,7 @@ pub fn run(args: Args) -> Result<()> {
         token_budget,
         token_budget_source,
         max_length: settings.max_length,
+        prefix_cache: lm.prefix_cache().to_string(),
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
         fewshot_seed: args.seed,

@@ -194,8 +194,13 @@ fn corpus_outcome(
             _ => None,
         })
         .collect();
-    let (value, _windows) =
-        crate::protocols::corpus_perplexity(lm, &texts, protocol, opts.bootstrap_iters)?;
+    let ppl = crate::protocols::corpus_perplexity(lm, &texts, protocol, opts.bootstrap_iters)?;
+    let value = MetricValue {
+        value: ppl.value,
+        stderr: ppl.stderr,
+        higher_is_better: false,
+        stderr_is_moebench_extension: true,
+    };
     let mut outcome = score_task(task, &[], opts)?;
     outcome.metrics = BTreeMap::from([("perplexity,none".to_owned(), value)]);
     outcome.n_effective = instances.len();

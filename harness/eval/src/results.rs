@@ -22,6 +22,8 @@ pub struct RunConfig {
     pub token_budget: usize,
     pub token_budget_source: String,
     pub max_length: usize,
+    /// `on`, `off` (`--no-prefix-cache`) or why it is off (non-causal routing).
+    pub prefix_cache: String,
     pub limit: Option<usize>,
     pub bootstrap_iters: usize,
     pub fewshot_seed: u64,

@@ -1,6 +1,7 @@
 //! Greedy decoding with a KV cache, batched with left padding (transformers' `generate` with
 //! `do_sample=False`): prefill once, then one token per step for every unfinished sequence.
-use crate::model::{KvCache, Model};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
 use tch::{Device, Kind, Tensor};
 
 /// Decides when a sequence is finished, given its generated ids so far.
@@ -39,6 +40,17 @@ impl<'m> GreedyDecoder<'m> {
         };
         let next = decoder.forward(&input);
         (decoder, next)
+    }
+
+    /// A decoder that continues sequences already run: `cache` holds their keys and values and
+    /// `attention` the `[B, S]` mask of its columns when some rows are padded (as
+    /// [`KvCache::from_sequences`] returns them). The next call is [`GreedyDecoder::step`].
+    pub fn resume(model: &'m Model, cache: KvCache, attention: Option<Tensor>) -> GreedyDecoder<'m> {
+        GreedyDecoder {
+            model,
+            cache,
+            attention,
+        }
     }
 
     /// Forward of one new token per sequence (`tokens.len()` = batch size).
@@ -89,12 +101,25 @@ pub fn greedy_batch(
     max_new_tokens: usize,
     stop: &mut dyn StopCondition,
 ) -> Vec<Vec<i64>> {
-    let b = prompts.len();
-    let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
-    if b == 0 || max_new_tokens == 0 {
-        return out;
+    if prompts.is_empty() || max_new_tokens == 0 {
+        return vec![Vec::new(); prompts.len()];
     }
-    let (mut decoder, mut next) = GreedyDecoder::prefill(model, prompts);
+    let (decoder, first) = GreedyDecoder::prefill(model, prompts);
+    decode(decoder, first, max_new_tokens, stop)
+}
+
+/// Greedy continuation from `first`, the first generated id of every row (the argmax after its
+/// prompt), at most `max_new_tokens` ids per row (`first` included); finished rows keep being
+/// fed (their outputs are dropped) until every row is done.
+pub fn decode(
+    mut decoder: GreedyDecoder<'_>,
+    first: Vec<i64>,
+    max_new_tokens: usize,
+    stop: &mut dyn StopCondition,
+) -> Vec<Vec<i64>> {
+    let b = first.len();
+    let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
+    let mut next = first;
     let mut done = vec![false; b];
     for step in 0..max_new_tokens {
         if step > 0 {

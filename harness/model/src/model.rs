@@ -1,8 +1,9 @@
 //! The decoder: embeddings, blocks (attention + dense MLP or MoE FFN), final norm, LM head.
 //! Loading maps transformers' checkpoint names (per family) onto this one structure.
-use crate::attention::{Attention, LayerCache};
+use crate::attention::Attention;
 use crate::config::{Family, ModelConfig, QkNorm};
 use crate::error::Result;
+pub use crate::kv_cache::KvCache;
 use crate::layers::{Linear, Mlp, RmsNorm};
 use crate::moe::{MoeLayer, SharedExpert, TopK};
 use crate::observer::{ForwardObserver, HiddenPoint};
@@ -38,32 +39,6 @@ pub struct Model {
     rope: Rope,
     pub device: Device,
     pub kind: Kind,
-}
-
-/// One KV cache per layer.
-#[derive(Debug, Default)]
-pub struct KvCache {
-    pub layers: Vec<LayerCache>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> KvCache {
-        KvCache {
-            layers: (0..num_layers).map(|_| LayerCache::default()).collect(),
-        }
-    }
-
-    /// Number of positions already cached.
-    pub fn len(&self) -> i64 {
-        self.layers
-            .first()
-            .and_then(|l| l.kv.as_ref())
-            .map_or(0, |(k, _)| k.size()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Optional parts of a forward call.
