@@ -53,6 +53,11 @@ impl<'m> GreedyDecoder<'m> {
         }
     }
 
+    /// Leaves room in the cache for `tokens` more steps, so that they write in place.
+    pub fn reserve(&mut self, tokens: usize) {
+        self.cache.reserve(tokens as i64);
+    }
+
     /// Forward of one new token per sequence (`tokens.len()` = batch size).
     pub fn step(&mut self, tokens: &[i64]) -> Vec<i64> {
         let (b, dev) = (tokens.len() as i64, self.model.device);
@@ -119,6 +124,7 @@ pub fn decode(
 ) -> Vec<Vec<i64>> {
     let b = first.len();
     let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
+    decoder.reserve(max_new_tokens.saturating_sub(1));
     let mut next = first;
     let mut done = vec![false; b];
     for step in 0..max_new_tokens {
