@@ -12,7 +12,7 @@ moebench's *_shared / *_offline tasks read). For every case and batch size it ti
   and with `--bf16` also `--dtype bf16` (cache on);
 
 and checks that both engines saw the same prompts (lm-eval's prompt hashes) and compares their
-metrics. Peak memory is each moebench process's max RSS (wait4). Prints one JSON line per
+metrics. Peak memory is each moebench process's max RSS (GNU time). Prints one JSON line per
 measurement and, at the end, a markdown table ready for docs/performance.md.
 
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 /work/venv-ref/bin/python scripts/bench_eval_throughput.py \\
@@ -25,6 +25,7 @@ limit for a quick development run (ratios from small runs are noisier).
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,8 @@ def lm_eval_run(fx, tm, lm, case: Case, limit: int, work: Path) -> dict:
         for key, value in res["results"][task].items():
             if isinstance(value, (int, float)) and "_stderr" not in key:
                 metrics[f"{ours}/{key}"] = value
-        prompts[ours] = sorted(s["prompt_hash"] for s in res["samples"][task])
+        # one sample per filter for generation tasks: compare the set
+        prompts[ours] = sorted({s["prompt_hash"] for s in res["samples"][task]})
     return {"seconds": seconds, "metrics": metrics, "prompts": prompts}
 
 
@@ -107,13 +109,24 @@ def moebench_run(args, case: Case, limit: int, batch: int, extra: list) -> dict:
                "--log-samples", "--out", out, *extra]
         if case.num_fewshot is not None:
             cmd += ["--num-fewshot", str(case.num_fewshot)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE")
+        # OMP_NUM_THREADS and OMP_WAIT_POLICY as set in main(); the engine logs each run's cost.
+        env = dict(os.environ, MOEBENCH_LOG="moebench_eval=info")
+        # Peak RSS through GNU time: a child forked from this (large) Python process inherits
+        # its high-water mark across exec, so wait4's ru_maxrss would report ours.
+        rss_file = Path(out) / "max_rss_kib"
         t0 = time.time()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        status = proc.returncode
         seconds = time.time() - t0
         if status != 0:
-            sys.exit(f"moebench failed ({status}): {' '.join(cmd)}")
+            sys.exit(f"moebench failed ({status}): {' '.join(cmd)}\n{proc.stderr}")
+        plain_log = re.sub(r"\x1b\[[0-9;]*m", "", proc.stderr)  # tracing colours its fields
+        engine = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                  for line in plain_log.splitlines() if "engine run" in line]
+        positions = sum(int(e["positions"]) for e in engine)
+        peak_kept = max((float(e["peak_kept_mib"]) for e in engine), default=0.0)
+        peak_kib = int(rss_file.read_text().split()[-1])
         results = json.loads((Path(out) / "results.json").read_text())
         metrics, prompts = {}, {}
         for task in case.moebench_tasks:
@@ -121,8 +134,9 @@ def moebench_run(args, case: Case, limit: int, batch: int, extra: list) -> dict:
                 if isinstance(value, (int, float)) and "_stderr" not in key:
                     metrics[f"{task}/{key}"] = value
             lines = (Path(out) / f"samples_{task}.jsonl").read_text().splitlines()
-            prompts[task] = sorted(json.loads(line)["prompt_hash"] for line in lines if line.strip())
-        return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "metrics": metrics,
+            prompts[task] = sorted({json.loads(line)["prompt_hash"] for line in lines if line.strip()})
+        return {"seconds": seconds, "peak_rss_mib": peak_kib / 1024, "positions": positions,
+                "peak_kept_mib": peak_kept, "metrics": metrics,
                 "prompts": prompts, "prefix_cache": results["config"].get("prefix_cache")}
 
 
@@ -146,8 +160,13 @@ def main() -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every limit (development runs)")
     ap.add_argument("--bf16", action="store_true", help="also time moebench with --dtype bf16")
     ap.add_argument("--skip-lm-eval", action="store_true", help="moebench runs only (no ratios)")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE",
+                    help="OMP_WAIT_POLICY of both engines (PASSIVE: threads that lose their core to another "
+                         "process sleep instead of spinning, which on a shared machine decides the timings)")
     args = ap.parse_args()
+    # Both engines' OpenMP settings, set before torch is imported here and passed to moebench.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
     import make_lm_eval_fixtures as fx
     import torch
     from lm_eval.models.huggingface import HFLM
@@ -171,7 +190,8 @@ def main() -> int:
             plain = moebench_run(args, case, limit, batch, ["--no-prefix-cache"])
             row.update({"moebench_s": round(cached["seconds"], 2), "moebench_no_cache_s": round(plain["seconds"], 2),
                         "peak_rss_mib": round(cached["peak_rss_mib"]), "peak_rss_no_cache_mib": round(plain["peak_rss_mib"]),
-                        "prefix_cache": cached["prefix_cache"],
+                        "prefix_cache": cached["prefix_cache"], "positions": cached["positions"],
+                        "positions_no_cache": plain["positions"], "peak_kept_mib": round(cached["peak_kept_mib"], 1),
                         "cache_vs_no_cache_max_abs_diff": max(compared(case, cached["metrics"], plain["metrics"]).values(), default=0.0)})
             if ref is not None:
                 row.update({"lm_eval_s": round(ref["seconds"], 2), "speedup": round(ref["seconds"] / cached["seconds"], 2),
@@ -198,7 +218,7 @@ def markdown(rows: list, args) -> str:
     head += ["moebench (s)", "no cache (s)"]
     if with_ref:
         head += ["speed-up", "speed-up no cache", "same prompts, metrics Δ"]
-    head += ["peak RSS cache / no cache (MiB)"]
+    head += ["positions cache / no cache", "peak RSS cache / no cache (MiB)", "kept prefixes peak (MiB)"]
     if args.bf16:
         head += ["bf16 (s)", "bf16 metric Δ"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -210,7 +230,8 @@ def markdown(rows: list, args) -> str:
         if with_ref:
             cells += [f"**{r['speedup']:.2f}×**", f"{r['speedup_no_cache']:.2f}×",
                       f"{'yes' if r['same_prompts'] else 'NO'}, {r['vs_lm_eval_max_abs_diff']:.0e}"]
-        cells += [f"{r['peak_rss_mib']} / {r['peak_rss_no_cache_mib']}"]
+        cells += [f"{r['positions']:,} / {r['positions_no_cache']:,}", f"{r['peak_rss_mib']:,} / {r['peak_rss_no_cache_mib']:,}",
+                  f"{r['peak_kept_mib']:.0f}"]
         if args.bf16:
             deltas = ", ".join(f"{k.split('/')[-1].split(',')[0]} {v:+.3f}" for k, v in r["bf16_metric_deltas"].items())
             cells += [f"{r['moebench_bf16_s']:.1f}", deltas]
@@ -222,7 +243,7 @@ def markdown(rows: list, args) -> str:
                 lm_s, ours = sum(r["lm_eval_s"] for r in few), sum(r["moebench_s"] for r in few)
                 plain = sum(r["moebench_no_cache_s"] for r in few)
                 lines.append(f"| **few-shot set, overall** | | | {batch} | {lm_s:.1f} | {ours:.1f} | {plain:.1f} | "
-                             f"**{lm_s / ours:.2f}×** | {lm_s / plain:.2f}× | | |" + (" | |" if args.bf16 else ""))
+                             f"**{lm_s / ours:.2f}×** | {lm_s / plain:.2f}× | | | | |" + (" | |" if args.bf16 else ""))
     return "\n".join(lines)
 
 

@@ -161,7 +161,18 @@ impl<'m> Engine<'m> {
             run.forward(&batch);
             run.enforce_cache_limit(stop);
         }
-        Ok(run.finish())
+        let run = run.finish();
+        let s = &run.stats;
+        tracing::info!(
+            jobs = jobs.len(),
+            ?reuse,
+            passes = s.passes,
+            positions = s.positions,
+            evictions = s.evictions,
+            peak_kept_mib = s.peak_kept_bytes as f64 / (1 << 20) as f64,
+            "engine run"
+        );
+        Ok(run)
     }
 }
 
