@@ -32,12 +32,25 @@ fn a_copied_binary_runs_eval_and_a_suite_from_another_directory() {
     let _lock = model_lock();
     let dir = tempfile::tempdir().unwrap();
     let out = copied_binary(dir.path())
-        .args(["eval", SMOLLM2, "--tasks", "arc_easy_shared", "--limit", "2", "--out", "ev", "--json"])
+        .args([
+            "eval",
+            SMOLLM2,
+            "--tasks",
+            "arc_easy_shared",
+            "--limit",
+            "2",
+            "--out",
+            "ev",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(results["results"]["arc_easy_shared"]["acc,none"].is_number(), "{results}");
+    assert!(
+        results["results"]["arc_easy_shared"]["acc,none"].is_number(),
+        "{results}"
+    );
     std::fs::write(
         dir.path().join("suite.yaml"),
         format!("name: t\nmodels:\n  - id: {SMOLLM2}\n    label: smol\nmethods:\n  - name: dense\ntasks:\n  - name: arc_easy_shared\n    limit: 2\nmeasure:\n  routing: false\n"),
