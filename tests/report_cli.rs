@@ -64,6 +64,41 @@ fn report_writes_a_self_contained_html_file() {
 }
 
 #[test]
+fn report_flags_choose_quality_and_groups() {
+    let root = tempfile::tempdir().unwrap();
+    let run = root.path().join("study");
+    moebench_report::synthetic::Synthetic::study()
+        .write(&run)
+        .unwrap();
+    let out = moebench(&[
+        "report",
+        path(&run),
+        "--quality",
+        "hellaswag/acc_norm",
+        "--group",
+        "olmoe-1b-7b,smollm2-135m",
+        "--bootstrap-iters",
+        "200",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("y: <b>hellaswag acc_norm</b>."));
+    assert!(html.contains("<h3>olmoe-1b-7b + smollm2-135m<"));
+
+    // An unknown quality: a one-line error naming the choices, and nothing written.
+    std::fs::remove_file(run.join("report.html")).unwrap();
+    assert_clean_failure(
+        &moebench(&["report", path(&run), "--quality", "piqa/bleu"]),
+        "quality `piqa/bleu` is not a number of this run; use one of: accuracy_avg",
+    );
+    assert!(!run.join("report.html").exists());
+    // A group of one label is a usage error.
+    let out = moebench(&["report", path(&run), "--group", "olmoe-1b-7b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a group is two or more model labels"));
+}
+
+#[test]
 fn report_of_a_non_run_fails_cleanly() {
     let root = tempfile::tempdir().unwrap();
     assert_clean_failure(&moebench(&["report", path(root.path())]), "no run.json");

@@ -1,7 +1,7 @@
 //! `moebench report RUN_DIR`: the self-contained HTML report of a run (plus `results.csv` and
 //! `results.json`); `moebench compare BASE NEW`: regressions between two runs.
 use anyhow::{bail, Result};
-use moebench_report::{compare, render, CompareOptions};
+use moebench_report::{compare, render_with, CompareOptions, RenderOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -14,10 +14,30 @@ pub struct ReportArgs {
     /// Where to write the HTML [default: RUN_DIR/report.html].
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The quality on the charts' y axis: `accuracy_avg` or TASK/METRIC (e.g.
+    /// `wikitext/word_perplexity`) [default: the suite's `report.quality`, else the accuracy
+    /// average, else the first task's headline metric].
+    #[arg(long, value_name = "QUALITY")]
+    quality: Option<String>,
+    /// Model labels to chart and compare together, comma-separated (repeatable; replaces the
+    /// suite's `report.groups`). Each group is compared with the dense row of its first model.
+    #[arg(long = "group", value_name = "LABEL,LABEL", value_parser = parse_group)]
+    groups: Vec<ModelGroup>,
+    /// Paired bootstrap replicates of the Δ-vs-base tests (0: z-test on the standard errors).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap_iters: usize,
 }
 
 pub fn run_report(args: ReportArgs) -> Result<()> {
-    let written = render(&args.run_dir, &args.history, args.output.as_deref())?;
+    let options = RenderOptions {
+        history: args.history,
+        output: args.output,
+        quality: args.quality,
+        groups: args.groups.into_iter().map(|g| g.0).collect(),
+        bootstrap_iters: args.bootstrap_iters,
+        ..RenderOptions::default()
+    };
+    let written = render_with(&args.run_dir, &options)?;
     println!("report: {}", written.html.display());
     println!(
         "results: {}, {}",
@@ -25,6 +45,21 @@ pub fn run_report(args: ReportArgs) -> Result<()> {
         written.json.display()
     );
     Ok(())
+}
+
+/// Model labels of one `--group`.
+#[derive(Debug, Clone)]
+struct ModelGroup(Vec<String>);
+
+fn parse_group(text: &str) -> Result<ModelGroup, String> {
+    let labels: Vec<String> = text.split(',').map(|l| l.trim().to_owned()).collect();
+    if labels.len() < 2 || labels.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{text}`: a group is two or more model labels separated by commas, e.g. \
+             `--group olmoe,olmoe-upcycled`"
+        ));
+    }
+    Ok(ModelGroup(labels))
 }
 
 #[derive(clap::Args)]
