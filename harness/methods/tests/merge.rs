@@ -12,6 +12,7 @@ use moebench_methods::merge::{
 use moebench_methods::prune::{prune_layer, top_experts, Keep};
 use moebench_methods::MethodError;
 use moebench_model::moe::MoeLayer;
+use moebench_model::observer::ForwardObserver;
 use moebench_model::save::save_pretrained;
 use moebench_model::{Ffn, Model};
 use std::path::PathBuf;
@@ -227,7 +228,7 @@ fn alignment_undoes_a_neuron_permutation() {
         seed: 1,
     };
     let mut stats = MergeStats::new(options, None);
-    let _ = tch::no_grad(|| moe.forward(0, &x, None, None, Some(&mut stats)));
+    let _ = tch::no_grad(|| moe.forward(0, &x, None, None, Some(&mut |e| stats.on_moe(0, moe, e))));
     let samples = stats.layers[&0].activation_samples().unwrap();
     assert_eq!(samples.size(), [4, 64, f]);
 

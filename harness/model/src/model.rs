@@ -4,7 +4,7 @@ use crate::attention::{Attention, LayerCache};
 use crate::config::{Family, ModelConfig, QkNorm};
 use crate::error::Result;
 use crate::layers::{Linear, Mlp, RmsNorm};
-use crate::moe::{MoeLayer, SharedExpert, TopK};
+use crate::moe::{MoeEvent, MoeLayer, SharedExpert, TopK};
 use crate::observer::{ForwardObserver, HiddenPoint};
 use crate::rope::Rope;
 use crate::weights::WeightMap;
@@ -310,13 +310,16 @@ impl Model {
             }
             let y = match &block.ffn {
                 Ffn::Dense(m) => m.forward(&h),
-                Ffn::Moe(moe) => moe.forward(
-                    l,
-                    &h,
-                    token_mask.as_ref(),
-                    opts.route_override,
-                    opts.observer.as_deref_mut(),
-                ),
+                Ffn::Moe(moe) => match opts.observer.as_deref_mut() {
+                    Some(o) => moe.forward(
+                        l,
+                        &h,
+                        token_mask.as_ref(),
+                        opts.route_override,
+                        Some(&mut |event: &MoeEvent<'_>| o.on_moe(l, moe, event)),
+                    ),
+                    None => moe.forward(l, &h, token_mask.as_ref(), opts.route_override, None),
+                },
             };
             #[allow(clippy::assign_op_pattern)]
             {

@@ -12,7 +12,7 @@ use super::controller::{PiController, SharedController};
 use super::topp::top_p_mask;
 use super::{real_tokens, selection};
 use crate::error::{MethodError, Result};
-use moebench_model::moe::{Selection, Selector};
+use moebench_model::moe::{CalibratedState, Selection, Selector};
 use std::sync::{Arc, Mutex};
 use tch::{Kind, Tensor};
 
@@ -171,6 +171,13 @@ impl Selector for DTopP {
             Some(_) => Vec::new(),
             None => vec![self.log_s.lock().unwrap().shallow_clone()],
         }
+    }
+
+    fn calibrated_state(&self) -> Option<CalibratedState> {
+        Some(CalibratedState {
+            threshold: self.controller.lock().unwrap().p,
+            scale: self.scale(),
+        })
     }
 }
 
