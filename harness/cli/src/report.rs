@@ -1,7 +1,8 @@
 //! `moebench report RUN_DIR`: the self-contained HTML report of a run (plus `results.csv` and
-//! `results.json`); `moebench compare BASE NEW`: regressions between two runs.
+//! `results.json`), with `--check-targets` a gate on the suite's targets; `moebench compare
+//! BASE NEW`: regressions between two runs.
 use crate::ExitCode;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use moebench_report::{compare, render_with, CompareOptions, RenderOptions};
 use std::path::PathBuf;
 
@@ -27,9 +28,13 @@ pub struct ReportArgs {
     /// Paired bootstrap replicates of the Δ-vs-base tests (0: z-test on the standard errors).
     #[arg(long, default_value_t = 1000)]
     bootstrap_iters: usize,
+    /// Check the suite's targets: print target / obtained / Δ / source and exit with status 3
+    /// when one is missed (outside its tolerance, not a number, or its job did not finish).
+    #[arg(long)]
+    check_targets: bool,
 }
 
-pub fn run_report(args: ReportArgs) -> Result<()> {
+pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let options = RenderOptions {
         history: args.history,
         output: args.output,
@@ -45,7 +50,29 @@ pub fn run_report(args: ReportArgs) -> Result<()> {
         written.csv.display(),
         written.json.display()
     );
-    Ok(())
+    if !args.check_targets {
+        return Ok(ExitCode::Ok);
+    }
+    let Some(check) = &written.targets else {
+        bail!(
+            "{}: --check-targets, but the run has no targets (targets.json); add `targets:` to \
+             the suite (docs/suite-format.md)",
+            args.run_dir.display()
+        );
+    };
+    println!();
+    print!("{}", check.render(false));
+    if check.all_pass() {
+        println!("targets: {}", check.summary());
+        return Ok(ExitCode::Ok);
+    }
+    eprintln!(
+        "targets missed: {} of {} not met in {}; see the table above",
+        check.results.len() - check.passed(),
+        check.results.len(),
+        args.run_dir.display()
+    );
+    Ok(ExitCode::Regression)
 }
 
 /// Model labels of one `--group`.
@@ -95,6 +122,15 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     };
     let comparison = compare(&args.base, &args.new, &options)?;
     print!("{}", comparison.render(args.markdown));
+    let not_numbers = comparison.not_numbers().count();
+    if not_numbers > 0 {
+        bail!(
+            "{not_numbers} metric(s) are not a number (NaN) in {} or {}: they cannot be compared; \
+             see `NOT A NUMBER` in the table above",
+            args.base.display(),
+            args.new.display()
+        );
+    }
     let regressions = comparison.regressions().count();
     if args.fail_on_regression && regressions > 0 {
         eprintln!(

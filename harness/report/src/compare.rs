@@ -4,6 +4,7 @@
 use crate::metric::fmt_value;
 use crate::run::{key, MetricKey, Run};
 use crate::significance::{test_records, LastLog, Test, Tested};
+use crate::text::render_table;
 use crate::ReportError;
 use moebench_suite::{Record, RecordKind};
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ pub enum Verdict {
     Changed,
     NotSignificant,
     Untested,
+    /// The value of either run is NaN or infinite: not comparable, and never a pass.
+    NotANumber,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +88,10 @@ pub fn compare(
     let mut rows = Vec::new();
     for a in base_run.latest(RecordKind::Metric) {
         if let Some(b) = new_by_key.get(&key(a)) {
+            if !(a.value.is_finite() && b.value.is_finite()) {
+                rows.push(not_a_number(a, b));
+                continue;
+            }
             let tested = test_records(
                 (&base_run, a, &mut base_log),
                 (&new_run, b, &mut new_log),
@@ -93,6 +100,12 @@ pub fn compare(
             )?;
             rows.push(row(a, b, tested, options));
         }
+    }
+    if rows.is_empty() {
+        return Err(ReportError::NothingInCommon {
+            base: base.to_owned(),
+            new: new.to_owned(),
+        });
     }
     Ok(Comparison {
         base: base.display().to_string(),
@@ -120,6 +133,24 @@ fn row(a: &Record, b: &Record, tested: Tested, options: &CompareOptions) -> Row 
     }
 }
 
+/// The row of a metric that is not a finite number in either run: untested.
+fn not_a_number(a: &Record, b: &Record) -> Row {
+    Row {
+        verdict: Verdict::NotANumber,
+        ..row(
+            a,
+            b,
+            Tested {
+                delta: b.value - a.value,
+                p_value: None,
+                ci: None,
+                test: Test::None,
+            },
+            &CompareOptions::default(),
+        )
+    }
+}
+
 fn verdict(
     delta: f64,
     p_value: Option<f64>,
@@ -144,6 +175,13 @@ impl Comparison {
         self.rows
             .iter()
             .filter(|r| r.verdict == Verdict::Regression)
+    }
+
+    /// Metrics that are NaN or infinite in either run.
+    pub fn not_numbers(&self) -> impl Iterator<Item = &Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.verdict == Verdict::NotANumber)
     }
 
     /// The comparison as markdown (a CI job summary) or as an aligned text table.
@@ -180,13 +218,28 @@ impl Comparison {
                 ));
             }
         }
+        let not_numbers: Vec<&Row> = self.not_numbers().collect();
+        if !not_numbers.is_empty() {
+            out.push_str(if markdown {
+                "\n**Not a number (not compared):**\n"
+            } else {
+                "\nNot a number (not compared):\n"
+            });
+            for r in &not_numbers {
+                out.push_str(&format!(
+                    "- {}/{} {} {}: {} → {}\n",
+                    r.model_label,
+                    r.method_label,
+                    r.task,
+                    r.metric,
+                    fmt_value(r.base),
+                    fmt_value(r.new),
+                ));
+            }
+        }
         out.push('\n');
         let cells: Vec<Vec<String>> = self.rows.iter().map(row_cells).collect();
-        out.push_str(&if markdown {
-            markdown_table(&HEADER, &cells)
-        } else {
-            text_table(&HEADER, &cells)
-        });
+        out.push_str(&render_table(&HEADER, &cells, markdown));
         out
     }
 }
@@ -213,6 +266,7 @@ fn row_cells(r: &Row) -> Vec<String> {
             Verdict::Changed => "changed",
             Verdict::NotSignificant => "not significant",
             Verdict::Untested => "untested",
+            Verdict::NotANumber => "NOT A NUMBER",
         }
         .into(),
     ]
@@ -220,36 +274,6 @@ fn row_cells(r: &Row) -> Vec<String> {
 
 fn fmt_p(p: Option<f64>) -> String {
     p.map_or_else(|| "—".into(), |p| format!("{p:.4}"))
-}
-
-fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
-    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
-    out.push_str(&line(
-        &header.iter().map(|_| "---".to_owned()).collect::<Vec<_>>(),
-    ));
-    for row in rows {
-        out.push_str(&line(row));
-    }
-    out
-}
-
-fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let all: Vec<&Vec<String>> = std::iter::once(&head).chain(rows).collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    all.iter()
-        .map(|r| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            cells.join("  ").trim_end().to_owned() + "\n"
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -284,15 +308,5 @@ mod tests {
         );
         assert_eq!(verdict(-0.05, Some(0.001), None, &o), Verdict::Changed);
         assert_eq!(verdict(-0.05, None, Some(true), &o), Verdict::Untested);
-    }
-
-    #[test]
-    fn tables() {
-        let rows = vec![vec!["a".to_owned(), "1".to_owned()]];
-        assert_eq!(
-            markdown_table(&["x", "y"], &rows),
-            "| x | y |\n| --- | --- |\n| a | 1 |\n"
-        );
-        assert_eq!(text_table(&["xx", "y"], &rows), "xx  y\na   1\n");
     }
 }

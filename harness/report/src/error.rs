@@ -33,6 +33,11 @@ pub enum ReportError {
         #[source]
         source: csv::Error,
     },
+    #[error(
+        "{base} and {new} share no metric (same model label, method label, task and metric): \
+         nothing to compare; compare two runs of the same suite"
+    )]
+    NothingInCommon { base: PathBuf, new: PathBuf },
     #[error("quality `{asked}` is not a number of this run; use one of: {known}")]
     UnknownQuality { asked: String, known: String },
     #[error("aggregating the records: {0}")]

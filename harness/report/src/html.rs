@@ -7,16 +7,16 @@
 use crate::baseline::{Analysis, Base};
 use crate::frame::{averages, primary_values, PrimaryValue};
 use crate::leaderboard::{leaderboard, Leaderboard};
-use crate::metric::{self, fmt_cell, fmt_measure, fmt_value};
+use crate::metric::{self, fmt_cell, fmt_delta, fmt_measure, fmt_value};
 use crate::overview::{overview, suite_plots, Overview, SuitePlot};
 use crate::routing::routing_loads;
 use crate::rows::{Quality, Rows};
-use crate::run::{key, MetricKey, Run};
+use crate::run::Run;
 use crate::svg::{line_chart, Heatmap, LineChart, SMALL};
 use crate::table::{distinct, Cell, Pivot, Style, Table};
+use crate::targets::{fmt_target, TargetCheck, TargetStatus, HEADER as TARGETS_HEADER};
 use crate::ReportError;
 use minijinja::{AutoEscape, Environment};
-use moebench_suite::suite::Target;
 use moebench_suite::{Record, RecordKind};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -89,6 +89,7 @@ pub fn render_html(
     runs: &[Run],
     current: usize,
     analysis: &Analysis,
+    targets_check: Option<&TargetCheck>,
 ) -> Result<String, ReportError> {
     let run = &runs[current];
     let Analysis {
@@ -109,10 +110,7 @@ pub fn render_html(
         } else {
             None
         },
-        targets: run
-            .targets()?
-            .filter(|t| !t.is_empty())
-            .map(|t| targets(run, &t)),
+        targets: targets_check.map(targets),
         overview: overview(rows, bases, deltas),
         leaderboard: leaderboard(rows, bases, deltas),
         suite_plots: suite_plots(rows, bases, &suite.pareto),
@@ -321,82 +319,41 @@ fn measures_table(run: &Run) -> Option<Table> {
     Some(Table { header, rows })
 }
 
-/// Targets against obtained values: within tolerance, or better than the target in the
-/// metric's direction, passes.
-fn targets(run: &Run, targets: &[Target]) -> Targets {
-    let obtained: HashMap<MetricKey, &Record> = run
-        .latest(RecordKind::Metric)
-        .into_iter()
-        .chain(run.latest(RecordKind::Measure))
-        .map(|r| (key(r), r))
-        .collect();
-    let header = [
-        "model", "method", "task", "metric", "target", "obtained", "Δ", "status",
-    ];
-    let mut passed = 0;
-    let rows = targets
+/// The targets section: every target with what the run obtained ([`crate::targets`]).
+fn targets(check: &TargetCheck) -> Targets {
+    let rows = check
+        .results
         .iter()
-        .map(|t| {
-            let found = obtained.get(&(
-                t.model.clone(),
-                t.method.clone(),
-                t.task.clone(),
-                t.metric.clone(),
-            ));
-            let mut cells = vec![
+        .map(|r| {
+            let t = &r.target;
+            let style = match r.status {
+                TargetStatus::Pass => Style::Pass,
+                _ => Style::Fail,
+            };
+            vec![
                 Cell::label(t.model.clone()),
                 Cell::label(t.method.clone()),
                 Cell::label(t.task.clone().unwrap_or_default()),
                 Cell::label(t.metric.clone()),
-                Cell::num(format!(
-                    "{} ± {}",
-                    fmt_value(t.value),
-                    fmt_value(t.tolerance)
-                )),
-            ];
-            let verdict = match found {
-                Some(r) => target_verdict(t, r),
-                None => vec![
-                    Cell::missing(),
-                    Cell::missing(),
-                    Cell::styled("missing", Style::Fail),
-                ],
-            };
-            passed += usize::from(verdict[2].style == Style::Pass);
-            cells.extend(verdict);
-            cells
+                Cell::value(fmt_target(t), t.value),
+                r.obtained
+                    .map_or_else(Cell::missing, |v| Cell::value(fmt_value(v), v)),
+                r.delta
+                    .filter(|d| d.is_finite())
+                    .map_or_else(Cell::missing, |d| Cell::value(fmt_delta(d), d)),
+                Cell::styled(r.status.describe().to_lowercase(), style),
+                Cell::label(t.source.clone().unwrap_or_default()),
+            ]
         })
         .collect();
     Targets {
-        summary: format!(
-            "{passed} of {} pass",
-            plural(targets.len(), "target", "targets")
-        ),
-        all_pass: passed == targets.len(),
+        summary: check.summary(),
+        all_pass: check.all_pass(),
         table: Table {
-            header: header.map(str::to_owned).to_vec(),
+            header: TARGETS_HEADER.map(str::to_owned).to_vec(),
             rows,
         },
     }
-}
-
-fn target_verdict(target: &Target, obtained: &Record) -> Vec<Cell> {
-    let delta = obtained.value - target.value;
-    let pass = match metric::higher_is_better(obtained) {
-        Some(true) => delta >= -target.tolerance,
-        Some(false) => delta <= target.tolerance,
-        None => delta.abs() <= target.tolerance,
-    };
-    let (text, style) = if pass {
-        ("pass", Style::Pass)
-    } else {
-        ("fail", Style::Fail)
-    };
-    vec![
-        Cell::value(fmt_value(obtained.value), obtained.value),
-        Cell::value(format!("{delta:+.4}"), delta),
-        Cell::styled(text, style),
-    ]
 }
 
 fn run_name(run: &Run) -> String {

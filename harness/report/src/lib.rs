@@ -5,6 +5,7 @@
 //!   number with its costs) and `results.json` (lm-eval's layout).
 //! - [`compare()`]: two runs side by side, with a paired bootstrap over shared documents and
 //!   the significant regressions named.
+//! - [`check_targets`]: a run's numbers against its suite's targets (`--check-targets`).
 //! - [`synthetic`]: synthetic run directories for tests, demos and scale measurements.
 //!
 //! Records come from [`moebench_suite::read_records`] (only jobs with a `job_done` count);
@@ -25,6 +26,8 @@ mod significance;
 mod svg;
 pub mod synthetic;
 mod table;
+mod targets;
+mod text;
 
 pub use compare::{compare, CompareOptions, Comparison, Row, Verdict};
 pub use error::ReportError;
@@ -32,15 +35,18 @@ pub use export::{results_json, CSV_FILE, JSON_FILE};
 pub use rows::QUALITY_AVERAGE;
 pub use run::{DocScores, Run, SuiteReport, REPORT_SPEC_FILE, TARGETS_FILE};
 pub use significance::Test;
+pub use targets::{check_run_targets, check_targets, TargetCheck, TargetResult, TargetStatus};
 
 use std::path::{Path, PathBuf};
 
-/// The files [`render`] wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The files [`render`] wrote, and the run's targets as checked for the report.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Written {
     pub html: PathBuf,
     pub csv: PathBuf,
     pub json: PathBuf,
+    /// `None` when the run has no targets.
+    pub targets: Option<TargetCheck>,
 }
 
 /// How to render a report beyond what the run directory says.
@@ -101,6 +107,8 @@ pub fn render_with(run_dir: &Path, options: &RenderOptions) -> Result<Written, R
         .expect("the current run is among its history");
     let run = &runs[current];
     let analysis = baseline::Analysis::new(run, options)?;
+    let targets = run.check_targets()?;
+    let html = html::render_html(&runs, current, &analysis, targets.as_ref())?;
     let written = Written {
         html: options
             .output
@@ -108,10 +116,10 @@ pub fn render_with(run_dir: &Path, options: &RenderOptions) -> Result<Written, R
             .unwrap_or_else(|| run_dir.join("report.html")),
         csv: run_dir.join(CSV_FILE),
         json: run_dir.join(JSON_FILE),
+        targets,
     };
     let csv = export::results_csv(run, &analysis)?;
     let json = export::results_json_text(run);
-    let html = html::render_html(&runs, current, &analysis)?;
     for (path, bytes) in [
         (&written.csv, csv.as_slice()),
         (&written.json, json.as_bytes()),

@@ -107,6 +107,7 @@ impl Synthetic {
                 metric: "acc,none".into(),
                 value: 0.6,
                 tolerance: 0.05,
+                source: Some("a synthetic paper, Table 1".into()),
             }],
             interrupted_job: true,
             legacy_measures: false,

@@ -334,6 +334,9 @@ pub struct Target {
     pub value: f64,
     #[serde(default)]
     pub tolerance: f64,
+    /// Where the value comes from (a paper's table and row), shown beside the check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl Suite {
