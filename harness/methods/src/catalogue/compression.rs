@@ -2,7 +2,10 @@
 //! merging (REAM §6, M-SMoE and HC-SMoE §7.7), all at one uniform ratio per MoE layer.
 use crate::calibration::calibrate;
 use crate::error::Result;
-use crate::merge::{hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, ReamConfig, Saliency};
+use crate::merge::{
+    hc_smoe, m_smoe, ream, HcSmoeConfig, MSmoeConfig, PcaSolver, ReamConfig, Saliency,
+    SimilarityForm,
+};
 use crate::method::{moe_layers, pruned, MethodEnv, ModelFacts, TypedMethod};
 use crate::prune::{prune_model, Criterion, Keep};
 use moebench_core::params::{
@@ -100,6 +103,8 @@ pub struct ReamParams {
     saliency: String,
     logit_similarity: bool,
     gated_outputs: bool,
+    similarity: String,
+    pca_solver: String,
 }
 
 impl TypedMethod for Ream {
@@ -119,6 +124,8 @@ impl TypedMethod for Ream {
                 P::new("saliency", T::Choice(&["reap", "reap_code", "frequency"]), D::Text("reap"), "centroid saliency: paper Eq. 3, the code's σ², or token counts (§6.3 step 2, §6.7)"),
                 P::new("logit_similarity", T::Bool, D::Bool(true), "include the gate-logit similarity in the expert distance (ablation, §6.3 step 4)"),
                 P::new("gated_outputs", T::Bool, D::Bool(true), "gate expert outputs by σ_i(x) in the output similarity (ablation, §6.3 step 4)"),
+                P::new("similarity", T::Choice(&["code", "paper"]), D::Text("code"), "similarity definitions: the official code's (cosine of token-mean outputs, logit-distance profile) or the paper text's (mean per-token cosine, logit cosine) (§6.7 item 2)"),
+                P::new("pca_solver", T::Choice(&["exact", "randomized"]), D::Text("exact"), "PCA axes of the weight alignment: exact (eigh of the Gram) or the code's seeded pca_lowrank (faster, approximate)"),
             ],
         };
         &SCHEMA
@@ -142,6 +149,14 @@ impl TypedMethod for Ream {
         };
         cfg.logit_similarity = p.logit_similarity;
         cfg.gated_outputs = p.gated_outputs;
+        cfg.similarity = match p.similarity.as_str() {
+            "paper" => SimilarityForm::Paper,
+            _ => SimilarityForm::Code,
+        };
+        cfg.merge.pca_solver = match p.pca_solver.as_str() {
+            "randomized" => PcaSolver::Randomized,
+            _ => PcaSolver::Exact,
+        };
         ream(&mut model, env.calibration(), &cfg)?;
         Ok(model)
     }

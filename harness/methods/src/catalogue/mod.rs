@@ -16,7 +16,10 @@ use moebench_core::params::MethodSchema;
 pub use crate::method::*;
 pub use crate::random_prune::RandomPrune;
 pub use crate::topk_min_p::TopKMinPMethod;
-pub use building::{Btx, Dense, Dense2Moe, Dume, LayerPrune, Train, Upcycle, WeightAverage};
+pub use building::{
+    Btx, Dense, Dense2Moe, Dume, DumePlus, LayerPrune, LlmStreamline, PruneThenUpcycle, Train,
+    Upcycle, WeightAverage,
+};
 pub use compression::{EanPrune, FreqPrune, HcSmoe, MSmoe, Ream, Reap};
 pub use routing::{DTopP, ExpertChoice, RandomRouting, TopK, TopP, Usmoe};
 
@@ -40,10 +43,13 @@ pub static CATALOGUE: &[&dyn Method] = &[
     &MSmoe,
     &HcSmoe,
     &Dume,
+    &DumePlus,
     &Btx,
     &WeightAverage,
     &Dense2Moe,
     &LayerPrune,
+    &PruneThenUpcycle,
+    &LlmStreamline,
 ];
 
 /// The method called `name`, or an error naming the closest one.

@@ -370,6 +370,8 @@ pub struct DTopPParams {
     per_layer: bool,
     steps: u64,
     fixed_scale: Option<serde_json::Value>,
+    standardize: bool,
+    renormalize: bool,
 }
 
 impl DTopPParams {
@@ -416,6 +418,8 @@ impl TypedMethod for DTopP {
                 P::new("ki", T::NON_NEGATIVE, D::Float(0.3), "integral gain (§5.4)"),
                 P::new("per_layer", T::Bool, D::Bool(false), "one controller per layer instead of one global (§5.3 step 4)"),
                 P::new("steps", T::int(0), D::Int(DTOP_P_DEFAULT_STEPS), "controller steps on calibration batches before p is frozen"),
+                P::new("standardize", T::Bool, D::Bool(true), "standardize each token's logits before the scaled softmax (§5.3 step 1; ablation off)"),
+                P::new("renormalize", T::Bool, D::Bool(true), "renormalize the selected experts' weights to sum 1 (§5.3 step 2; ablation off)"),
                 P::new("fixed_scale", T::FloatOrList { min: Some(moebench_core::params::Bound::Exclusive(0.0)), max: None }, D::Unset, "logit scale s_ℓ (one, or one per MoE layer); default: each layer's measured logit std"),
             ],
         };
@@ -517,6 +521,8 @@ impl TypedMethod for DTopP {
                 ki: p.ki,
                 per_layer: p.per_layer,
                 fixed_scales: p.scales(layers)?,
+                standardize: p.standardize,
+                renormalize: p.renormalize,
             };
             let (selectors, controllers) = crate::routing::DTopP::for_model(layers, &cfg)?;
             Ok(LayerSelectors {

@@ -26,7 +26,11 @@ pub use expert_choice::ExpertChoice;
 pub use topp::TopP;
 pub use usmoe::Usmoe;
 
-use moebench_model::moe::{Selection, Selector};
+use crate::calibration::BlockStream;
+use crate::error::{MethodError, Result};
+use moebench_model::moe::{MoeLayer, Selection, Selector};
+use moebench_model::observer::{ForwardObserver, MoeEvent};
+use moebench_model::{Ffn, Model};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
@@ -151,6 +155,112 @@ pub fn fit_threshold(scores: &Tensor, per_token_budget: f64) -> f64 {
         c if c == sorted.len() => sorted[c - 1] - 1.0,
         c => 0.5 * (sorted[c - 1] + sorted[c]),
     }
+}
+
+/// A non-causal selector whose causal fallback is a threshold on its scores (USMoE, Expert
+/// Choice), so that [`fit_causal_thresholds`] can fit it.
+pub trait ThresholdRouting {
+    /// The scores a [`GroupMode::Causal`] threshold applies to, `[.., N]`.
+    fn scores(&self, logits: &Tensor) -> Tensor;
+    /// Experts per token on average the threshold must spend (USMoE's k̄, EC's capacity).
+    fn per_token_budget(&self) -> f64;
+    /// This selector with `mode = causal(threshold)`.
+    fn causal(&self, threshold: f64) -> Arc<dyn Selector>;
+}
+
+impl ThresholdRouting for Usmoe {
+    fn scores(&self, logits: &Tensor) -> Tensor {
+        Usmoe::scores(self, logits)
+    }
+    fn per_token_budget(&self) -> f64 {
+        self.k
+    }
+    fn causal(&self, threshold: f64) -> Arc<dyn Selector> {
+        Arc::new(Usmoe {
+            mode: GroupMode::Causal { threshold },
+            ..self.clone()
+        })
+    }
+}
+
+impl ThresholdRouting for ExpertChoice {
+    fn scores(&self, logits: &Tensor) -> Tensor {
+        ExpertChoice::scores(self, logits)
+    }
+    fn per_token_budget(&self) -> f64 {
+        self.capacity
+    }
+    fn causal(&self, threshold: f64) -> Arc<dyn Selector> {
+        Arc::new(ExpertChoice::new(
+            self.capacity,
+            GroupMode::Causal { threshold },
+        ))
+    }
+}
+
+/// Scores of the real tokens of one MoE layer's calls, `[M, N]` each.
+struct ScoreRows<'a> {
+    routing: &'a dyn ThresholdRouting,
+    rows: Vec<Tensor>,
+}
+
+impl ForwardObserver for ScoreRows<'_> {
+    fn on_moe(&mut self, _layer: usize, moe: &MoeLayer, event: &MoeEvent<'_>) {
+        let n = moe.num_experts();
+        let scores = self.routing.scores(event.router_logits).reshape([-1, n]);
+        self.rows.push(match event.token_mask {
+            Some(m) => scores.index_select(0, &m.reshape([-1]).nonzero().squeeze_dim(1)),
+            None => scores,
+        });
+    }
+}
+
+/// USMoE's (and Expert Choice's) causal mode fitted on calibration data (METHODS.md §4.7.1's
+/// causal fallback, so `mode: causal` needs no hand-given threshold): MoE layer by layer, in
+/// order, the threshold of layer ℓ is [`fit_threshold`] on the scores of its real calibration
+/// tokens — computed on the hidden states the already installed causal selectors of layers < ℓ
+/// produce, so every layer spends its budget on the inputs it will see — and `routing` in
+/// causal mode with that threshold becomes layer ℓ's selector. Returns `(layer, threshold)`.
+pub fn fit_causal_thresholds(
+    model: &mut Model,
+    batches: &[(Tensor, Tensor)],
+    routing: &dyn ThresholdRouting,
+) -> Result<Vec<(usize, f64)>> {
+    const METHOD: &str = "causal threshold";
+    let moe_layers: Vec<usize> = (0..model.num_layers())
+        .filter(|&l| matches!(model.layers[l].ffn, Ffn::Moe(_)))
+        .collect();
+    if moe_layers.is_empty() {
+        return Err(MethodError::unsupported(
+            METHOD,
+            "the model has no MoE layer",
+        ));
+    }
+    let mut stream = BlockStream::new(model, batches, METHOD)?;
+    let mut fitted = Vec::with_capacity(moe_layers.len());
+    for l in moe_layers {
+        stream.advance_to(model, l);
+        let mut rows = ScoreRows {
+            routing,
+            rows: Vec::new(),
+        };
+        stream.observe(model, &mut rows);
+        let scores = Tensor::cat(&rows.rows, 0);
+        if scores.size()[0] == 0 {
+            return Err(MethodError::param(
+                METHOD,
+                "batches",
+                "hold no real token (attention mask 1) to fit a threshold on",
+            ));
+        }
+        let threshold = fit_threshold(&scores, routing.per_token_budget());
+        let Ffn::Moe(moe) = &mut model.layers[l].ffn else {
+            unreachable!("MoE layer index")
+        };
+        moe.selector = routing.causal(threshold);
+        fitted.push((l, threshold));
+    }
+    Ok(fitted)
 }
 
 /// `[B, T]` bool: real tokens (all, when there is no mask).
