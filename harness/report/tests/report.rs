@@ -1,7 +1,8 @@
 //! The report, the results files and the comparison, on synthetic run directories.
 use moebench_report::synthetic::Synthetic;
 use moebench_report::{
-    compare, render, results_json, CompareOptions, RenderOptions, Run, Test, Verdict,
+    check_run_targets, compare, render, results_json, CompareOptions, RenderOptions, Run,
+    TargetStatus, Test, Verdict,
 };
 use std::path::{Path, PathBuf};
 
@@ -582,4 +583,22 @@ fn a_small_noisy_change_is_not_significant() {
         c.render(false)
     );
     assert_eq!(c.regressions().count(), 0);
+}
+
+#[test]
+fn run_targets_are_checked_from_the_run_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let check = check_run_targets(&example_in(&root, "run"))
+        .unwrap()
+        .expect("the example has a target");
+    assert_eq!(check.results.len(), 1);
+    assert_eq!(check.results[0].status, TargetStatus::Pass);
+    let plain = Synthetic {
+        targets: Vec::new(),
+        ..Synthetic::example()
+    };
+    assert_eq!(
+        check_run_targets(&write(&root.path().join("plain"), &plain)).unwrap(),
+        None
+    );
 }
