@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod common;
+mod doctor;
 mod eval;
 mod generate;
 mod inspect;
@@ -57,6 +58,9 @@ enum Command {
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
     Compare(report::CompareArgs),
+    /// What this machine gives moebench: libtorch, CUDA, bf16, the Hub cache, shipped data,
+    /// the code sandbox (exit 1 when something is missing).
+    Doctor(doctor::Args),
 }
 
 /// The process's exit status (docs/architecture.md, "Exit codes").
@@ -80,9 +84,12 @@ fn main() {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
+            // RUST_LOG as usual; MOEBENCH_LOG, the older name, wins when both are set.
             tracing_subscriber::EnvFilter::try_from_env("MOEBENCH_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -101,6 +108,7 @@ fn main() {
         Command::Rescore(a) => ok(rescore::run(a)),
         Command::Report(a) => report::run_report(a),
         Command::Compare(a) => report::run_compare(a),
+        Command::Doctor(a) => doctor::run(a),
     };
     let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
