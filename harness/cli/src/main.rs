@@ -52,7 +52,8 @@ enum Command {
     Run(run::Args),
     /// Recompute a run's task metrics from its stored samples, without the model.
     Rescore(rescore::Args),
-    /// Self-contained HTML report of a run directory, plus results.csv and results.json.
+    /// Self-contained HTML report of a run directory, plus results.csv and results.json
+    /// (--check-targets: exit 3 when a target of the suite is missed).
     Report(report::ReportArgs),
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
@@ -105,7 +106,7 @@ fn main() {
         Command::Methods(a) => ok(methods::run(a)),
         Command::Run(a) => run::run(a),
         Command::Rescore(a) => ok(rescore::run(a)),
-        Command::Report(a) => ok(report::run_report(a)),
+        Command::Report(a) => report::run_report(a),
         Command::Compare(a) => report::run_compare(a),
         Command::Doctor(a) => doctor::run(a),
     };

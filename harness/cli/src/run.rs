@@ -2,6 +2,7 @@
 //! measurements, stored incrementally in a run directory (resumable), then the HTML report.
 //! The engine is moebench-runner; this file is flags, the progress display and the summary.
 use crate::common::HubArgs;
+use crate::report::gate_targets;
 use crate::ExitCode;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -37,6 +38,10 @@ pub struct Args {
     /// Print the full leaderboard table at the end.
     #[arg(long)]
     table: bool,
+    /// Check the suite's targets after the run: print target / obtained / Δ / source and exit
+    /// with status 3 when one is missed (failed jobs still exit 1).
+    #[arg(long)]
+    check_targets: bool,
     /// Print the summary as one JSON object on stdout (jobs, failures, best method per model,
     /// report path) instead of text.
     #[arg(long)]
@@ -85,17 +90,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.table {
         print!("{}", leaderboard_markdown(&records));
     }
-    let report = match records.is_empty() {
+    let written = match records.is_empty() {
         true => None,
         false => {
             let report_path = prepared.plan.suite.report_path(&run_dir);
-            Some(
-                render(&run_dir, &[], Some(&report_path))
-                    .context("rendering the report")?
-                    .html,
-            )
+            Some(render(&run_dir, &[], Some(&report_path)).context("rendering the report")?)
         }
     };
+    let report = written.as_ref().map(|w| w.html.clone());
     let best = best_per_model(&records);
     if args.json {
         let summary = serde_json::json!({
@@ -130,8 +132,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             println!("report: {}", report.display());
         }
     }
+    let targets = match args.check_targets {
+        true => gate_targets(written.as_ref().and_then(|w| w.targets.as_ref()), &run_dir)?,
+        false => ExitCode::Ok,
+    };
     Ok(match outcome.failed.is_empty() {
-        true => ExitCode::Ok,
+        true => targets,
         false => ExitCode::Error,
     })
 }

@@ -286,7 +286,7 @@ impl<'a> LanguageModel<'a> {
         &self,
         mut draws: Vec<SampledDraw>,
     ) -> Result<std::collections::HashMap<usize, String>, EvalError> {
-        draws.sort_by(|a, b| b.prompt.len().cmp(&a.prompt.len()));
+        draws.sort_by_key(|d| std::cmp::Reverse(d.prompt.len()));
         let mut texts = std::collections::HashMap::new();
         let mut pending = draws.into_iter().peekable();
         while pending.peek().is_some() {

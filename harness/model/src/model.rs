@@ -309,9 +309,11 @@ impl Model {
         let count = match counts.len() {
             0 => return Ok(()),
             1 => *counts.first().expect("one count") as usize,
-            _ => return Err(ModelError::Invalid(format!(
+            _ => {
+                return Err(ModelError::Invalid(format!(
                 "MoE layers have different expert counts {counts:?}; a checkpoint config holds one"
-            ))),
+            )))
+            }
         };
         if let Some(moe) = self.config.moe.as_mut() {
             moe.num_experts = count;
