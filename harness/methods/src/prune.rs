@@ -1,4 +1,4 @@
-//! Expert pruning by a calibration saliency (METHODS.md §7.6, §8.5 `prune(layer, keep_idx)`):
+//! Expert pruning by a calibration saliency (docs/methods.md §7.6, §8.5 `prune(layer, keep_idx)`):
 //! each MoE layer keeps its most salient experts at one uniform ratio, the router loses the rows
 //! of the pruned experts and top-k is unchanged, so active parameters stay the same.
 use crate::calibration::CalibrationStats;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 const METHOD: &str = "prune";
 
-/// Saliency of an expert (REAP arXiv 2510.13999, App. D; METHODS.md §7.6). The lowest go.
+/// Saliency of an expert (REAP arXiv 2510.13999, App. D; docs/methods.md §7.6). The lowest go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Criterion {
     /// `ν_j`, the number of tokens routed to `j`.

@@ -58,7 +58,7 @@ fn require_dense(method: &str, facts: &ModelFacts) -> Result<()> {
     }
 }
 
-/// Sparse upcycling (Komatsuzaki et al.; METHODS.md §7.1).
+/// Sparse upcycling (Komatsuzaki et al.; docs/methods.md §7.1).
 pub struct Upcycle;
 
 #[derive(Deserialize)]
@@ -237,7 +237,7 @@ fn check_span(method: &str, span_len: usize, before: &ModelFacts) -> Result<()> 
     Ok(())
 }
 
-/// Dense2MoE's layer-fusion upcycling without continual pre-training (METHODS.md §3).
+/// Dense2MoE's layer-fusion upcycling without continual pre-training (docs/methods.md §3).
 pub struct Dense2Moe;
 
 /// No `deny_unknown_fields` (serde does not support it with `flatten`): the schema check has
@@ -673,7 +673,7 @@ fn merged_facts(
     })
 }
 
-/// DUME (METHODS.md §2): dense domain experts merged into one MoE with closed-form ridge routers.
+/// DUME (docs/methods.md §2): dense domain experts merged into one MoE with closed-form ridge routers.
 pub struct Dume;
 
 #[derive(Deserialize)]
@@ -752,7 +752,7 @@ fn domain_tokens(method: &str, domains: &[String], env: &dyn MethodEnv) -> Resul
         .collect()
 }
 
-/// DUME+ (METHODS.md §2.3 step 7): DUME's closed-form routers, then router fine-tuning on the
+/// DUME+ (docs/methods.md §2.3 step 7): DUME's closed-form routers, then router fine-tuning on the
 /// shuffled mix of the domain texts with the experts frozen.
 pub struct DumePlus;
 
@@ -817,7 +817,7 @@ impl TypedMethod for DumePlus {
     }
 }
 
-/// BTX (METHODS.md §7.2), DUME's trained-router baseline.
+/// BTX (docs/methods.md §7.2), DUME's trained-router baseline.
 pub struct Btx;
 
 #[derive(Deserialize)]
