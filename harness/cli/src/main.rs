@@ -7,11 +7,13 @@ mod common;
 mod eval;
 mod generate;
 mod inspect;
+mod k8s;
 mod methods;
 mod prepare;
 mod report;
 mod rescore;
 mod run;
+mod slurm;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +58,10 @@ enum Command {
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
     Compare(report::CompareArgs),
+    /// Slurm job array running a suite's shards (`run --shard`) plus a report job after it.
+    Slurm(slurm::Args),
+    /// Kubernetes Indexed Job running a suite's shards (`run --shard`), as YAML.
+    K8s(k8s::Args),
 }
 
 /// The process's exit status (docs/architecture.md, "Exit codes").
@@ -100,6 +106,8 @@ fn main() {
         Command::Rescore(a) => ok(rescore::run(a)),
         Command::Report(a) => ok(report::run_report(a)),
         Command::Compare(a) => report::run_compare(a),
+        Command::Slurm(a) => ok(slurm::run(a)),
+        Command::K8s(a) => ok(k8s::run(a)),
     };
     let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -10,7 +10,7 @@ use moebench_runner::engine::{prepare, run as run_plan};
 use moebench_runner::events::{Event, RunEvents};
 use moebench_suite::leaderboard::leaderboard_markdown;
 use moebench_suite::store::finished_jobs;
-use moebench_suite::{read_records, write_atomic, RunInfo, RunStore};
+use moebench_suite::{read_records, write_atomic, RunInfo, RunStore, Shard};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -31,6 +31,12 @@ pub struct Args {
     /// Only the jobs whose `model/method/task` label contains PATTERN (`measure` for measures).
     #[arg(long, value_name = "PATTERN")]
     only: Option<String>,
+    /// Run only shard INDEX of COUNT (1-based, e.g. 2/4): whole (model, method) groups dealt
+    /// to shards by estimated cost, each shard writing its own segment of the run directory,
+    /// so that shards run side by side (`moebench slurm`, `moebench k8s`). The report merges
+    /// all segments (`moebench report RUN_DIR`).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    shard: Option<Shard>,
     /// No progress bars and no progress lines.
     #[arg(long)]
     quiet: bool,
@@ -53,6 +59,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             bail!("--only {pattern}: no job label contains it (labels read model/method/task)");
         }
     }
+    if let Some(shard) = args.shard {
+        prepared.retain_shard(shard);
+    }
     let run_dir = args
         .run_dir
         .clone()
@@ -64,7 +73,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    let store = RunStore::open(&run_dir, &RunInfo::new(&prepared.plan.suite))?;
+    let store = RunStore::open_segment(&run_dir, &RunInfo::new(&prepared.plan.suite), args.shard)?;
     write_atomic(
         &run_dir.join(TARGETS_FILE),
         &serde_json::to_vec_pretty(&prepared.plan.suite.targets)?,
@@ -93,7 +102,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     for (job, error) in &outcome.failed {
         println!("failed {job}: {error}");
     }
-    if !records.is_empty() {
+    if let Some(shard) = args.shard {
+        // Shards finish at different times; one report of all of them comes after the last
+        // (the report job of `moebench slurm`).
+        println!(
+            "shard {shard} done; `moebench report {}` reports every shard",
+            run_dir.display()
+        );
+    } else if !records.is_empty() {
         let report_path = prepared.plan.suite.report_path(&run_dir);
         let written = render(&run_dir, &[], Some(&report_path)).context("rendering the report")?;
         println!("report: {}", written.html.display());

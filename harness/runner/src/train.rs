@@ -68,6 +68,10 @@ pub struct TrainOptions {
     /// Save the checkpoint even when the loss became NaN or infinite (default: error, nothing
     /// saved).
     pub save_diverged: bool,
+    /// When `out` already holds a finished model (its `train.json`) by the time this one is
+    /// saved, keep that one and discard this one instead of replacing it: another process
+    /// (a shard of the same run) built the same model first and may be reading it.
+    pub keep_finished: bool,
 }
 
 /// Builds (or loads) the model, trains it as `spec` says and saves it to `out` (replaced
@@ -91,7 +95,7 @@ pub fn train_checkpoint(
     let work = parent.join(format!(
         ".{}.train-{}",
         out.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-        std::process::id()
+        moebench_suite::store::process_tag()
     ));
     let result = train_into(spec, start, hub, &work, router, &router_params, options);
     let summary = match result {
@@ -102,12 +106,17 @@ pub fn train_checkpoint(
         }
     };
     let saved = work.join("model");
-    if out.exists() {
+    let finished_there = || out.join("train.json").is_file();
+    if out.exists() && !(options.keep_finished && finished_there()) {
         std::fs::remove_dir_all(out).map_err(RunnerError::io(out))?;
     }
-    std::fs::rename(&saved, out).map_err(RunnerError::io(out))?;
+    // A rename onto a non-empty directory fails: only one process's copy lands.
+    let renamed = std::fs::rename(&saved, out);
     std::fs::remove_dir_all(&work).ok();
-    Ok(summary)
+    match renamed {
+        Err(_) if options.keep_finished && finished_there() => Ok(summary),
+        other => other.map(|()| summary).map_err(RunnerError::io(out)),
+    }
 }
 
 /// The training itself, writing into `work/` (removed by the caller on error).
