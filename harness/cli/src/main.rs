@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod common;
+mod doctor;
 mod eval;
 mod generate;
 mod inspect;
@@ -58,6 +59,9 @@ enum Command {
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
     Compare(report::CompareArgs),
+    /// What this machine gives moebench: libtorch, CUDA, bf16, the Hub cache, shipped data,
+    /// the code sandbox (exit 1 when something is missing).
+    Doctor(doctor::Args),
     /// Slurm job array running a suite's shards (`run --shard`) plus a report job after it.
     Slurm(slurm::Args),
     /// Kubernetes Indexed Job running a suite's shards (`run --shard`), as YAML.
@@ -85,9 +89,12 @@ fn main() {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
+            // RUST_LOG as usual; MOEBENCH_LOG, the older name, wins when both are set.
             tracing_subscriber::EnvFilter::try_from_env("MOEBENCH_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -106,6 +113,7 @@ fn main() {
         Command::Rescore(a) => ok(rescore::run(a)),
         Command::Report(a) => ok(report::run_report(a)),
         Command::Compare(a) => report::run_compare(a),
+        Command::Doctor(a) => doctor::run(a),
         Command::Slurm(a) => ok(slurm::run(a)),
         Command::K8s(a) => ok(k8s::run(a)),
     };

@@ -41,7 +41,7 @@ pub struct Args {
 
 /// The suite (checked, so that a bad one fails here rather than in N array tasks) as a
 /// [`ShardedRun`] with absolute paths, run from the current directory.
-pub fn sharded_run(suite: &Path, run_dir: Option<&Path>, shards: u32) -> Result<ShardedRun> {
+fn sharded_run(suite: &Path, run_dir: Option<&Path>, shards: u32) -> Result<ShardedRun> {
     let loaded = moebench_suite::load_suite(suite, &moebench_methods::catalogue::schemas())?;
     let run_dir = run_dir
         .map(Path::to_path_buf)

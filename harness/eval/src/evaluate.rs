@@ -33,6 +33,13 @@ pub struct MetricValue {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SampleRecord {
     pub doc_id: usize,
+    /// The document, which lm-eval's sample files carry (not stored with suite results).
+    #[serde(skip)]
+    pub doc: Value,
+    /// Generation tasks: each filter's output, shaped as lm-eval's `filtered_resps` entry
+    /// (not stored with suite results).
+    #[serde(skip)]
+    pub filtered: Vec<(String, Value)>,
     pub doc_hash: String,
     pub prompt_hash: String,
     pub target_hash: String,
@@ -74,8 +81,16 @@ fn request_args(r: &Request) -> Value {
             context,
             until,
             max_gen_toks,
+            sampling,
         } => {
-            json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks, "do_sample": false}})
+            let mut kwargs = json!({"until": until, "max_gen_toks": max_gen_toks, "do_sample": sampling.is_some()});
+            if let Some(s) = sampling {
+                kwargs["temperature"] = json!(s.temperature);
+                kwargs["top_p"] = json!(s.top_p);
+                kwargs["top_k"] = json!(s.top_k);
+                kwargs["draw"] = json!(s.draw);
+            }
+            json!({"arg_0": context, "arg_1": kwargs})
         }
     }
 }
@@ -148,6 +163,13 @@ pub fn evaluate_task(
     task: &Task,
     opts: &EvalOptions,
 ) -> Result<TaskOutcome, EvalError> {
+    if task.executes_code() && !task.code_execution_allowed() {
+        return Err(EvalError::Invalid(format!(
+            "task `{}` ({}) executes model-generated code (`unsafe_code: true`); confirm that you want it run, in moebench's sandbox, with --confirm-run-unsafe-code",
+            task.name(),
+            task.spec().path.display()
+        )));
+    }
     let rolling =
         task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
     let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
@@ -244,10 +266,25 @@ pub fn score_task(
 ) -> Result<TaskOutcome, EvalError> {
     let mut by_metric: BTreeMap<String, Vec<DocScore>> = BTreeMap::new();
     let mut samples = Vec::with_capacity(docs.len());
+    let generation =
+        task.spec().config.output_type == moebench_tasks::config::OutputType::GenerateUntil;
     for (inst, resp) in docs {
         let scores = score_doc(task, inst, resp)?;
+        let filtered = match generation {
+            true => task
+                .scorer()
+                .filtered_responses(inst, resp)
+                .map_err(|message| moebench_tasks::TaskError::Responses {
+                    task: task.name().to_owned(),
+                    doc: inst.doc_id,
+                    message,
+                })?,
+            false => Vec::new(),
+        };
         samples.push(SampleRecord {
             doc_id: inst.doc_id,
+            doc: inst.doc.clone(),
+            filtered,
             doc_hash: inst.hashes.doc.clone(),
             prompt_hash: inst.hashes.prompt.clone(),
             target_hash: inst.hashes.target.clone(),
@@ -264,7 +301,7 @@ pub fn score_task(
         }
     }
     let mut metrics = BTreeMap::new();
-    for spec in task.scorer().metrics() {
+    for spec in task.scorer().reported_metrics() {
         for (key, scores) in &by_metric {
             if key.split(',').next() != Some(spec.name.as_str()) {
                 continue;

@@ -211,7 +211,7 @@ pub struct RunStore {
 pub const LOCK_FILE: &str = ".lock";
 
 /// The records file a shard writes (`None`: the unsharded `records.jsonl`).
-pub fn segment_file(shard: Option<Shard>) -> String {
+fn segment_file(shard: Option<Shard>) -> String {
     match shard {
         None => RECORDS_FILE.to_owned(),
         Some(s) => format!("records.shard-{}-of-{}.jsonl", s.index, s.count),

@@ -15,6 +15,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+pub mod code;
 pub mod config;
 pub mod data;
 mod error;
@@ -30,7 +31,9 @@ pub mod template;
 pub use config::{load_yaml, GroupSpec, LoadedYaml, TaskConfig, TaskSpec};
 pub use error::TaskError;
 pub use registry::{TaskIndex, TaskNode};
-pub use requests::{build_instances, DocInstance, Expected, Request, DEFAULT_FEWSHOT_SEED};
+pub use requests::{
+    build_instances, DocInstance, Expected, Request, Sampling, DEFAULT_FEWSHOT_SEED,
+};
 pub use scoring::{Response, Scorer};
 pub use task::Task;
 

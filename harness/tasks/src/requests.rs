@@ -36,12 +36,26 @@ pub enum Request {
     },
     /// `loglikelihood_rolling(text)` of the whole target, without context.
     Rolling { text: String },
-    /// `generate_until(context, until, max_gen_toks)`, greedy.
+    /// `generate_until(context, until, max_gen_toks)`: greedy, or sampled with `sampling`.
+    /// A task with `repeats: n` asks for n of these per document.
     Generate {
         context: String,
         until: Vec<String>,
         max_gen_toks: usize,
+        sampling: Option<Sampling>,
     },
+}
+
+/// `do_sample: true` settings of a generation request (transformers' warpers, see
+/// [`crate::config::GenerationKwargs`]), and which of its document's `repeats` draws it is:
+/// the model side seeds each draw differently and reproducibly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_p: f64,
+    /// `None`: no top-k filtering.
+    pub top_k: Option<usize>,
+    pub draw: usize,
 }
 
 impl Request {
@@ -189,16 +203,19 @@ impl Builder<'_> {
             }
             OutputType::GenerateUntil => {
                 let context = self.context(doc, rng)?.remove(0);
-                let (until, max_gen_toks) = task.spec().config.generation();
+                let config = &task.spec().config;
+                let (until, max_gen_toks) = config.generation();
+                let sampling = config.sampling();
                 let references = self.references(&target, &choices)?;
-                (
-                    vec![Request::Generate {
-                        context,
-                        until,
+                let requests = (0..config.repeats)
+                    .map(|draw| Request::Generate {
+                        context: context.clone(),
+                        until: until.clone(),
                         max_gen_toks,
-                    }],
-                    Expected::References(references),
-                )
+                        sampling: sampling.map(|s| Sampling { draw, ..s }),
+                    })
+                    .collect();
+                (requests, Expected::References(references))
             }
             OutputType::MultipleChoice => self.multiple_choice(doc, &target, &choices, rng)?,
         };

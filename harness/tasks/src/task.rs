@@ -66,15 +66,17 @@ impl Task {
             ));
         }
         let mut files = eval.files.clone();
-        let fewshot_docs = match config.fewshot_source_split() {
+        let samples = config.moebench_processor.and_then(|p| p.fewshot_samples());
+        let fewshot_docs = match (config.fewshot_source_split(), samples) {
             _ if num_fewshot == 0 => Vec::new(),
-            Some(split) if split == eval_split => eval.docs.clone(),
-            Some(split) => {
+            (_, Some(samples)) => samples,
+            (Some(split), None) if split == eval_split => eval.docs.clone(),
+            (Some(split), None) => {
                 let data = process(&spec, load_split(&spec, hub, split)?)?;
                 files.extend(data.files);
                 data.docs
             }
-            None => {
+            (None, None) => {
                 return Err(TaskError::config(
                     at(),
                     "few-shot examples asked for, but no split to draw them from",
@@ -178,6 +180,23 @@ impl Task {
     /// The metrics and filters of the task.
     pub fn scorer(&self) -> &Scorer {
         &self.scorer
+    }
+
+    /// Whether the task executes model output (lm-eval's `unsafe_code: true`), which needs
+    /// the user's confirmation and [`Self::allow_code_execution`].
+    pub fn executes_code(&self) -> bool {
+        self.spec.config.unsafe_code
+    }
+
+    /// Whether [`Self::allow_code_execution`] was called.
+    pub fn code_execution_allowed(&self) -> bool {
+        self.scorer.executes_code()
+    }
+
+    /// Lets the task's code metrics run generated programs with `executor` (the user
+    /// confirmed; without this they refuse to score).
+    pub fn allow_code_execution(&mut self, executor: std::sync::Arc<crate::code::CodeExecutor>) {
+        self.scorer.set_code_executor(executor);
     }
 
     /// sha256 of everything the requests depend on: the resolved configuration, the shot

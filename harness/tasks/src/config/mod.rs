@@ -184,7 +184,9 @@ pub struct FewshotConfig {
     pub fewshot_delimiter: Option<String>,
 }
 
-/// `generation_kwargs`. Only greedy decoding is supported.
+/// `generation_kwargs`: stop strings and token budget, and transformers' sampling settings
+/// (`do_sample: true` with `temperature`, `top_p`, `top_k`), which lm-eval's HF backend passes
+/// to `generate`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerationKwargs {
@@ -193,7 +195,14 @@ pub struct GenerationKwargs {
     pub max_gen_toks: Option<usize>,
     pub do_sample: Option<bool>,
     pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
 }
+
+/// transformers' `GenerationConfig.top_k` default, in force when sampling without `top_k`.
+pub const DEFAULT_TOP_K: usize = 50;
 
 /// `lm_eval/defaults.py` `DEFAULT_MAX_GEN_TOKS`.
 pub const DEFAULT_MAX_GEN_TOKS: usize = 256;
@@ -262,7 +271,12 @@ pub struct TaskConfig {
     pub filter_list: Option<Vec<FilterPipeline>>,
     pub metric_list: Option<Vec<MetricConfig>>,
     pub metadata: Option<Map<String, Value>>,
+    /// Generations per document (`generate_until`); the filters see them all, e.g. pass@k
+    /// over sampled programs.
     pub repeats: usize,
+    /// lm-eval's mark of tasks that execute model output (HumanEval, MBPP): they run only when
+    /// the user confirms (`--confirm-run-unsafe-code`), and then only in moebench's sandbox.
+    pub unsafe_code: bool,
     /// Accepted and ignored (decontamination is not implemented).
     pub should_decontaminate: bool,
     /// Accepted and ignored, as `should_decontaminate`.
@@ -299,6 +313,7 @@ impl Default for TaskConfig {
             metric_list: None,
             metadata: None,
             repeats: 1,
+            unsafe_code: false,
             should_decontaminate: false,
             doc_to_decontamination_query: None,
             moebench_loader: None,
@@ -323,6 +338,22 @@ impl TaskConfig {
                 .unwrap_or_else(|| vec![self.fewshot_delimiter.clone()]),
             kwargs.max_gen_toks.unwrap_or(DEFAULT_MAX_GEN_TOKS),
         )
+    }
+
+    /// Sampling settings when `do_sample: true` (else greedy decoding), for the document's
+    /// first draw; [`crate::requests`] numbers the `repeats` draws.
+    pub fn sampling(&self) -> Option<crate::requests::Sampling> {
+        let kwargs = self.generation_kwargs.as_ref()?;
+        (kwargs.do_sample == Some(true)).then(|| crate::requests::Sampling {
+            temperature: kwargs.temperature.unwrap_or(1.0),
+            top_p: kwargs.top_p.unwrap_or(1.0),
+            top_k: match kwargs.top_k {
+                None => Some(DEFAULT_TOP_K),
+                Some(0) => None,
+                Some(k) => Some(k),
+            },
+            draw: 0,
+        })
     }
 
     /// The split documents are evaluated on (`Task.eval_docs`: test, else validation).
@@ -362,9 +393,12 @@ impl TaskConfig {
         if self.task.as_deref().unwrap_or_default().is_empty() {
             return Err("`task:` (the task name) is missing".to_owned());
         }
-        if self.repeats != 1 {
+        if self.repeats == 0 {
+            return Err("`repeats: 0`: at least one generation per document".to_owned());
+        }
+        if self.repeats > 1 && self.output_type != OutputType::GenerateUntil {
             return Err(format!(
-                "`repeats: {}` is not supported (only 1)",
+                "`repeats: {}` only applies to generate_until tasks",
                 self.repeats
             ));
         }
@@ -416,13 +450,23 @@ impl TaskConfig {
         let Some(kwargs) = &self.generation_kwargs else {
             return Ok(());
         };
-        if kwargs.do_sample == Some(true) {
-            return Err(
-                "`generation_kwargs.do_sample: true` is not supported (greedy only)".to_owned(),
-            );
+        match (kwargs.do_sample, kwargs.temperature) {
+            (Some(true), Some(t)) if t > 0.0 => {}
+            (Some(true), _) => {
+                return Err(
+                    "`generation_kwargs.do_sample: true` needs a `temperature` above 0 (transformers rejects 0)"
+                        .to_owned(),
+                )
+            }
+            (None, Some(t)) if t != 0.0 => {
+                return Err(format!(
+                    "`generation_kwargs.temperature: {t}` without `do_sample`: lm-eval's HF backend then decodes as the model's generation_config says; write `do_sample: true` to sample or `do_sample: false` for greedy decoding"
+                ))
+            }
+            _ => {}
         }
-        if kwargs.temperature.is_some_and(|t| t != 0.0) {
-            return Err("`generation_kwargs.temperature` must be 0 (greedy only)".to_owned());
+        if let Some(p) = kwargs.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(format!("`generation_kwargs.top_p: {p}` must be in (0, 1]"));
         }
         Ok(())
     }

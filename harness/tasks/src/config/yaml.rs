@@ -197,10 +197,6 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
     ("doc_to_image", "multimodal tasks are not supported"),
     ("doc_to_audio", "multimodal tasks are not supported"),
     ("gen_prefix", "`gen_prefix` is not supported"),
-    (
-        "unsafe_code",
-        "tasks that execute generated code are not supported",
-    ),
     ("class", "Python task classes are not supported"),
 ];
 

@@ -46,7 +46,7 @@ pub fn load_split(spec: &TaskSpec, hub: &HubConfig, split: &str) -> Result<Split
         Ok(files.iter().map(|file| spec.data_dir.join(file)).collect())
     };
     if let Some(loader) = config.moebench_loader {
-        return loader.read(&local_files()?, config.dataset_name.as_deref());
+        return loader.read(&local_files()?, config.dataset_name.as_deref(), split);
     }
     let dataset_path = config.dataset_path.as_deref().unwrap_or_default();
     if let Some(format) = Format::from_builder(dataset_path) {
