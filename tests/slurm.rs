@@ -209,3 +209,68 @@ fn sharded_suite_on_slurm_with_a_requeued_task_equals_one_process() {
         measures.len()
     );
 }
+
+/// Without a cluster: `--dry-run` prints both scripts and writes nothing; without `--submit`
+/// the scripts and `submit.sh` are written for a login node; a bad suite fails before that.
+#[test]
+fn slurm_scripts_are_printed_or_written_without_submitting() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = write_tiny_cluster_suite(dir.path(), 2);
+    let run_dir = dir.path().join("run");
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "slurm".to_owned(),
+            suite.display().to_string(),
+            "--shards".into(),
+            "3".into(),
+            "--run-dir".into(),
+            run_dir.display().to_string(),
+            "--partition".into(),
+            "gpu".into(),
+            "--gpus-per-task".into(),
+            "1".into(),
+            "--sbatch-arg=--cpus-per-task=8".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let call = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        moebench(&refs)
+    };
+    let out = call(args(&["--dry-run"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    for line in [
+        "#SBATCH --array=0-2",
+        "#SBATCH --requeue",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gpus-per-task=1",
+        "#SBATCH --cpus-per-task=8",
+        "shard=\"$((SLURM_ARRAY_TASK_ID + 1))/3\"",
+        "#SBATCH --job-name=moebench-cluster-report",
+    ] {
+        assert!(printed.lines().any(|l| l == line), "{line}:\n{printed}");
+    }
+    assert!(!run_dir.exists(), "--dry-run writes nothing");
+
+    let out = call(args(&[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let slurm_dir = run_dir.join("slurm");
+    let array = std::fs::read_to_string(slurm_dir.join("array.sbatch")).unwrap();
+    assert!(printed.starts_with(&format!("# ---- array.sbatch ----\n{array}")));
+    let submit = std::fs::read_to_string(slurm_dir.join("submit.sh")).unwrap();
+    assert!(submit.contains("--dependency=afterany:$array"), "{submit}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(slurm_dir.join("submit.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "submit.sh is executable");
+
+    std::fs::write(&suite, "name: cluster\nmodels: []\n").unwrap();
+    let out = call(args(&["--dry-run"]));
+    assert_clean_failure(&out, "suite.yaml");
+    let out = moebench(&["slurm", "x.yaml", "--shards", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
