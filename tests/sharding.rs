@@ -87,6 +87,27 @@ fn three_shards_at_once_equal_one_unsharded_run() {
     assert!(measures.len() >= 7 * 4, "{measures:#?}");
     assert_eq!(comparable_results(&sharded), (rows, measures));
 
+    // Rescoring reads every segment's records and samples; compare finds no difference.
+    let rescored = moebench(&["rescore", sharded.to_str().unwrap()]);
+    assert!(
+        stdout(&rescored).contains("8 metrics rescored, 0 differ"),
+        "{}{}",
+        stdout(&rescored),
+        stderr(&rescored)
+    );
+    let compared = moebench(&[
+        "compare",
+        reference.to_str().unwrap(),
+        sharded.to_str().unwrap(),
+        "--fail-on-regression",
+    ]);
+    assert!(
+        compared.status.success(),
+        "{}{}",
+        stdout(&compared),
+        stderr(&compared)
+    );
+
     // A rerun of a shard, and an unsharded resume, find every job done in some segment.
     let again = moebench(&run_args(&suite, &sharded, &["--shard", "2/3"]));
     assert!(
