@@ -326,3 +326,55 @@ fn scales(model: &Model) -> Vec<f64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shards of one run that need the same suite-built model build it side by side: the
+    /// copy saved first stays (another shard may be reading it) and the later one is dropped.
+    #[test]
+    fn a_model_saved_first_by_another_process_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text.txt");
+        std::fs::write(
+            &text,
+            "To be, or not to be, that is the question. ".repeat(40),
+        )
+        .unwrap();
+        let spec = TrainSpec {
+            layers: 1,
+            hidden_size: 32,
+            heads: 2,
+            intermediate_size: 32,
+            experts: 0,
+            steps: 1,
+            batch_size: 2,
+            seq_len: 32,
+            warmup: 1,
+            holdout: 0.0,
+            text: vec![text],
+            ..TrainSpec::default()
+        };
+        let hub = HubConfig::from_env().unwrap();
+        let out = dir.path().join("models").join("tiny");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let keep = TrainOptions {
+            keep_finished: true,
+            ..TrainOptions::default()
+        };
+        train_checkpoint(&spec, &Start::Scratch, &hub, &out, keep).unwrap();
+        std::fs::write(out.join("first"), "").unwrap();
+        train_checkpoint(&spec, &Start::Scratch, &hub, &out, keep).unwrap();
+        assert!(out.join("first").exists(), "the first copy stays");
+        let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["tiny"], "no work directory left");
+        // `moebench train` (no keep_finished) replaces its output.
+        train_checkpoint(&spec, &Start::Scratch, &hub, &out, TrainOptions::default()).unwrap();
+        assert!(!out.join("first").exists());
+        assert!(out.join("train.json").is_file());
+    }
+}
