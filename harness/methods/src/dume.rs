@@ -628,9 +628,7 @@ pub fn add_expert(
         let bias = moe.router.bias.as_ref().map(|b| append(b, &b.get(0)));
         moe.router = Linear { weight, bias };
     }
-    if let Some(moe) = model.config.moe.as_mut() {
-        moe.num_experts += 1;
-    }
+    model.sync_expert_count()?;
     let domain = stats.add_domain();
     collect(model, stats, domain, batches)?;
     install_routers(model, &stats.solve(cfg.lambda)?, cfg)?;

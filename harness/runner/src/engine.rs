@@ -719,6 +719,7 @@ impl Runner<'_> {
             max_length,
             batch_size: defaults.batch_size.get(),
             token_budget: budget.resolve(model, max_length).0,
+            prefix_cache: true,
         };
         let opts = EvalOptions {
             limit: plan.limit(&plan.tasks[t]),
