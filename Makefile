@@ -17,7 +17,7 @@ LM_EVAL_VENV := .venv-lmeval
 LM_EVAL_PACKAGES := numpy==2.4.6 requests==2.34.2 PyYAML==6.0.4 Jinja2==3.1.6 pytablewriter==1.2.1
 LM_EVAL_STAMP := $(LM_EVAL_VENV)/.installed-$(shell echo 'lm-eval==0.4.13 $(LM_EVAL_PACKAGES)' | sha256sum | cut -c1-12)
 
-.PHONY: deps deps-cuda demo test lm-eval-venv
+.PHONY: deps deps-cuda demo test lm-eval-venv k8s-schema slurm-cluster
 deps: $(DEPS_STAMP)
 
 lm-eval-venv: $(LM_EVAL_STAMP)
@@ -43,7 +43,23 @@ demo: deps
 	./target/release/moebench prepare
 	./target/release/moebench run suites/smoke.yaml
 
+# The Kubernetes Job schema tests/k8s.rs validates manifests against (PyPI, ~3 s).
+K8S_SCHEMA := .schemas/job-batch-v1-v1.33.0.json
+k8s-schema: $(K8S_SCHEMA)
+$(K8S_SCHEMA): scripts/fetch_k8s_schema.sh
+	bash scripts/fetch_k8s_schema.sh
+
+# A one-node Slurm cluster for tests/slurm.rs (Debian's slurmctld/slurmd/munge; needs root:
+# ~20 s the first time (apt), under a second when it already runs). Without root, or when it
+# cannot be installed, tests/slurm.rs prints SKIP.
+slurm-cluster:
+	@if [ "$$(id -u)" = 0 ]; then \
+		bash scripts/slurm/start_local_cluster.sh || echo "WARNING: no local Slurm cluster; tests/slurm.rs will SKIP"; \
+	else \
+		echo "WARNING: not root, no local Slurm cluster; tests/slurm.rs will SKIP"; \
+	fi
+
 # Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
 # threads from starving each other.
-test: deps lm-eval-venv
+test: deps lm-eval-venv k8s-schema slurm-cluster
 	OMP_WAIT_POLICY=PASSIVE cargo test --workspace

@@ -8,11 +8,13 @@ mod doctor;
 mod eval;
 mod generate;
 mod inspect;
+mod k8s;
 mod methods;
 mod prepare;
 mod report;
 mod rescore;
 mod run;
+mod slurm;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +63,10 @@ enum Command {
     /// What this machine gives moebench: libtorch, CUDA, bf16, the Hub cache, shipped data,
     /// the code sandbox (exit 1 when something is missing).
     Doctor(doctor::Args),
+    /// Slurm job array running a suite's shards (`run --shard`) plus a report job after it.
+    Slurm(slurm::Args),
+    /// Kubernetes Indexed Job running a suite's shards (`run --shard`), as YAML.
+    K8s(k8s::Args),
 }
 
 /// The process's exit status (docs/architecture.md, "Exit codes").
@@ -109,6 +115,8 @@ fn main() {
         Command::Report(a) => report::run_report(a),
         Command::Compare(a) => report::run_compare(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Slurm(a) => ok(slurm::run(a)),
+        Command::K8s(a) => ok(k8s::run(a)),
     };
     let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -11,7 +11,7 @@ use moebench_runner::engine::{prepare, run as run_plan};
 use moebench_runner::events::{Event, RunEvents};
 use moebench_suite::leaderboard::{best_per_model, leaderboard_markdown, Best};
 use moebench_suite::store::finished_jobs;
-use moebench_suite::{read_records, write_atomic, RunInfo, RunStore};
+use moebench_suite::{read_records, write_atomic, RunInfo, RunStore, Shard};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -32,6 +32,12 @@ pub struct Args {
     /// Only the jobs whose `model/method/task` label contains PATTERN (`measure` for measures).
     #[arg(long, value_name = "PATTERN")]
     only: Option<String>,
+    /// Run only shard INDEX of COUNT (1-based, e.g. 2/4): whole (model, method) groups dealt
+    /// to shards by estimated cost, each shard writing its own segment of the run directory,
+    /// so that shards run side by side (`moebench slurm`, `moebench k8s`). The report merges
+    /// all segments (`moebench report RUN_DIR`).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    shard: Option<Shard>,
     /// No progress bars and no progress lines.
     #[arg(long)]
     quiet: bool,
@@ -39,8 +45,9 @@ pub struct Args {
     #[arg(long)]
     table: bool,
     /// Check the suite's targets after the run: print target / obtained / Δ / source and exit
-    /// with status 3 when one is missed (failed jobs still exit 1).
-    #[arg(long)]
+    /// with status 3 when one is missed (failed jobs still exit 1). A shard cannot: check the
+    /// merged run with `moebench report RUN_DIR --check-targets` after the last shard.
+    #[arg(long, conflicts_with = "shard")]
     check_targets: bool,
     /// Print the summary as one JSON object on stdout (jobs, failures, best method per model,
     /// report path) instead of text.
@@ -62,6 +69,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             bail!("--only {pattern}: no job label contains it (labels read model/method/task)");
         }
     }
+    if let Some(shard) = args.shard {
+        prepared.retain_shard(shard);
+    }
     let run_dir = args
         .run_dir
         .clone()
@@ -73,7 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    let store = RunStore::open(&run_dir, &RunInfo::new(&prepared.plan.suite))?;
+    let store = RunStore::open_segment(&run_dir, &RunInfo::new(&prepared.plan.suite), args.shard)?;
     write_atomic(
         &run_dir.join(TARGETS_FILE),
         &serde_json::to_vec_pretty(&prepared.plan.suite.targets)?,
@@ -90,7 +100,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.table {
         print!("{}", leaderboard_markdown(&records));
     }
-    let written = match records.is_empty() {
+    // Shards finish at different times: one report of all of them comes after the last (the
+    // report job of `moebench slurm`).
+    let written = match records.is_empty() || args.shard.is_some() {
         true => None,
         false => {
             let report_path = prepared.plan.suite.report_path(&run_dir);
@@ -109,6 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "wall_s": outcome.wall_s,
             "best": best,
             "run_dir": run_dir,
+            "shard": args.shard.map(|s| s.to_string()),
             "report": report,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -130,6 +143,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         if let Some(report) = &report {
             println!("report: {}", report.display());
+        }
+        if let Some(shard) = args.shard {
+            println!(
+                "shard {shard} done; `moebench report {}` reports every shard",
+                run_dir.display()
+            );
         }
     }
     let targets = match args.check_targets {

@@ -130,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     let options = TrainOptions {
         verbose: true,
         save_diverged: args.save_diverged,
+        keep_finished: false,
     };
     let summary = train_checkpoint(&spec, &start, &args.hub.config()?, &args.out, options)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
