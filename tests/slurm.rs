@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const LOCAL_CLUSTER: &str = "moebench-local";
 /// Documents of the suite's task: enough for a shard to take seconds, so that it can be
 /// requeued between two of its jobs.
-const DOCS: usize = 400;
+const DOCS: usize = 2000;
 
 fn slurm(program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
