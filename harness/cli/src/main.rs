@@ -13,6 +13,7 @@ mod prepare;
 mod report;
 mod rescore;
 mod run;
+mod tasks;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Command {
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
     Compare(report::CompareArgs),
+    /// List the tasks, groups and tags of the task directories; `tasks validate PATH…` checks
+    /// task YAMLs without their data.
+    Tasks(tasks::Args),
 }
 
 fn main() {
@@ -66,6 +70,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    moebench_pyhooks::install();
     let result = match cli.command {
         Command::Prepare(a) => prepare::run(a),
         Command::Inspect(a) => inspect::run(a),
@@ -79,6 +84,7 @@ fn main() {
         Command::Rescore(a) => rescore::run(a),
         Command::Report(a) => report::run_report(a),
         Command::Compare(a) => report::run_compare(a),
+        Command::Tasks(a) => tasks::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,8 +2,10 @@
 //! with standard errors (closed form for means, bootstrap otherwise, perplexities included).
 use crate::lm::LanguageModel;
 use crate::EvalError;
-use moebench_core::metrics::{DocScore, Gold};
-use moebench_tasks::{build_instances, score_doc, DocInstance, Expected, Request, Response, Task};
+use moebench_core::metrics::Gold;
+use moebench_tasks::{
+    build_instances, score_docs, DocInstance, Expected, Request, Response, SampleScore, Task,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -92,13 +94,6 @@ fn response_json(r: &Response) -> Value {
             tokens,
         } => json!([loglikelihood, tokens]),
         Response::Generated(text) => json!(text),
-    }
-}
-
-fn score_json(s: &DocScore) -> Value {
-    match s {
-        DocScore::Value(v) => json!(v),
-        DocScore::Weighted(ll, w) => json!([ll, w]),
     }
 }
 
@@ -214,10 +209,16 @@ pub fn score_task(
     docs: &[(&DocInstance, Vec<Response>)],
     opts: &EvalOptions,
 ) -> Result<TaskOutcome, EvalError> {
-    let mut by_metric: BTreeMap<String, Vec<DocScore>> = BTreeMap::new();
+    let mut by_metric: BTreeMap<String, Vec<SampleScore>> = BTreeMap::new();
     let mut samples = Vec::with_capacity(docs.len());
-    for (inst, resp) in docs {
-        let scores = score_doc(task, inst, resp)?;
+    // All documents at once: Python hooks (process_results, metric functions, filters) are
+    // called once per filter pipeline, not once per document.
+    let pairs: Vec<(&DocInstance, &[Response])> = docs
+        .iter()
+        .map(|(inst, resp)| (*inst, resp.as_slice()))
+        .collect();
+    let all_scores = score_docs(task, &pairs)?;
+    for ((inst, resp), scores) in docs.iter().zip(all_scores) {
         samples.push(SampleRecord {
             doc_id: inst.doc_id,
             doc_hash: inst.hashes.doc.clone(),
@@ -228,7 +229,7 @@ pub fn score_task(
             responses: resp.iter().map(response_json).collect(),
             metrics: scores
                 .iter()
-                .map(|(k, v)| (k.clone(), score_json(v)))
+                .map(|(k, v)| (k.clone(), v.to_json()))
                 .collect(),
         });
         for (key, score) in scores {
@@ -236,21 +237,26 @@ pub fn score_task(
         }
     }
     let mut metrics = BTreeMap::new();
-    for spec in task.scorer().metrics() {
-        for (key, scores) in &by_metric {
-            if key.split(',').next() != Some(spec.name.as_str()) {
-                continue;
-            }
-            metrics.insert(
-                key.clone(),
-                MetricValue {
-                    value: spec.aggregation.aggregate(scores)?,
-                    stderr: spec.aggregation.stderr(scores, opts.bootstrap_iters)?,
-                    higher_is_better: spec.higher_is_better,
-                    stderr_is_moebench_extension: !spec.aggregation.lm_eval_reports_stderr(),
-                },
-            );
-        }
+    for (key, scores) in &by_metric {
+        // A key only a `process_results` hook reports is averaged, as lm-eval does.
+        let (name, _) = key.split_once(',').unwrap_or((key, "none"));
+        let spec = task.scorer().metric(name);
+        let failed = |source| moebench_tasks::TaskError::Score {
+            task: task.name().to_owned(),
+            doc: None,
+            source,
+        };
+        metrics.insert(
+            key.clone(),
+            MetricValue {
+                value: spec.aggregate(scores).map_err(failed)?,
+                stderr: spec
+                    .stderr(scores, opts.bootstrap_iters)
+                    .map_err(failed)?,
+                higher_is_better: spec.higher_is_better,
+                stderr_is_moebench_extension: !spec.lm_eval_reports_stderr(),
+            },
+        );
     }
     let instances: Vec<DocInstance> = docs.iter().map(|(i, _)| (*i).clone()).collect();
     let filters = task.scorer().filter_names().len().max(1);
