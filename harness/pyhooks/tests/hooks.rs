@@ -210,7 +210,7 @@ def samples():
     let contains: Vec<Value> = scores.iter().map(|s| s["contains,custom"].to_json()).collect();
     assert_eq!(contains, [json!(1.0), json!(0.0), json!(1.0)]);
     let length: Vec<Value> = scores.iter().map(|s| s["length,custom"].to_json()).collect();
-    assert_eq!(length, [json!(2), json!(6), json!(2)]);
+    assert_eq!(length, [json!(2.0), json!(6.0), json!(2.0)]);
     let exact: Vec<Value> = scores.iter().map(|s| s["exact_match,custom"].to_json()).collect();
     assert_eq!(exact, [json!(0.0), json!(0.0), json!(0.0)]);
     let spec = task.scorer().metric("contains");

@@ -78,8 +78,12 @@ fn wrapped(dir: &Path, tasks: &Path, yaml: &str, overrides: &str) -> Task {
     let LoadedYaml::Task(spec) = load_yaml(&wrapper).unwrap() else {
         panic!("not a task")
     };
-    let hub = HubConfig::from_lookup(|var| (var == "HF_HUB_OFFLINE").then(|| "1".to_owned()))
-        .unwrap();
+    let hub = HubConfig::from_lookup(|var| match var {
+        "HF_HUB_CACHE" => Some("/nonexistent".to_owned()),
+        "HF_HUB_OFFLINE" => Some("1".to_owned()),
+        _ => None,
+    })
+    .unwrap();
     Task::load(spec, &hub, Some(0)).unwrap()
 }
 
@@ -150,16 +154,17 @@ fn replay(run: &str, task: &Task) -> BTreeMap<String, f64> {
         .map(|(i, r)| (i, r.as_slice()))
         .collect();
     let scores = score_docs(task, &pairs).unwrap();
-    // Per-document metrics, by filter (generation samples log every filter).
     for (doc_scores, sample) in scores.iter().zip(&samples) {
-        let by_filter: Vec<(String, &Value)> = match sample.get("metrics_by_filter") {
-            Some(filters) => filters
+        // Log-likelihood samples carry one filter's metrics; generation samples every
+        // filter's, keyed by filter.
+        let by_filter: Vec<(String, &Value)> = match sample.get("filter") {
+            Some(filter) => vec![(filter.as_str().unwrap().to_owned(), &sample["metrics"])],
+            None => sample["metrics"]
                 .as_object()
                 .unwrap()
                 .iter()
                 .map(|(f, m)| (f.clone(), m))
                 .collect(),
-            None => vec![(sample["filter"].as_str().unwrap().to_owned(), &sample["metrics"])],
         };
         for (filter, metrics) in by_filter {
             for (metric, want) in metrics.as_object().unwrap() {
