@@ -106,7 +106,11 @@ fn run_validate(args: ValidateArgs) -> Result<()> {
     // Directories inside others are scanned with them.
     let roots: Vec<PathBuf> = dirs
         .iter()
-        .filter(|dir| !dirs.iter().any(|other| other != *dir && dir.starts_with(other)))
+        .filter(|dir| {
+            !dirs
+                .iter()
+                .any(|other| other != *dir && dir.starts_with(other))
+        })
         .cloned()
         .collect();
     let index = TaskIndex::scan(&roots)?;

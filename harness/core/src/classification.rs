@@ -97,7 +97,11 @@ pub fn brier_score(golds: &[i64], probabilities: &[Vec<f64>]) -> Result<f64, Cor
                 ));
             }
             // `np.eye(num_class)[gold]`, negative golds indexing from the end.
-            let hot = if gold < 0 { gold + classes as i64 } else { gold };
+            let hot = if gold < 0 {
+                gold + classes as i64
+            } else {
+                gold
+            };
             if !(0..classes as i64).contains(&hot) {
                 return Err(error(
                     "brier_score",

@@ -344,7 +344,9 @@ impl Aggregation {
                         (Some(gold), Some(pred)) => Ok((gold, pred)),
                         _ => Err(bad(format!("expected integer labels, got {item}"))),
                     },
-                    _ => Err(bad(format!("expected a (gold, prediction) pair, got {item}"))),
+                    _ => Err(bad(format!(
+                        "expected a (gold, prediction) pair, got {item}"
+                    ))),
                 })
                 .collect()
         };
@@ -363,7 +365,9 @@ impl Aggregation {
                 for item in items {
                     let (gold, probs) = match item.as_array().map(Vec::as_slice) {
                         Some([gold, Value::Array(probs)]) => (gold, probs),
-                        _ => return Err(bad(format!("expected (gold, probabilities), got {item}"))),
+                        _ => {
+                            return Err(bad(format!("expected (gold, probabilities), got {item}")))
+                        }
                     };
                     golds.push(gold.as_i64().ok_or_else(|| bad(format!("gold {gold}")))?);
                     probabilities.push(
@@ -1210,7 +1214,11 @@ mod tests {
         // Flags are tested for truthiness, as `if ignore_case:` does.
         let truthy = ExactMatch::from_config(&json!({"ignore_case": "true - \".\""})).unwrap();
         assert!(truthy.ignore_case);
-        assert!(!ExactMatch::from_config(&json!({"ignore_case": 0})).unwrap().ignore_case);
+        assert!(
+            !ExactMatch::from_config(&json!({"ignore_case": 0}))
+                .unwrap()
+                .ignore_case
+        );
         assert!(ExactMatch::from_config(&json!({"ignorecase": true})).is_err());
         assert!(ExactMatch::from_config(&json!({"regexes_to_ignore": [1]})).is_err());
         assert!(matches!(

@@ -85,7 +85,13 @@ mod tests {
     #[test]
     fn reductions_match_numpy() {
         let tricky: Vec<f64> = (0..300)
-            .map(|i| if i % 3 == 0 { 1e16 } else { -1e16 + (i as f64) * 0.1 })
+            .map(|i| {
+                if i % 3 == 0 {
+                    1e16
+                } else {
+                    -1e16 + (i as f64) * 0.1
+                }
+            })
             .collect();
         assert_eq!(sum(&tricky), NUMPY_SUM_TRICKY);
         let small = [0.1, 0.2, 0.3, 0.4, 0.5];

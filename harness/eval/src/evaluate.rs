@@ -250,9 +250,7 @@ pub fn score_task(
             key.clone(),
             MetricValue {
                 value: spec.aggregate(scores).map_err(failed)?,
-                stderr: spec
-                    .stderr(scores, opts.bootstrap_iters)
-                    .map_err(failed)?,
+                stderr: spec.stderr(scores, opts.bootstrap_iters).map_err(failed)?,
                 higher_is_better: spec.higher_is_better,
                 stderr_is_moebench_extension: !spec.lm_eval_reports_stderr(),
             },

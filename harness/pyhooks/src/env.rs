@@ -78,9 +78,7 @@ impl PythonEnv {
             .map_err(|error| broken(error.to_string()))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(broken(
-                stderr.lines().last().unwrap_or("failed").to_owned(),
-            ));
+            return Err(broken(stderr.lines().last().unwrap_or("failed").to_owned()));
         }
         serde_json::from_slice(&output.stdout).map_err(|error| broken(error.to_string()))
     }

@@ -28,12 +28,20 @@ pub struct PyRuntime {
 impl PyRuntime {
     /// The helper module, starting the interpreter on first use.
     fn helper(&self) -> Result<&Py<PyModule>, String> {
-        self.helper.get_or_init(start).as_ref().map_err(Clone::clone)
+        self.helper
+            .get_or_init(start)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Calls `function` of the helper with JSON text arguments; its JSON result, or the
     /// error as `HookError` for `target`.
-    fn invoke(&self, target: &PyTarget, function: &str, args: &[String]) -> Result<Value, HookError> {
+    fn invoke(
+        &self,
+        target: &PyTarget,
+        function: &str,
+        args: &[String],
+    ) -> Result<Value, HookError> {
         let helper = self
             .helper()
             .map_err(|reason| Failure::Unavailable(reason).into_hook_error(target))?;
@@ -49,12 +57,18 @@ impl PyRuntime {
                 })
                 .and_then(|value| value.extract::<String>())
                 .map_err(|error| Failure::Python(describe(py, &error)))?;
-            serde_json::from_str(&result).map_err(|error| Failure::Python(format!("bad result: {error}")))
+            serde_json::from_str(&result)
+                .map_err(|error| Failure::Python(format!("bad result: {error}")))
         })
         .map_err(|failure| failure.into_hook_error(target))
     }
 
-    fn invoke_hook(&self, hook: &HookRef, function: &str, args: &[String]) -> Result<Value, HookError> {
+    fn invoke_hook(
+        &self,
+        hook: &HookRef,
+        function: &str,
+        args: &[String],
+    ) -> Result<Value, HookError> {
         let target = PyTarget::Hook(hook.clone());
         let mut all = vec![target_json(&target)];
         all.extend_from_slice(args);
@@ -135,9 +149,14 @@ impl Failure {
                 alternative: String::new(),
             },
             Self::Python(message)
-                if ["ModuleNotFoundError", "ImportError", "AttributeError", "FileNotFoundError"]
-                    .iter()
-                    .any(|kind| message.starts_with(kind)) =>
+                if [
+                    "ModuleNotFoundError",
+                    "ImportError",
+                    "AttributeError",
+                    "FileNotFoundError",
+                ]
+                .iter()
+                .any(|kind| message.starts_with(kind)) =>
             {
                 HookError::Import {
                     at,
@@ -175,7 +194,10 @@ fn text(value: &impl serde::Serialize) -> String {
 fn rows(target: &PyTarget, value: Value) -> Result<Vec<Value>, HookError> {
     match value {
         Value::Array(rows) => Ok(rows),
-        other => Err(HookError::call(target, format!("returned {other}, not a list"))),
+        other => Err(HookError::call(
+            target,
+            format!("returned {other}, not a list"),
+        )),
     }
 }
 
@@ -184,7 +206,10 @@ fn maps(target: &PyTarget, value: Value) -> Result<Vec<Map<String, Value>>, Hook
         .into_iter()
         .map(|row| match row {
             Value::Object(map) => Ok(map),
-            other => Err(HookError::call(target, format!("returned {other}, not a dict"))),
+            other => Err(HookError::call(
+                target,
+                format!("returned {other}, not a dict"),
+            )),
         })
         .collect()
 }
@@ -265,7 +290,10 @@ impl HookRuntime for PyRuntime {
             "kwargs": metric.kwargs,
             "multiple_target": multiple_target,
         });
-        let calls: Vec<Value> = calls.iter().map(|(gold, result)| json!([gold, result])).collect();
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|(gold, result)| json!([gold, result]))
+            .collect();
         let value = self.invoke(
             &metric.function,
             "generation_metric",
@@ -292,7 +320,9 @@ impl HookRuntime for PyRuntime {
         let steps: Vec<Value> = steps
             .iter()
             .map(|step| {
-                let parse = |t: &PyTarget| serde_json::from_str::<Value>(&target_json(t)).unwrap_or_default();
+                let parse = |t: &PyTarget| {
+                    serde_json::from_str::<Value>(&target_json(t)).unwrap_or_default()
+                };
                 json!({
                     "filter": parse(&step.filter),
                     "filter_fn": step.filter_fn.clone().map(|hook| parse(&PyTarget::Hook(hook))),

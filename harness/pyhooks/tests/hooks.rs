@@ -114,18 +114,19 @@ def process_results(doc, results):
             continuation: " 4".into()
         }
     );
-    let responses: Vec<Vec<Response>> = [[-2.0, -1.0, -3.0], [-1.5, -0.5, -4.0], [-2.0, -2.5, -0.25]]
-        .iter()
-        .map(|lls| {
-            lls.iter()
-                .map(|&loglikelihood| Response::Loglikelihood {
-                    loglikelihood,
-                    is_greedy: false,
-                    tokens: 1,
-                })
-                .collect()
-        })
-        .collect();
+    let responses: Vec<Vec<Response>> =
+        [[-2.0, -1.0, -3.0], [-1.5, -0.5, -4.0], [-2.0, -2.5, -0.25]]
+            .iter()
+            .map(|lls| {
+                lls.iter()
+                    .map(|&loglikelihood| Response::Loglikelihood {
+                        loglikelihood,
+                        is_greedy: false,
+                        tokens: 1,
+                    })
+                    .collect()
+            })
+            .collect();
     let docs: Vec<(&_, &[Response])> = instances
         .iter()
         .zip(&responses)
@@ -207,14 +208,26 @@ def samples():
         .collect();
     let scores = score_docs(&task, &docs).unwrap();
     // "The answer is 4" → " 4" → "4!"; "seven" → "SEVEN!"; " 2" → "2!".
-    let contains: Vec<Value> = scores.iter().map(|s| s["contains,custom"].to_json()).collect();
+    let contains: Vec<Value> = scores
+        .iter()
+        .map(|s| s["contains,custom"].to_json())
+        .collect();
     assert_eq!(contains, [json!(1.0), json!(0.0), json!(1.0)]);
-    let length: Vec<Value> = scores.iter().map(|s| s["length,custom"].to_json()).collect();
+    let length: Vec<Value> = scores
+        .iter()
+        .map(|s| s["length,custom"].to_json())
+        .collect();
     assert_eq!(length, [json!(2.0), json!(6.0), json!(2.0)]);
-    let exact: Vec<Value> = scores.iter().map(|s| s["exact_match,custom"].to_json()).collect();
+    let exact: Vec<Value> = scores
+        .iter()
+        .map(|s| s["exact_match,custom"].to_json())
+        .collect();
     assert_eq!(exact, [json!(0.0), json!(0.0), json!(0.0)]);
     let spec = task.scorer().metric("contains");
-    let values: Vec<SampleScore> = scores.iter().map(|s| s["contains,custom"].clone()).collect();
+    let values: Vec<SampleScore> = scores
+        .iter()
+        .map(|s| s["contains,custom"].clone())
+        .collect();
     assert_eq!(spec.aggregate(&values).unwrap(), 1.0);
     assert_eq!(spec.stderr(&values, 1000).unwrap(), None);
 }
@@ -247,8 +260,16 @@ fn a_missing_import_names_the_hook_and_its_line() {
     let at = format!("{}:11", dir.path().join("task.yaml").display());
     assert!(error.starts_with(&at), "{error}");
     assert!(error.contains("`!function utils.process_docs`"), "{error}");
-    assert!(error.contains("No module named 'a_module_that_is_not_installed'"), "{error}");
+    assert!(
+        error.contains("No module named 'a_module_that_is_not_installed'"),
+        "{error}"
+    );
     assert!(error.contains("moebench_processor: hellaswag"), "{error}");
-    let rejected = moebench_tasks::validate::check_task(&spec).unwrap_err().to_string();
-    assert!(rejected.contains("a_module_that_is_not_installed"), "{rejected}");
+    let rejected = moebench_tasks::validate::check_task(&spec)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        rejected.contains("a_module_that_is_not_installed"),
+        "{rejected}"
+    );
 }

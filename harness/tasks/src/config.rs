@@ -550,7 +550,10 @@ impl TaskConfig {
                     fewshot.process_docs.as_ref(),
                 ),
                 ("fewshot_config.samples".into(), samples),
-                ("fewshot_config.doc_to_text".into(), field(&fewshot.doc_to_text)),
+                (
+                    "fewshot_config.doc_to_text".into(),
+                    field(&fewshot.doc_to_text),
+                ),
                 (
                     "fewshot_config.doc_to_target".into(),
                     field(&fewshot.doc_to_target),

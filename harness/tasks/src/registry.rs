@@ -234,16 +234,16 @@ impl TaskIndex {
             }
             let mut config = map.clone();
             config.insert("group".into(), Value::from(format!("{group_name}::{name}")));
-            let config: GroupConfig = serde_json::from_value(Value::Object(config))
-                .map_err(|error| {
+            let config: GroupConfig =
+                serde_json::from_value(Value::Object(config)).map_err(|error| {
                     TaskError::config(
                         group_file.display().to_string(),
                         format!("inline group `{name}`: {error}"),
                     )
                 })?;
-            config.check().map_err(|error| {
-                TaskError::config(group_file.display().to_string(), error.0)
-            })?;
+            config
+                .check()
+                .map_err(|error| TaskError::config(group_file.display().to_string(), error.0))?;
             let spec = GroupSpec {
                 path: group_file.to_owned(),
                 config,

@@ -264,7 +264,12 @@ impl Builder<'_> {
                 .unwrap_or_default();
             return Ok(contexts
                 .into_iter()
-                .map(|context| format!("{prefix}{}", question_turn(&context, gen_prefix.as_deref(), "")))
+                .map(|context| {
+                    format!(
+                        "{prefix}{}",
+                        question_turn(&context, gen_prefix.as_deref(), "")
+                    )
+                })
                 .collect());
         }
         let text = self.text(&task.eval, doc, "doc_to_text")?;
@@ -327,9 +332,17 @@ impl Builder<'_> {
             })?);
         }
         let question = as_str(&question).map_err(|m| self.error(&text_field, m))?;
-        let gen_prefix = self.gen_prefix(fewshot, shot, &format!("gen_prefix of few-shot example {i}"))?;
+        let gen_prefix = self.gen_prefix(
+            fewshot,
+            shot,
+            &format!("gen_prefix of few-shot example {i}"),
+        )?;
         if answer.is_null() || answer.as_str() == Some("") {
-            return Ok(question_turn(question, gen_prefix.as_deref(), &fewshot.target_delimiter));
+            return Ok(question_turn(
+                question,
+                gen_prefix.as_deref(),
+                &fewshot.target_delimiter,
+            ));
         }
         let answer_text = match (&answer, &choices) {
             (Value::Number(_), Some(choices)) if !choices.is_empty() => {

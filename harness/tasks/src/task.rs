@@ -299,7 +299,10 @@ fn fewshot_pool(
             )
         })?;
         let process_docs = match config.fewshot_cfg_split() {
-            Some(_) => fewshot.process_docs.as_ref().or(config.process_docs.as_ref()),
+            Some(_) => fewshot
+                .process_docs
+                .as_ref()
+                .or(config.process_docs.as_ref()),
             None => config.process_docs.as_ref(),
         };
         if split == eval_split && process_docs == config.process_docs.as_ref() {
@@ -309,14 +312,19 @@ fn fewshot_pool(
             (data.docs, data.files)
         }
     };
-    if let (Some(indices), crate::config::Sampler::Default) = (&fewshot.fewshot_indices, config.sampler()) {
+    if let (Some(indices), crate::config::Sampler::Default) =
+        (&fewshot.fewshot_indices, config.sampler())
+    {
         docs = indices
             .iter()
             .map(|&i| {
                 docs.get(i).cloned().ok_or_else(|| {
                     TaskError::config(
                         at(),
-                        format!("`fewshot_indices` has {i}, but the pool has {} documents", docs.len()),
+                        format!(
+                            "`fewshot_indices` has {i}, but the pool has {} documents",
+                            docs.len()
+                        ),
                     )
                 })
             })
@@ -341,7 +349,8 @@ fn process(
             hook.qualified
         ))
         .map(Processor::native_alternative);
-        let runtime = hooks::runtime_for(&target).map_err(|e| e.with_alternative(alternative.clone()))?;
+        let runtime =
+            hooks::runtime_for(&target).map_err(|e| e.with_alternative(alternative.clone()))?;
         let docs = runtime
             .process_docs(hook, data.docs)
             .map_err(|e| e.with_alternative(alternative))?;

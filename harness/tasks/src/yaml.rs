@@ -176,8 +176,9 @@ impl Merged {
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), TaskError> {
         for (key, value) in overrides {
-            let value = serde_yaml::to_value(value)
-                .map_err(|error| TaskError::config(path.display().to_string(), error.to_string()))?;
+            let value = serde_yaml::to_value(value).map_err(|error| {
+                TaskError::config(path.display().to_string(), error.to_string())
+            })?;
             self.mapping.insert(Value::String(key.clone()), value);
         }
         Ok(())
@@ -365,7 +366,9 @@ impl SourceFile {
         match serde_yaml::from_str::<T>(&self.text) {
             Err(error) if is_duplicate_key(&error) => serde_yaml::from_value::<T>(self.value()?)
                 .map(drop)
-                .map_err(|error| TaskError::config(self.path.display().to_string(), error.to_string())),
+                .map_err(|error| {
+                    TaskError::config(self.path.display().to_string(), error.to_string())
+                }),
             other => other.map(drop).map_err(|error| self.serde_error(&error)),
         }
     }
@@ -549,7 +552,9 @@ mod tests {
         let error = load_yaml(&nested).unwrap_err().to_string();
         assert!(error.contains("m.yaml"), "{error}");
         assert!(
-            error.contains("metric `acc_nrom` is not one lm-eval registers (did you mean `acc_norm`?)"),
+            error.contains(
+                "metric `acc_nrom` is not one lm-eval registers (did you mean `acc_norm`?)"
+            ),
             "{error}"
         );
 
@@ -591,7 +596,10 @@ mod tests {
         let Some(FieldSpec::Hook(text)) = spec.config.doc_to_text else {
             panic!("doc_to_text is not a hook")
         };
-        assert_eq!((text.module(), text.function(), text.line), ("my.mod", "text", 3));
+        assert_eq!(
+            (text.module(), text.function(), text.line),
+            ("my.mod", "text", 3)
+        );
         assert!(text.yaml.ends_with("hellaswag.yaml"));
     }
 

@@ -169,6 +169,9 @@ mod tests {
         ]];
         assert_eq!(corpus_chrf(&hyps[..1], &two, 0), 100.0);
         assert_eq!(corpus_chrf(&hyps[..1], &two, 2), 100.0);
-        assert_eq!(remove_punctuation("(hi there). a"), ["(", "hi", "there)", ".", "a"]);
+        assert_eq!(
+            remove_punctuation("(hi there). a"),
+            ["(", "hi", "there)", ".", "a"]
+        );
     }
 }

@@ -31,7 +31,11 @@ pub fn sacreformat(items: &[Value]) -> Result<(Vec<Vec<String>>, Vec<String>), C
         let pair = item
             .as_array()
             .filter(|pair| pair.len() == 2)
-            .ok_or_else(|| bad(format!("expected a (reference, prediction) pair, got {item}")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "expected a (reference, prediction) pair, got {item}"
+                ))
+            })?;
         let refs = match &pair[0] {
             Value::String(one) => vec![one.clone()],
             Value::Array(many) => many

@@ -159,8 +159,7 @@ fn shifted_pairs(hyp: &[String], reference: &[String]) -> Vec<(usize, usize, usi
                 continue;
             }
             let mut length = 0;
-            while hyp[start_h + length] == reference[start_r + length] && length < MAX_SHIFT_SIZE
-            {
+            while hyp[start_h + length] == reference[start_r + length] && length < MAX_SHIFT_SIZE {
                 length += 1;
                 pairs.push((start_h, start_r, length));
                 if hyp.len() == start_h + length || reference.len() == start_r + length {

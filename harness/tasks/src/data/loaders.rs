@@ -69,9 +69,10 @@ impl Loader {
             Self::WinograndeJsonlLst => with_labels(&files, winogrande_row)?,
             Self::SuperglueBoolqJsonl => map_jsonl(&files, boolq_row)?,
             Self::HellaswagLlamacppBz2 => concat(&files, |path| {
-                read_hellaswag(path, |context, label, endings| {
-                    json!({ "query": context, "choices": endings, "label": label })
-                })
+                read_hellaswag(
+                    path,
+                    |context, label, endings| json!({ "query": context, "choices": endings, "label": label }),
+                )
             })?,
             Self::HellaswagLlamacppRowan => concat(&files, |path| {
                 read_hellaswag(path, |context, label, endings| {

@@ -63,7 +63,10 @@ pub fn load_split(
                     format!("`dataset_kwargs.data_files` has no files for split `{split}`"),
                 )
             })?;
-        Ok(files.iter().map(|file| source.data_dir.join(file)).collect())
+        Ok(files
+            .iter()
+            .map(|file| source.data_dir.join(file))
+            .collect())
     };
     if let Some(loader) = source.loader {
         return loader.read(&local_files()?, source.dataset_name);

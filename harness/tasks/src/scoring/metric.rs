@@ -1,13 +1,11 @@
 //! `metric_list` entries as lm-eval reads them (`ConfigurableTask.__init__`): the metric
 //! function, its aggregation and `higher_is_better`, each from the entry or from lm-eval's
 //! registry (`lm_eval/api/metrics.py`).
-use crate::config::{
-    closest_name, ConfigError, MetricConfig, NameOrHook, OutputType, TaskConfig,
-};
+use super::SampleScore;
+use crate::config::{closest_name, ConfigError, MetricConfig, NameOrHook, OutputType, TaskConfig};
 use crate::hooks::{
     self, json_number, HookError, PyGenerationMetric, PyTarget, Registry, FLOAT_MARKER,
 };
-use super::SampleScore;
 use moebench_core::metrics::{Aggregation, DocScore, ExactMatch, MetricName};
 use moebench_core::CoreError;
 use serde_json::{Map, Value};
@@ -361,7 +359,10 @@ pub(crate) fn score_value(score: &SampleScore) -> Value {
             } else {
                 "-inf"
             };
-            Value::Object(Map::from_iter([(FLOAT_MARKER.to_owned(), Value::from(text))]))
+            Value::Object(Map::from_iter([(
+                FLOAT_MARKER.to_owned(),
+                Value::from(text),
+            )]))
         }
     };
     match score {

@@ -98,7 +98,9 @@ impl Clone for ExpandedKeys {
 
 impl ExpandedKeys {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -132,7 +134,12 @@ impl Scorer {
     /// The metric reported under `name`; a name only a `process_results` hook produces is
     /// aggregated by `mean`, as lm-eval does (`_compute_task_aggregations`).
     pub fn metric(&self, name: &str) -> MetricSpec {
-        let listed = |name: &str| self.metrics.iter().find(|metric| metric.name == name).cloned();
+        let listed = |name: &str| {
+            self.metrics
+                .iter()
+                .find(|metric| metric.name == name)
+                .cloned()
+        };
         if let Some(spec) = listed(name) {
             return spec;
         }
@@ -275,7 +282,11 @@ impl Scorer {
         if results.len() != docs.len() {
             return Err(HookError::call(
                 &target,
-                format!("returned {} results for {} documents", results.len(), docs.len()),
+                format!(
+                    "returned {} results for {} documents",
+                    results.len(),
+                    docs.len()
+                ),
             )
             .into());
         }
@@ -330,7 +341,10 @@ impl Scorer {
                 Source::ExactMatch(exact_match) => {
                     for (d, doc_out) in out.iter_mut().enumerate() {
                         let score = exact_match.score(predictions[d], references[d]);
-                        doc_out.push((metric.name.clone(), SampleScore::Score(DocScore::Value(score))));
+                        doc_out.push((
+                            metric.name.clone(),
+                            SampleScore::Score(DocScore::Value(score)),
+                        ));
                     }
                 }
                 Source::Native(_) if self.multiple_target => {
@@ -369,11 +383,16 @@ impl Scorer {
                             (gold, result.clone())
                         })
                         .collect();
-                    let results = runtime.generation_metric(python, self.multiple_target, &calls)?;
+                    let results =
+                        runtime.generation_metric(python, self.multiple_target, &calls)?;
                     if results.len() != docs.len() {
                         return Err(HookError::call(
                             target,
-                            format!("returned {} results for {} documents", results.len(), docs.len()),
+                            format!(
+                                "returned {} results for {} documents",
+                                results.len(),
+                                docs.len()
+                            ),
                         )
                         .into());
                     }

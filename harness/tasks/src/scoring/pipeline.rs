@@ -285,7 +285,10 @@ mod tests {
         assert!(error.0.contains("filter_fn"), "{error}");
         let early = PipelineConfig {
             name: "e".into(),
-            filter: vec![step("take_first", Value::Null), step("lowercase", Value::Null)],
+            filter: vec![
+                step("take_first", Value::Null),
+                step("lowercase", Value::Null),
+            ],
         };
         assert!(Pipeline::from_config(&early, OutputType::GenerateUntil)
             .unwrap_err()
