@@ -1,7 +1,7 @@
 //! lm-eval's aggregated results schema (`lm_eval/result_schema.py`,
 //! `EvaluationTracker.save_results_aggregated`), group scores, and the console table.
 use crate::evaluate::TaskOutcome;
-use moebench_core::stats::{group_mean, pooled_sample_stderr};
+use moebench_core::stats::{group_mean, pooled_sample_stderr, unweighted_mean_stderr};
 use moebench_tasks::GroupSpec;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -29,7 +29,9 @@ pub struct RunConfig {
     pub harness_version: String,
 }
 
-/// A group's aggregate of its subtasks' metrics (size-weighted mean, pooled stderr).
+/// A group's aggregate of its subtasks' metrics (`lm_eval/api/group.py` `Group.aggregate`):
+/// the size-weighted mean with the pooled stderr, or with `weight_by_size: false` the plain
+/// mean with the stderr of a mean of independent means.
 pub fn group_outcome(group: &GroupSpec, children: &[&TaskOutcome]) -> Map<String, Value> {
     let mut out = Map::new();
     out.insert("alias".into(), json!(group.config.group));
@@ -57,10 +59,17 @@ pub fn group_outcome(group: &GroupSpec, children: &[&TaskOutcome]) -> Map<String
                 json!(group_mean(&values, &sizes, agg.weight_by_size)),
             );
             let stderrs: Option<Vec<f64>> = parts.iter().map(|p| p.2).collect();
+            let stderr = stderrs.map(|s| {
+                if agg.weight_by_size {
+                    pooled_sample_stderr(&s, &sizes)
+                } else {
+                    unweighted_mean_stderr(&s)
+                }
+            });
             let (metric, filter) = key.split_once(',').unwrap_or((key, "none"));
             out.insert(
                 format!("{metric}_stderr,{filter}"),
-                stderrs.map_or(json!("N/A"), |s| json!(pooled_sample_stderr(&s, &sizes))),
+                stderr.map_or(json!("N/A"), |s| json!(s)),
             );
         }
     }
@@ -153,4 +162,58 @@ pub fn markdown_table(outcomes: &[TaskOutcome]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluate::MetricValue;
+
+    fn outcome(name: &str, acc: f64, stderr: f64, n: usize) -> TaskOutcome {
+        let metric = MetricValue {
+            value: acc,
+            stderr: Some(stderr),
+            higher_is_better: true,
+            stderr_is_moebench_extension: false,
+        };
+        TaskOutcome {
+            name: name.to_owned(),
+            metrics: BTreeMap::from([("acc,none".to_owned(), metric)]),
+            n_original: n,
+            n_effective: n,
+            samples: Vec::new(),
+            task_hash: String::new(),
+            content_hash: String::new(),
+            version: json!(1),
+            num_fewshot: 0,
+            config: json!({}),
+            ppl_protocol: None,
+        }
+    }
+
+    fn group(weight_by_size: bool) -> GroupSpec {
+        GroupSpec {
+            path: "g.yaml".into(),
+            config: serde_json::from_value(json!({
+                "group": "g",
+                "task": ["a", "b"],
+                "aggregate_metric_list": [{"metric": "acc", "weight_by_size": weight_by_size}],
+            }))
+            .unwrap(),
+        }
+    }
+
+    /// Values from lm-eval 0.4.13 (`aggregate_subtask_metrics`, `pooled_sample_stderr`,
+    /// `unweighted_mean_stderr` of `lm_eval/api/metrics.py`) for these two subtasks: the
+    /// unweighted group must not take the pooled stderr (regression: it did).
+    #[test]
+    fn group_stderr_follows_weight_by_size() {
+        let (a, b) = (outcome("a", 0.5, 0.1, 10), outcome("b", 0.8, 0.05, 30));
+        let weighted = group_outcome(&group(true), &[&a, &b]);
+        assert_eq!(weighted["acc,none"], json!(0.725));
+        assert_eq!(weighted["acc_stderr,none"], json!(0.04497806482930845));
+        let unweighted = group_outcome(&group(false), &[&a, &b]);
+        assert_eq!(unweighted["acc,none"], json!(0.65));
+        assert_eq!(unweighted["acc_stderr,none"], json!(0.05590169943749475));
+    }
 }

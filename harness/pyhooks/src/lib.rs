@@ -16,6 +16,9 @@ pub use env::{EnvError, PythonEnv};
 #[cfg(feature = "embed")]
 pub use runtime::PyRuntime;
 
+/// Whether this build embeds Python (the `embed` feature); without it hooks cannot run.
+pub const EMBEDS_PYTHON: bool = cfg!(feature = "embed");
+
 /// Installs the embedded-Python hook runtime for the whole process (the interpreter starts
 /// on the first hook call). Returns whether this build embeds Python.
 pub fn install() -> bool {

@@ -9,8 +9,8 @@
 //! source for the offline copies in `../shared/datasets` (read with `moebench_loader`s into
 //! the Hugging Face schemas, as the fixture script converts them). The model's side of the
 //! parity is the top-level `tests/lm_eval_parity.rs`. Needs the hook environment
-//! (`make hook-venv`) and `../shared/datasets`; without them each test prints `SKIP`.
-#![cfg(feature = "embed")]
+//! (`make hook-venv`), `../shared/datasets` and a build with embedded Python; without them
+//! each test prints `SKIP`.
 
 use moebench_hub::HubConfig;
 use moebench_tasks::{
@@ -27,6 +27,10 @@ fn repo() -> PathBuf {
 
 /// The interpreter of the hook environment and lm-eval's task folder in it, or why not.
 fn lm_eval_tasks(test: &str) -> Option<PathBuf> {
+    if !moebench_pyhooks::EMBEDS_PYTHON {
+        eprintln!("SKIP {test}: built without Python hooks (moebench-pyhooks' `embed` feature)");
+        return None;
+    }
     let shared = repo().join("../shared/datasets");
     if !shared.is_dir() {
         eprintln!("SKIP {test}: ../shared/datasets is absent");

@@ -739,11 +739,23 @@ fn default_true() -> bool {
 /// (`lm_eval/tasks/_factory.py` `_build_group_members`): a dict with `task:` (a task by name
 /// with overrides, or a new task) or with `group:` (a group by name with overrides, or a new
 /// subgroup).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum GroupMember {
     Name(String),
     Inline(Map<String, Value>),
+}
+
+impl<'de> Deserialize<'de> for GroupMember {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::String(name) => Ok(Self::Name(name)),
+            Value::Object(map) => Ok(Self::Inline(map)),
+            other => Err(serde::de::Error::custom(format!(
+                "a group's `task` entry must be a task, group or tag name or a dict, got {other}"
+            ))),
+        }
+    }
 }
 
 impl GroupMember {
@@ -769,9 +781,9 @@ pub struct GroupConfig {
     pub include: Option<OneOrMany>,
     pub group: String,
     pub group_alias: Option<String>,
-    #[serde(deserialize_with = "members")]
+    #[serde(deserialize_with = "one_or_list")]
     pub task: Vec<GroupMember>,
-    #[serde(deserialize_with = "one_or_many_metrics")]
+    #[serde(deserialize_with = "one_or_list")]
     pub aggregate_metric_list: Vec<AggregateMetric>,
     pub metadata: Option<Map<String, Value>>,
     /// A group may carry tags like a task; lm-eval indexes groups by name only.
@@ -811,34 +823,19 @@ impl GroupConfig {
     }
 }
 
-fn members<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<GroupMember>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrList {
-        One(GroupMember),
-        List(Vec<GroupMember>),
+/// One item or a list of them. Items are read one by one so that a bad item reports its own
+/// error (an untagged enum would only say that no variant matched).
+fn one_or_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let item = |value: Value| serde_json::from_value(value).map_err(serde::de::Error::custom);
+    match Option::<Value>::deserialize(deserializer)? {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items.into_iter().map(item).collect(),
+        Some(one) => Ok(vec![item(one)?]),
     }
-    Ok(match Option::<OneOrList>::deserialize(deserializer)? {
-        None => Vec::new(),
-        Some(OneOrList::One(one)) => vec![one],
-        Some(OneOrList::List(list)) => list,
-    })
-}
-
-fn one_or_many_metrics<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<AggregateMetric>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrList {
-        One(AggregateMetric),
-        List(Vec<AggregateMetric>),
-    }
-    Ok(match Option::<OneOrList>::deserialize(deserializer)? {
-        None => Vec::new(),
-        Some(OneOrList::One(one)) => vec![one],
-        Some(OneOrList::List(list)) => list,
-    })
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -849,4 +846,33 @@ fn one_or_many_opt<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Vec<String>>, D::Error> {
     Ok(Option::<OneOrMany>::deserialize(deserializer)?.map(|value| value.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad entry of `aggregate_metric_list` or `task` names what is wrong with it
+    /// (regression: "data did not match any variant of untagged enum OneOrList").
+    #[test]
+    fn a_bad_list_item_reports_its_own_error() {
+        let read = |yaml: &str| serde_yaml::from_str::<GroupConfig>(yaml);
+        let one = read("group: g\ntask: a\naggregate_metric_list:\n  metric: acc\n").unwrap();
+        assert_eq!(one.task, [GroupMember::Name("a".into())]);
+        assert_eq!(one.aggregate_metric_list[0].metric, "acc");
+        let error = read(
+            "group: g\ntask: [a]\naggregate_metric_list:\n  - metric: acc\n    weight_by_size: truez\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("invalid type: string \"truez\", expected a boolean"),
+            "{error}"
+        );
+        let error = read("group: g\ntask: [a, 3]\n").unwrap_err().to_string();
+        assert!(
+            error.contains("`task` entry must be a task, group or tag name or a dict, got 3"),
+            "{error}"
+        );
+    }
 }

@@ -264,6 +264,9 @@ impl TaskIndex {
         let mut item = overrides.clone();
         item.extend(map.clone());
         if self.entries.contains_key(base) {
+            // lm-eval pops `task` (the name) and applies the other keys; left in, it would
+            // replace the member list of a group named this way (`{task: mmlu, num_fewshot: 5}`).
+            item.remove("task");
             return self.resolve_with(base, &item, stack);
         }
         item.insert("task".into(), Value::from(format!("{group_name}::{base}")));

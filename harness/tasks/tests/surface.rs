@@ -201,3 +201,34 @@ fn groups_nest_inline_members_take_overrides() {
     };
     assert_eq!(children.len(), 2);
 }
+
+/// A registered group named as an inline `task:` entry takes the entry's other keys as
+/// overrides for its members (lm-eval's `benchmarks/openllm.yaml`: `- task: mmlu` with
+/// `num_fewshot: 5`); the name itself must not replace the group's member list (regression:
+/// a group cycle). lm-eval 0.4.13 passes the name on as a `task` override too, so that every
+/// leaf of such a group is renamed to the group's name (57 tasks called `mmlu`, colliding in
+/// its results); moebench keeps the leaves' own names.
+#[test]
+fn a_group_named_as_an_inline_task_takes_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.jsonl"), ROWS).unwrap();
+    let base = "dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: t.jsonl\n\
+                test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{q}}\"\n\
+                doc_to_target: gold\ndoc_to_choice: opts\n";
+    std::fs::write(dir.path().join("a.yaml"), format!("task: a\n{base}")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), format!("task: b\n{base}")).unwrap();
+    std::fs::write(dir.path().join("pair.yaml"), "group: pair\ntask: [a, b]\n").unwrap();
+    std::fs::write(
+        dir.path().join("board.yaml"),
+        "group: board\ntask:\n  - task: pair\n    num_fewshot: 2\n  - task: a\n    num_fewshot: 3\n",
+    )
+    .unwrap();
+    let index = TaskIndex::scan(&[dir.path()]).unwrap();
+    let node = index.resolve("board").unwrap();
+    let tasks = node.tasks();
+    let got: Vec<(&str, Option<usize>)> = tasks
+        .iter()
+        .map(|t| (t.name.as_str(), t.config.num_fewshot))
+        .collect();
+    assert_eq!(got, [("a", Some(2)), ("b", Some(2)), ("a", Some(3))]);
+}
