@@ -97,7 +97,13 @@ fn compare_exit_codes() {
         "--fail-on-regression",
         "--markdown",
     ]);
-    assert_clean_failure(&out, "significant regression");
+    // A regression is not an error: exit code 3, one `regression:` line.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("regression: 5 significant regression(s)"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         stdout(&out).contains("- smol/dense arc_easy acc,none"),
         "{}",

@@ -172,10 +172,17 @@ fn tiny_moe_models_get_measures_only() {
         assert_eq!(total, 16.0 * 128.0 * 2.0);
     }
     assert!(run_dir.join("report.html").is_file() && run_dir.join("targets.json").is_file());
+    // The run ends with a summary; the leaderboard table only with --table.
     assert!(
-        stdout(&out).starts_with("|model|method|active_experts_mean↓|"),
+        stdout(&out).starts_with("2 jobs: 1 ran, 0 failed, 0 done earlier, 1 skipped"),
         "{}",
         stdout(&out)
+    );
+    let again = run(&path, &run_dir, &["--quiet", "--table"]);
+    assert!(
+        stdout(&again).starts_with("|model|method|active_experts_mean↓|"),
+        "{}",
+        stdout(&again)
     );
 }
 
@@ -365,12 +372,13 @@ fn apply_saves_a_reloadable_checkpoint() {
     assert_clean_failure(&args("reaps", "{}"), "did you mean `reap`?");
     assert_clean_failure(
         &args("reap", r#"{"compression": 1.5}"#),
-        "`compression` (fraction of experts removed) is 1.5",
+        "parameter `compression` is 1.5; allowed: [0, 1)",
     );
     assert!(!out.exists());
 }
 
-/// Dense2MoE and its layer-pruning baseline, and BTX, from a suite, on a 6-layer dense byte-level model
+/// Dense2MoE (fixed span and δ search), its baselines (layer pruning, prune-then-upcycle,
+/// LLM-Streamline), BTX and DUME+, from a suite, on a 6-layer dense byte-level model
 /// built by `moebench train --scratch` (2 steps): the fused model has one MoE layer (2 routed
 /// experts + the own MLP shared) and 4 blocks, the pruned one 4 dense blocks, and both read
 /// fewer bytes per decode token than the dense model.
@@ -415,7 +423,7 @@ fn dense2moe_and_layer_pruning_run_from_a_suite() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let suite_text = format!(
-        "name: t\nmodels:\n  - id: {}\n    label: d6\nmethods:\n  - name: dense\n  - name: dense2moe\n    params: {{span_len: 3}}\n  - name: layer_prune\n    params: {{span_len: 3}}\n  - name: btx\n    params: {{experts: [{m}, {m}], domains: [{t}, {t}, {t}], steps: 2, batch_size: 2, seq_len: 32}}\ntasks:\n  - name: shakespeare_nextline\n    limit: 2\ncalibration:\n  source: {}\n  sequences: 2\n  length: 32\n",
+        "name: t\nmodels:\n  - id: {}\n    label: d6\nmethods:\n  - name: dense\n  - name: dense2moe\n    params: {{span_len: 3}}\n  - name: layer_prune\n    params: {{span_len: 3}}\n  - name: btx\n    params: {{experts: [{m}, {m}], domains: [{t}, {t}, {t}], steps: 2, batch_size: 2, seq_len: 32}}\n  - name: dume_plus\n    params: {{experts: [{m}], domains: [{t}, {t}], steps: 2, batch_size: 2, seq_len: 32}}\n  - name: dense2moe\n    label: dense2moe-search\n    params: {{delta: -1.0, max_span_len: 3}}\n  - name: layer_prune\n    label: layer_prune-search\n    params: {{delta: -1.0, max_span_len: 3}}\n  - name: prune_then_upcycle\n    params: {{span_len: 3}}\n  - name: llm_streamline\n    params: {{span_len: 3, steps: 2}}\ntasks:\n  - name: shakespeare_nextline\n    limit: 2\ncalibration:\n  source: {}\n  sequences: 2\n  length: 32\n",
         model.display(),
         text.display(),
         m = model.display(),
@@ -447,6 +455,28 @@ fn dense2moe_and_layer_pruning_run_from_a_suite() {
     // BTX: three experts per layer, top-1 router trained for 2 steps.
     assert_eq!(value("btx", "active_experts_mean"), Some(1.0));
     assert!(value("btx", "params_total").unwrap() > value("dense", "params_total").unwrap());
+    // DUME+: two experts, top-1 closed-form routers fine-tuned for 2 steps.
+    assert_eq!(value("dume_plus", "active_experts_mean"), Some(1.0));
+    // The search with δ = -1 qualifies every span; without a bytes target it takes the longest
+    // allowed (3 layers), i.e. the fixed-span choice's length.
+    assert_eq!(
+        value("dense2moe-search", "bytes_per_decode_token"),
+        Some(fused)
+    );
+    assert_eq!(
+        value("layer_prune-search", "bytes_per_decode_token"),
+        Some(pruned)
+    );
+    // Prune-then-upcycle keeps one MoE layer of the same shape as Dense2MoE's; LLM-Streamline
+    // leaves a dense model with the pruned one's bytes.
+    assert_eq!(
+        value("prune_then_upcycle", "active_experts_mean"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("llm_streamline", "bytes_per_decode_token"),
+        Some(pruned)
+    );
 }
 
 /// A suite builds and trains its own models (`models[].build`): trained once into the run

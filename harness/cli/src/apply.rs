@@ -1,25 +1,25 @@
-//! `moebench apply MODEL --method NAME [--params JSON] --out DIR`: one suite method (or a chain,
-//! `--then`) applied to a model, and the result saved with `save_pretrained` — a compressed,
-//! upcycled or DUME-merged checkpoint that suites, `eval` and transformers load. Routing swaps
-//! are saved as the router file every moebench command installs on load.
-use crate::calibration::calibration_data;
+//! `moebench apply MODEL --method NAME [--params JSON] --out DIR`: one method of the catalogue
+//! (or a chain, `--then`) applied to a model, and the result saved with `save_pretrained` — a
+//! compressed, upcycled or DUME-merged checkpoint that suites, `eval` and transformers load.
+//! A router swap is saved as the router file every moebench command installs on load; the save
+//! says plainly that transformers ignores it.
 use crate::common::ModelArgs;
-use crate::methods::{apply_method, MethodContext, SavedRouter, ROUTER_FILE};
 use anyhow::{bail, Context, Result};
-use moebench_suite::methods::{expand_method, MethodStep};
+use moebench_methods::catalogue::{lookup, schemas, Params};
+use moebench_runner::apply::apply_method;
+use moebench_runner::calibration::calibration_data;
+use moebench_runner::env::RunEnv;
+use moebench_runner::router_file::{SavedRouter, ROUTER_FILE};
+use moebench_suite::methods::{check_step, expand_method, find_schema, MethodStep};
 use moebench_suite::suite::Calibration;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use serde_json::{Map, Value};
 use std::path::PathBuf;
-
-/// Methods that only swap the router: saved as [`ROUTER_FILE`] next to unchanged weights.
-const ROUTER_METHODS: [&str; 4] = ["topk", "topp", "expert_choice", "usmoe"];
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// A suite method name (docs/suite-format.md).
+    /// A method of the catalogue (`moebench methods`).
     #[arg(long)]
     method: String,
     /// Its parameters as a JSON object (no sweeps), e.g. '{"compression": 0.5}'.
@@ -43,13 +43,18 @@ pub struct Args {
     out: PathBuf,
 }
 
+/// The key of `config.json` that says how a moebench router relates to transformers.
+const ROUTING_NOTE_KEY: &str = "moebench_routing";
+
 pub fn run(args: Args) -> Result<()> {
-    let params: BTreeMap<String, Value> = serde_json::from_str(&args.params)
+    let params: Map<String, Value> = serde_json::from_str(&args.params)
         .with_context(|| format!("--params {}: not a JSON object", args.params))?;
     let then: Vec<MethodStep> = serde_json::from_str(&args.then)
         .with_context(|| format!("--then {}: not a list of {{name, params}}", args.then))?;
-    let mut configs = expand_method(&args.method, None, &params)
-        .map_err(|e| anyhow::anyhow!("--method/--params: {e}"))?;
+    let schemas = schemas();
+    let schema = find_schema(&schemas, &args.method).map_err(anyhow::Error::msg)?;
+    let mut configs = expand_method(schema, None, &params)
+        .map_err(|e| anyhow::anyhow!("--params: {}", e.join("; ")))?;
     if configs.len() != 1 {
         bail!(
             "--params sweeps {} configurations; apply takes one",
@@ -57,13 +62,11 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let mut method = configs.remove(0);
-    method.then = then;
-    if method.name == "dtop_p" || method.then.iter().any(|s| s.name == "dtop_p") {
-        bail!(
-            "dtop_p (calibrated) cannot be saved yet: its frozen thresholds live in the selector; \
-             use it as a suite method instead"
-        );
-    }
+    method.then = then
+        .iter()
+        .map(|step| check_step(&schemas, step))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("--then: {}", e.join("; ")))?;
     let loaded = args.model.load()?;
     let tokenizer = loaded.tokenizer_if_any()?;
     let spec = Calibration {
@@ -76,32 +79,49 @@ pub fn run(args: Args) -> Result<()> {
     let calibration = calibration_data(&spec, &loaded.model, tokenizer.as_ref())?;
     let hub = args.model.hub.config()?;
     let cwd = std::env::current_dir()?;
-    let ctx = MethodContext {
+    let env = RunEnv {
         calibration: &calibration,
         calibration_spec: &spec,
         seed: args.seed,
-        suite_dir: &cwd,
+        base_dir: &cwd,
         hub: &hub,
         tokenizer: tokenizer.as_ref(),
-        suite_model: &|_| None,
+        suite_models: &|_| None,
     };
-    let model = apply_method(loaded.model, &method, &ctx)
-        .with_context(|| format!("applying {}", method.name))?;
+    let model = apply_method(loaded.model, &method, &env)?;
+    // The last router swap of the chain is the router the model runs with.
+    let steps = std::iter::once((&method.name, &method.params))
+        .chain(method.then.iter().map(|s| (&s.name, &s.params)));
+    let mut router = None;
+    for (name, params) in steps {
+        let m = lookup(name)?;
+        if let Some(saved) = SavedRouter::of(m, &model, &Params::check(m, params)?) {
+            router = Some(saved);
+        }
+    }
     moebench_model::save::save_pretrained(&model, Some(&loaded.checkpoint.dir), &args.out)?;
-    let last_router = std::iter::once((&method.name, &method.params))
-        .chain(method.then.iter().map(|s| (&s.name, &s.params)))
-        .rfind(|(name, _)| ROUTER_METHODS.contains(&name.as_str()));
-    if let Some((name, params)) = last_router {
-        let router = SavedRouter {
-            name: name.clone(),
-            params: params.clone().into_iter().collect(),
-            frozen_p: Vec::new(),
-        };
-        std::fs::write(
-            args.out.join(ROUTER_FILE),
-            serde_json::to_string_pretty(&router)? + "\n",
-        )?;
+    if let Some(router) = router {
+        router.write(&args.out)?;
+        let note = format!(
+            "routes with `{}` in moebench ({ROUTER_FILE}); transformers ignores that file and \
+             runs this checkpoint with the config's top-k",
+            router.name
+        );
+        annotate_config(&args.out, &note)?;
+        eprintln!("note: {note}");
     }
     println!("{}", args.out.display());
     Ok(())
+}
+
+/// Records `note` in the saved `config.json` under [`ROUTING_NOTE_KEY`], where a transformers
+/// user looking at the config sees it (transformers keeps unknown keys as attributes).
+fn annotate_config(dir: &std::path::Path, note: &str) -> Result<()> {
+    let path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config: Map<String, Value> = serde_json::from_str(&text)?;
+    config.insert(ROUTING_NOTE_KEY.into(), Value::from(note));
+    std::fs::write(&path, serde_json::to_string_pretty(&config)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
 }

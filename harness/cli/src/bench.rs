@@ -7,10 +7,9 @@
 use crate::common::ModelArgs;
 use anyhow::{ensure, Result};
 use moebench_model::device::{device_name, kind_name};
-use moebench_model::generate::{greedy_batch, GreedyDecoder, StopOnIds};
 use moebench_model::Model;
+use moebench_runner::latency::{measure, median, peak_rss_mib, Run};
 use serde_json::{json, Value};
-use std::time::Instant;
 use tch::Device;
 
 /// ~64 tokens of plain English (the default `--prompt`; bench_transformers.py has the same text).
@@ -46,13 +45,6 @@ pub struct Args {
     /// Print one line of JSON instead of text.
     #[arg(long)]
     json: bool,
-}
-
-/// Seconds spent in each phase of one run.
-pub struct Run {
-    pub prefill: f64,
-    pub decode: f64,
-    pub generate: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -95,41 +87,6 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// One run: prefill and `new_tokens - 1` decode steps timed separately, then a whole
-/// `greedy_batch` of `new_tokens` tokens.
-pub fn measure(model: &Model, prompts: &[Vec<i64>], new_tokens: usize) -> Run {
-    let device = model.device;
-    let ((mut decoder, mut next), prefill) =
-        timed(device, || GreedyDecoder::prefill(model, prompts));
-    let ((), decode) = timed(device, || {
-        for _ in 1..new_tokens {
-            next = decoder.step(&next);
-        }
-    });
-    let (_, generate) = timed(device, || {
-        greedy_batch(model, prompts, new_tokens, &mut StopOnIds(vec![]))
-    });
-    Run {
-        prefill,
-        decode,
-        generate,
-    }
-}
-
-/// `f()` and its wall time in seconds, with the device synchronised on both sides.
-fn timed<T>(device: Device, f: impl FnOnce() -> T) -> (T, f64) {
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
-    sync();
-    let start = Instant::now();
-    let out = f();
-    sync();
-    (out, start.elapsed().as_secs_f64())
-}
-
 /// Median and minimum (the best run) of latencies, in milliseconds.
 fn latency_ms(seconds: impl Iterator<Item = f64>) -> Value {
     let mut ms: Vec<f64> = seconds.map(|s| s * 1e3).collect();
@@ -142,32 +99,6 @@ fn rate(tokens: usize, seconds: impl Iterator<Item = f64>) -> Value {
     let mut r: Vec<f64> = seconds.map(|s| tokens as f64 / s).collect();
     r.sort_by(f64::total_cmp);
     json!({"median": median(&r), "max": r[r.len() - 1]})
-}
-
-pub fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0
-}
-
-/// Resets the process's peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0, `clear_refs` 5), so
-/// that a later [`peak_rss_mib`] covers only what ran in between; false where unsupported.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// Process peak resident set size (VmHWM), which includes loading the model. libtorch's CUDA
-/// allocator statistics are not exposed by tch, so there is no GPU figure.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 fn report(args: &Args, runs: &[Run], model: &Model, ids: &[i64], reference: &str) -> Value {

@@ -1,11 +1,13 @@
 //! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written as lm-eval's
 //! `results.json` (+ per-sample JSONL with `--log-samples`) and a markdown table on stdout.
-use crate::common::{task_dirs, ModelArgs, TokenBudget};
+use crate::common::ModelArgs;
 use anyhow::{Context, Result};
 use moebench_eval::results::{markdown_table, results_json, RunConfig};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
 use moebench_model::cost::param_counts;
 use moebench_model::device::{device_name, kind_name};
+use moebench_runner::loaded::TokenBudget;
+use moebench_runner::paths::task_dirs;
 use moebench_suite::write_atomic;
 use moebench_tasks::{GroupSpec, Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
 use std::path::PathBuf;

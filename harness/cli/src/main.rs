@@ -3,7 +3,6 @@
 //! (what, where, how to fix) and give a non-zero exit code.
 mod apply;
 mod bench;
-mod calibration;
 mod common;
 mod eval;
 mod generate;
@@ -47,6 +46,8 @@ enum Command {
     Apply(apply::Args),
     /// Train an MoE (from a config, or a model, optionally upcycled) on local text.
     Train(train::Args),
+    /// List the methods suites and `apply` accept, with their parameters.
+    Methods(methods::Args),
     /// Run a suite (models × methods × tasks) into a resumable run directory.
     Run(run::Args),
     /// Recompute a run's task metrics from its stored samples, without the model.
@@ -61,7 +62,25 @@ enum Command {
     Tasks(tasks::Args),
 }
 
+/// The process's exit status (docs/architecture.md, "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything ran and nothing regressed.
+    Ok = 0,
+    /// An error: bad input, a failed job, an I/O failure.
+    Error = 1,
+    /// A regression (`compare --fail-on-regression`) or a missed target.
+    Regression = 3,
+}
+// Usage errors exit with 2, clap's code.
+
 fn main() {
+    // Like other Unix tools, stop quietly when the reader of stdout goes away (`| head`)
+    // instead of panicking on the failed write.
+    // SAFETY: restores the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MOEBENCH_LOG")
@@ -71,23 +90,26 @@ fn main() {
         .init();
     let cli = Cli::parse();
     moebench_pyhooks::install();
+    let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::Ok);
     let result = match cli.command {
-        Command::Prepare(a) => prepare::run(a),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Generate(a) => generate::run_generate(a),
-        Command::Logits(a) => generate::run_logits(a),
-        Command::Eval(a) => eval::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::Apply(a) => apply::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Prepare(a) => ok(prepare::run(a)),
+        Command::Inspect(a) => ok(inspect::run(a)),
+        Command::Generate(a) => ok(generate::run_generate(a)),
+        Command::Logits(a) => ok(generate::run_logits(a)),
+        Command::Eval(a) => ok(eval::run(a)),
+        Command::Bench(a) => ok(bench::run(a)),
+        Command::Apply(a) => ok(apply::run(a)),
+        Command::Train(a) => ok(train::run(a)),
+        Command::Methods(a) => ok(methods::run(a)),
         Command::Run(a) => run::run(a),
-        Command::Rescore(a) => rescore::run(a),
-        Command::Report(a) => report::run_report(a),
+        Command::Rescore(a) => ok(rescore::run(a)),
+        Command::Report(a) => ok(report::run_report(a)),
         Command::Compare(a) => report::run_compare(a),
         Command::Tasks(a) => tasks::run(a),
     };
-    if let Err(e) = result {
+    let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+        ExitCode::Error
+    });
+    std::process::exit(code as i32);
 }

@@ -1,6 +1,7 @@
 //! `moebench report RUN_DIR`: the self-contained HTML report of a run (plus `results.csv` and
 //! `results.json`); `moebench compare BASE NEW`: regressions between two runs.
-use anyhow::{bail, Result};
+use crate::ExitCode;
+use anyhow::Result;
 use moebench_report::{compare, render, CompareOptions};
 use std::path::PathBuf;
 
@@ -33,7 +34,7 @@ pub struct CompareArgs {
     base: PathBuf,
     /// The run directory to check against it.
     new: PathBuf,
-    /// Exit with status 1 when any metric regressed significantly.
+    /// Exit with status 3 when any metric regressed significantly.
     #[arg(long)]
     fail_on_regression: bool,
     /// Significance level of the one-sided test.
@@ -50,7 +51,7 @@ pub struct CompareArgs {
     markdown: bool,
 }
 
-pub fn run_compare(args: CompareArgs) -> Result<()> {
+pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     let options = CompareOptions {
         alpha: args.alpha,
         min_delta: args.min_delta,
@@ -61,11 +62,13 @@ pub fn run_compare(args: CompareArgs) -> Result<()> {
     print!("{}", comparison.render(args.markdown));
     let regressions = comparison.regressions().count();
     if args.fail_on_regression && regressions > 0 {
-        bail!(
-            "{regressions} significant regression(s) between {} and {}; see the table above",
+        eprintln!(
+            "regression: {regressions} significant regression(s) between {} and {}; see the table \
+             above",
             args.base.display(),
             args.new.display()
         );
+        return Ok(ExitCode::Regression);
     }
-    Ok(())
+    Ok(ExitCode::Ok)
 }

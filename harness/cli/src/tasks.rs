@@ -1,7 +1,8 @@
 //! `moebench tasks`: the tasks, groups and tags the task directories define, and
 //! `moebench tasks validate PATH…`: which task and group YAMLs would run, without their data.
-use crate::common::task_dirs;
+use crate::ExitCode;
 use anyhow::{bail, Result};
+use moebench_runner::paths::task_dirs;
 use moebench_tasks::validate::{Validator, Verdict};
 use moebench_tasks::TaskIndex;
 use serde_json::json;
@@ -43,10 +44,11 @@ struct ValidateArgs {
     json: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+/// Exits with [`ExitCode::Error`] when `validate` rejects any file.
+pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Some(Command::Validate(validate)) => run_validate(validate),
-        None => list(&args.tasks_dirs, args.json),
+        None => list(&args.tasks_dirs, args.json).map(|()| ExitCode::Ok),
     }
 }
 
@@ -86,7 +88,7 @@ fn warn_skipped(index: &TaskIndex) {
     }
 }
 
-fn run_validate(args: ValidateArgs) -> Result<()> {
+fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     for path in &args.paths {
@@ -137,10 +139,11 @@ fn run_validate(args: ValidateArgs) -> Result<()> {
         verdicts.push(verdict);
     }
     let rejected = summarize(&verdicts);
-    if rejected > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(if rejected > 0 {
+        ExitCode::Error
+    } else {
+        ExitCode::Ok
+    })
 }
 
 /// Prints the acceptance rate and the most common rejection reasons to stderr; returns the

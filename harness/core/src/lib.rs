@@ -10,11 +10,13 @@
 //! - [`stats`]: standard errors, bootstrap, group aggregation, paired comparison of runs.
 //! - [`pyre`], [`pystr`]: Python `re` patterns and `str` semantics on top of Rust's.
 //! - [`suggest`]: "did you mean …?" hints for misspelled names.
+//! - [`params`]: method parameter schemas (types, ranges, defaults) and canonical JSON for hashes.
 
 pub mod classification;
 pub mod filters;
 pub mod metrics;
 pub mod numpy;
+pub mod params;
 pub mod pyrandom;
 pub mod pyre;
 pub mod pystr;

@@ -8,6 +8,9 @@ pub enum EvalError {
     Core(#[from] moebench_core::CoreError),
     #[error("{0}")]
     Invalid(String),
+    /// The model produced NaN or infinite log-probabilities: no metric is reported.
+    #[error("non-finite model output, the metrics would be meaningless: {0} (check the model's weights and the method applied)")]
+    NonFinite(String),
     #[error("cannot write {path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -155,6 +155,7 @@ pub fn evaluate_task(
         .flat_map(|d| d.requests.iter().cloned())
         .collect();
     let responses = lm.run(&requests)?;
+    check_finite(&responses)?;
     let mut per_doc = Vec::with_capacity(instances.len());
     let mut offset = 0;
     for inst in &instances {
@@ -170,6 +171,26 @@ pub fn evaluate_task(
         ));
     }
     Ok(outcome)
+}
+
+/// Refuses non-finite log-likelihoods. NaN logits (a broken checkpoint or method) still score:
+/// an argmax over NaNs picks some choice and the accuracy looks plausible, so the task fails
+/// instead of reporting a number that means nothing.
+fn check_finite(responses: &[Response]) -> Result<(), EvalError> {
+    let bad = responses.iter().position(|r| match r {
+        Response::Loglikelihood { loglikelihood, .. } | Response::Rolling { loglikelihood, .. } => {
+            !loglikelihood.is_finite()
+        }
+        Response::Generated(_) => false,
+    });
+    match bad {
+        None => Ok(()),
+        Some(i) => Err(EvalError::NonFinite(format!(
+            "request {i} of {} has log-likelihood {:?}",
+            responses.len(),
+            responses[i]
+        ))),
+    }
 }
 
 /// A perplexity task under a token-level protocol: one `perplexity,none` over the
@@ -191,6 +212,13 @@ fn corpus_outcome(
         .collect();
     let (value, _windows) =
         crate::protocols::corpus_perplexity(lm, &texts, protocol, opts.bootstrap_iters)?;
+    if !value.value.is_finite() {
+        return Err(EvalError::NonFinite(format!(
+            "corpus perplexity under {} is {}",
+            protocol.describe(),
+            value.value
+        )));
+    }
     let mut outcome = score_task(task, &[], opts)?;
     outcome.metrics = BTreeMap::from([("perplexity,none".to_owned(), value)]);
     outcome.n_effective = instances.len();

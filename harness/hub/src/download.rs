@@ -15,7 +15,7 @@
 //!
 //! Known limitations kept from hf-hub's metadata request: it has no timeout, and when the Hub
 //! redirects to the CDN it sends the token there too.
-use crate::cache::{create_parent, CachedRepo, Partial};
+use crate::layout::{create_parent, CachedRepo, Partial};
 use crate::local::sha256_file;
 use crate::reference::is_commit_sha;
 use crate::{DownloadCause, DownloadFailure, HubConfig, HubError};

@@ -15,6 +15,7 @@ mod cache;
 mod config;
 mod download;
 mod error;
+mod layout;
 mod local;
 mod reference;
 

@@ -3,45 +3,41 @@
 //! per-token loop and against running every expert on every token. Run with
 //! `cargo bench -p moebench-methods --bench routing`; figures in docs/performance.md.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use moebench_methods::routing::build_layer_selectors;
+use moebench_methods::routing::{DTopP, DTopPConfig, ExpertChoice, GroupMode, TopP, Usmoe};
 use moebench_model::config::RouterNorm;
 use moebench_model::layers::Linear;
-use moebench_model::moe::{MoeLayer, Selection, TopK};
-use serde_json::{json, Map, Value};
+use moebench_model::moe::{MoeLayer, Selection, Selector, TopK};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 const TOKENS: i64 = 512;
 const EXPERTS: i64 = 16;
 
-fn params(v: Value) -> Map<String, Value> {
-    v.as_object().expect("object").clone()
-}
-
 fn selectors(c: &mut Criterion) {
     tch::manual_seed(0);
     let logits = Tensor::randn([1, TOKENS, EXPERTS], (Kind::Float, Device::Cpu));
     let mut group = c.benchmark_group("selector_512x16");
-    for (name, p) in [
-        ("topk", json!({"k": 2})),
-        ("topp", json!({"p": 0.4})),
-        ("expert_choice", json!({"capacity": 2})),
-        ("usmoe", json!({"k": 2})),
-        ("dtop_p", json!({"target": 2, "fixed_scale": 1.0})),
-    ] {
-        let built = build_layer_selectors(
-            name,
-            &params(p),
-            1,
-            EXPERTS,
-            2,
-            RouterNorm::SoftmaxTopkRenorm,
-        )
-        .expect("selector");
-        let selector = built.selectors[0].clone();
-        if let Some(c) = built.controllers.first() {
-            c.lock().expect("controller").frozen = true;
-        }
+    let norm = RouterNorm::SoftmaxTopkRenorm;
+    let dtop_p = DTopPConfig {
+        fixed_scales: Some(vec![1.0]),
+        ..DTopPConfig::new(EXPERTS, 2.0)
+    };
+    let (dtop_p, controllers) = DTopP::for_model(1, &dtop_p).expect("dtop_p");
+    controllers[0].lock().expect("controller").frozen = true;
+    let selectors: [(&str, Arc<dyn Selector>); 5] = [
+        ("topk", Arc::new(TopK { k: 2, norm })),
+        ("topp", Arc::new(TopP::new(0.4))),
+        (
+            "expert_choice",
+            Arc::new(ExpertChoice::new(2.0, GroupMode::FullSequence)),
+        ),
+        (
+            "usmoe",
+            Arc::new(Usmoe::new(2.0, 0.5, false, norm, GroupMode::FullSequence)),
+        ),
+        ("dtop_p", dtop_p[0].clone()),
+    ];
+    for (name, selector) in selectors {
         group.bench_function(name, |b| b.iter(|| selector.select(&logits, None)));
     }
     group.finish();

@@ -1,7 +1,9 @@
 //! Calibration engine, whole-model half (METHODS.md §8.4): one forward pass over the calibration
 //! batches with a [`ForwardObserver`] that streams per-MoE-layer statistics for the pruning
 //! criteria of §7.6 (Freq, EAN, REAP) and for merging baselines (co-activation counts, router
-//! probabilities). The layer-sequential half that REAM needs (§6.3 step 7) lives elsewhere.
+//! probabilities). The layer-sequential half that REAM needs (§6.3 step 7) is [`BlockStream`]:
+//! the calibration batches' residual stream cached at one block's input, so that block ℓ's
+//! statistics cost one block forward and a change to block ℓ re-runs only blocks ≥ ℓ.
 //!
 //! Every statistic is reduced on the model's device in f32/f64 and added into host f64
 //! accumulators after each layer call, so memory does not grow with the calibration set.
@@ -12,7 +14,7 @@
 use crate::error::{MethodError, Result};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
-use moebench_model::{ForwardOptions, Model};
+use moebench_model::{BlockInputs, ForwardOptions, Model};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -216,6 +218,24 @@ pub fn calibrate_with(
     Ok(stats)
 }
 
+/// Checks that every batch is `[B, T]` ids with a same-shaped attention mask.
+fn check_batches(batches: &[(Tensor, Tensor)], method: &str) -> Result<()> {
+    for (i, (ids, mask)) in batches.iter().enumerate() {
+        if ids.dim() != 2 || ids.size() != mask.size() {
+            return Err(MethodError::param(
+                method,
+                "batches",
+                format!(
+                    "entry {i}: input_ids {:?} and attention_mask {:?} must both be [B, T]",
+                    ids.size(),
+                    mask.size()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs `batches` (`[B, T]` ids with a same-shaped attention mask each) through `model` without
 /// gradients, for `observer`'s sake: the statistics come from the observer and the hidden
 /// states are dropped. `method` names the caller in errors.
@@ -225,25 +245,97 @@ pub fn observe(
     observer: &mut dyn ForwardObserver,
     method: &str,
 ) -> Result<()> {
-    tch::no_grad(|| -> Result<()> {
-        for (i, (ids, mask)) in batches.iter().enumerate() {
-            if ids.dim() != 2 || ids.size() != mask.size() {
-                return Err(MethodError::param(
-                    method,
-                    "batches",
-                    format!(
-                        "entry {i}: input_ids {:?} and attention_mask {:?} must both be [B, T]",
-                        ids.size(),
-                        mask.size()
-                    ),
-                ));
-            }
+    check_batches(batches, method)?;
+    tch::no_grad(|| {
+        for (ids, mask) in batches {
             let mut opts = ForwardOptions {
                 observer: Some(&mut *observer),
                 route_override: None,
             };
             let _ = model.forward_hidden(ids, Some(mask), None, &mut opts);
         }
-        Ok(())
-    })
+    });
+    Ok(())
+}
+
+/// The calibration batches' residual stream at the input of block [`BlockStream::next_block`]
+/// (METHODS.md §8.4, the layer-sequential pass): REAM merges layer ℓ from statistics of block ℓ
+/// alone and then only blocks ≥ ℓ see the change, so instead of a whole-model pass per layer
+/// each block runs about twice in all. Every block runs exactly as in
+/// [`Model::forward_hidden`] ([`Model::forward_block`]), so the statistics equal those of
+/// whole-model passes bit for bit. Memory: one `[B, T, H]` tensor per batch.
+pub struct BlockStream {
+    states: Vec<(Tensor, BlockInputs)>,
+    next: usize,
+}
+
+impl BlockStream {
+    /// The embeddings of `batches` (`[B, T]` ids and attention mask each): the input of block 0.
+    pub fn new(model: &Model, batches: &[(Tensor, Tensor)], method: &str) -> Result<BlockStream> {
+        check_batches(batches, method)?;
+        let states = tch::no_grad(|| {
+            batches
+                .iter()
+                .map(|(ids, mask)| {
+                    (
+                        model.embed_tokens(ids),
+                        model.block_inputs(ids, Some(mask), 0),
+                    )
+                })
+                .collect()
+        });
+        Ok(BlockStream { states, next: 0 })
+    }
+
+    /// The block whose input is cached.
+    pub fn next_block(&self) -> usize {
+        self.next
+    }
+
+    /// Runs blocks `next_block() .. layer` as they are now and caches the input of `layer`.
+    ///
+    /// # Panics
+    /// If `layer` is behind the stream or past the model's last block: blocks already run
+    /// cannot be re-run from here.
+    pub fn advance_to(&mut self, model: &Model, layer: usize) {
+        assert!(
+            (self.next..=model.num_layers()).contains(&layer),
+            "BlockStream at block {} cannot advance to {layer}",
+            self.next
+        );
+        tch::no_grad(|| {
+            for l in self.next..layer {
+                for (x, inputs) in &mut self.states {
+                    let input = std::mem::replace(x, Tensor::new());
+                    *x =
+                        model.forward_block(l, input, inputs, None, &mut ForwardOptions::default());
+                }
+            }
+        });
+        self.next = layer;
+    }
+
+    /// The cached residual stream, one `[B, T, H]` tensor per batch (shallow copies).
+    pub fn hidden_states(&self) -> Vec<Tensor> {
+        self.states.iter().map(|(x, _)| x.shallow_clone()).collect()
+    }
+
+    /// What every block of each batch shares (for running a block on another input).
+    pub fn block_inputs(&self) -> Vec<&BlockInputs> {
+        self.states.iter().map(|(_, inputs)| inputs).collect()
+    }
+
+    /// Runs block `next_block()` on every batch for `observer`'s sake, without advancing: the
+    /// statistics of a block that is about to change.
+    pub fn observe(&self, model: &Model, observer: &mut dyn ForwardObserver) {
+        tch::no_grad(|| {
+            for (x, inputs) in &self.states {
+                let mut opts = ForwardOptions {
+                    observer: Some(&mut *observer),
+                    route_override: None,
+                };
+                let _ = model.forward_block(self.next, x.shallow_clone(), inputs, None, &mut opts);
+            }
+        });
+    }
 }

@@ -11,10 +11,17 @@
 //! the item: statistics in f64 with padding masked by default (§2.7 items 2 and 6); the
 //! temperature is folded into the router weights so that the routing is the stock
 //! [`TopK`] with renormalised weights (= softmax over the selected logits, §2.3 step 5); a new
-//! expert keeps the old non-MLP average (§2.3 step 6 leaves it open); BTX trains every weight
-//! because [`train`] has no way to freeze some (§2.7 item 1).
+//! expert keeps the old non-MLP average (§2.3 step 6 leaves it open).
+//!
+//! Training-based variants (§2.3 step 7, §7.2) train only what [`TrainConfig::trainable`] names.
+//! DUME's code unfreezes every parameter whose name contains "gate" — the routers *and* every
+//! expert's `gate_proj` (§2.7 item 1); that is the default here ([`Trainable::routers_and_expert_gates`]),
+//! and [`Trainable::routers`] is the clean router-only ablation. With top-1 routing the router
+//! gets no gradient from the LM loss (its combine weight is the constant 1, as a softmax over one
+//! selected logit is in the code), so a router-only run at k = 1 moves the router only through
+//! the load-balancing term.
 use crate::error::{MethodError, Result};
-use crate::train::{train, StepStats, TrainConfig};
+use crate::train::{train, StepStats, TrainConfig, Trainable};
 use crate::upcycle::{upcycle, UpcycleConfig};
 use moebench_model::config::RouterNorm;
 use moebench_model::layers::{Linear, Mlp};
@@ -29,7 +36,7 @@ use tch::{Device, Kind, Tensor};
 const METHOD: &str = "dume";
 
 /// One batch of `(input_ids [B, T], attention_mask [B, T])`, 1 = real token (as in calibration).
-pub type Batch = (Tensor, Tensor);
+pub use crate::method::Batch;
 
 /// DUME's settings; the defaults are the official code's causal-LM setting (METHODS.md §2.4).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +65,11 @@ impl Default for DumeConfig {
 }
 
 impl DumeConfig {
-    fn check(&self, num_experts: i64) -> Result<()> {
+    /// Checks the settings that do not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        if self.top_k < 1 {
+            return Err(MethodError::param(METHOD, "top_k", "must be at least 1"));
+        }
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             return Err(MethodError::param(
                 METHOD,
@@ -73,15 +84,20 @@ impl DumeConfig {
                 "must be positive",
             ));
         }
+        if self.context == 0 {
+            return Err(MethodError::param(METHOD, "context", "must be positive"));
+        }
+        Ok(())
+    }
+
+    fn check(&self, num_experts: i64) -> Result<()> {
+        self.validate()?;
         if !(1..=num_experts).contains(&self.top_k) {
             return Err(MethodError::param(
                 METHOD,
                 "top_k",
                 format!("must be between 1 and the number of experts ({num_experts})"),
             ));
-        }
-        if self.context == 0 {
-            return Err(MethodError::param(METHOD, "context", "must be positive"));
         }
         Ok(())
     }
@@ -711,9 +727,96 @@ pub fn random_routing(model: &mut Model, k: i64, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// The BTX baseline (§7.2) as DUME runs it.
+/// The training recipe DUME's code uses for DUME+ and its BTX baseline (§2.3 step 7,
+/// `utils/optimizer.py`): AdamW at lr 1e-4 with PyTorch's defaults (β = (0.9, 0.999), weight
+/// decay 0.01), 10 warm-up steps from 0.1×lr, cosine to 0.1×lr over 1000 steps, clipping at 1,
+/// LM loss only (the code's load-balancing `alpha` defaults to off), routers + `gate_proj`.
+pub fn router_finetune_recipe() -> TrainConfig {
+    TrainConfig {
+        steps: 1000,
+        lr: 1e-4,
+        warmup_steps: 10,
+        min_lr_ratio: 0.1,
+        weight_decay: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        load_balance_coef: 0.0,
+        trainable: Trainable::routers_and_expert_gates(),
+        ..TrainConfig::default()
+    }
+}
+
+/// DUME+ (§2.3 step 7): DUME's closed-form routers, then training on the shuffled mix of the
+/// domain texts with everything but what `train.trainable` names frozen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DumePlusConfig {
+    pub dume: DumeConfig,
+    /// [`router_finetune_recipe`] by default.
+    pub train: TrainConfig,
+}
+
+impl Default for DumePlusConfig {
+    fn default() -> Self {
+        Self {
+            dume: DumeConfig::default(),
+            train: router_finetune_recipe(),
+        }
+    }
+}
+
+impl DumePlusConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.dume.validate()?;
+        self.train.validate()
+    }
+}
+
+/// DUME+ end to end: [`dume`], then [`train`] on the concatenated `domain_tokens` (random
+/// windows, i.e. a shuffled mix, §2.3 step 7). `domain_batches[d]` feed the ridge statistics of
+/// domain d as in [`dume`].
+pub fn dume_plus(
+    dense: Vec<Model>,
+    domain_batches: &[Vec<Batch>],
+    domain_tokens: &[Vec<i64>],
+    cfg: &DumePlusConfig,
+    on_step: &mut dyn FnMut(&StepStats),
+) -> Result<Model> {
+    cfg.validate()?;
+    check_domain_texts(domain_tokens, dense.len())?;
+    let (model, _) = dume(dense, domain_batches, &cfg.dume)?;
+    train(&model, &domain_tokens.concat(), &cfg.train, on_step)?;
+    Ok(model)
+}
+
+fn check_domain_texts(domain_tokens: &[Vec<i64>], experts: usize) -> Result<()> {
+    if domain_tokens.len() != experts {
+        return Err(MethodError::param(
+            METHOD,
+            "domain_tokens",
+            format!(
+                "has {} domains but there are {experts} dense models (one text per model)",
+                domain_tokens.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Which BTX the [`btx`] call runs; both start from MoErging and a random router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BtxVariant {
+    /// DUME's BTX baseline (§2.5, §7.2): only the router (and, as in DUME's code, `gate_proj`)
+    /// trains, for the recipe's steps — what the DUME paper compares against.
+    RouterOnly,
+    /// Sukhbaatar et al.'s MoE fine-tuning stage (arXiv 2403.07816): every parameter trains.
+    Full,
+}
+
+/// The BTX baseline (§7.2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BtxConfig {
+    /// What trains is `train.trainable`; [`BtxConfig::variant`] sets it consistently.
     pub train: TrainConfig,
     /// Standard deviation of the random router init.
     pub router_init_std: f64,
@@ -721,34 +824,59 @@ pub struct BtxConfig {
 }
 
 impl Default for BtxConfig {
-    /// DUME's code (§2.3 step 7): AdamW lr 1e-4, 10 warm-up steps from 0.1×lr, cosine to 0.1×lr,
-    /// 1000 steps, LM loss only (load balancing is optional there and off here).
+    /// DUME's BTX baseline: [`router_finetune_recipe`] (router + `gate_proj`, 1000 steps).
     fn default() -> Self {
+        Self::variant(BtxVariant::RouterOnly)
+    }
+}
+
+impl BtxConfig {
+    /// The recipe of `variant`: router-only as DUME runs it, or every parameter (with the same
+    /// optimizer settings, so the two differ only in what trains).
+    pub fn variant(variant: BtxVariant) -> Self {
+        let mut train = router_finetune_recipe();
+        if variant == BtxVariant::Full {
+            train.trainable = Trainable::all();
+        }
         Self {
-            train: TrainConfig {
-                steps: 1000,
-                lr: 1e-4,
-                warmup_steps: 10,
-                min_lr_ratio: 0.1,
-                load_balance_coef: 0.0,
-                ..TrainConfig::default()
-            },
+            train,
             router_init_std: 0.02,
             seed: 0,
         }
     }
+
+    /// [`BtxVariant::Full`] when every module trains, [`BtxVariant::RouterOnly`] otherwise.
+    pub fn label(&self) -> BtxVariant {
+        if self.train.trainable == Trainable::all() {
+            BtxVariant::Full
+        } else {
+            BtxVariant::RouterOnly
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(self.router_init_std > 0.0 && self.router_init_std.is_finite()) {
+            return Err(MethodError::param(
+                "btx",
+                "router_init_std",
+                format!("is {}; it must be positive", self.router_init_std),
+            ));
+        }
+        self.train.validate()
+    }
 }
 
-/// BTX (§7.2): MoErge, a random normal router, then training on the concatenated domain texts
-/// (`train` samples random windows, i.e. a shuffled mix). [`train`] optimises every parameter,
-/// so this trains the experts and shared weights too, not only the router (+ `gate_proj`) as
-/// DUME's code does (§2.7 item 1); a router-only variant needs a parameter filter in `train`.
+/// BTX (§7.2): MoErge, a random normal router (seeded), then training on the concatenated
+/// domain texts (`train` samples random windows, i.e. a shuffled mix) with only
+/// `cfg.train.trainable` unfrozen.
 pub fn btx(
     dense: Vec<Model>,
     domain_tokens: &[Vec<i64>],
     cfg: &BtxConfig,
     on_step: &mut dyn FnMut(&StepStats),
 ) -> Result<Model> {
+    cfg.validate()?;
+    check_domain_texts(domain_tokens, dense.len())?;
     let mut model = moerge(dense)?;
     tch::manual_seed(cfg.seed);
     tch::no_grad(|| {
@@ -758,6 +886,49 @@ pub fn btx(
     });
     train(&model, &domain_tokens.concat(), &cfg.train, on_step)?;
     Ok(model)
+}
+
+/// The oracle router (§2.5): every token of every MoE layer goes to expert `domain` with weight
+/// 1, i.e. routing by the true domain of the text being scored. Installed per evaluated domain
+/// ([`oracle_routing`]); its `describe()` names the domain so results stay labelled.
+#[derive(Debug, Clone)]
+pub struct OracleRouter {
+    pub domain: i64,
+}
+
+impl Selector for OracleRouter {
+    fn describe(&self) -> String {
+        format!("oracle(domain={})", self.domain)
+    }
+
+    fn select(&self, logits: &Tensor, token_mask: Option<&Tensor>) -> Selection {
+        let s = Selection::forced(logits, self.domain);
+        match token_mask {
+            None => s,
+            Some(m) => {
+                let mask = s.mask.logical_and(&m.unsqueeze(-1));
+                Selection {
+                    weights: mask.to_kind(Kind::Float),
+                    mask,
+                }
+            }
+        }
+    }
+}
+
+/// Replaces every MoE layer's selector by [`OracleRouter`] for `domain`: evaluate domain d's
+/// texts after `oracle_routing(model, d)` for the oracle baseline (§2.5; DUME's code passes
+/// `expert_id` the same way).
+pub fn oracle_routing(model: &mut Model, domain: i64) -> Result<()> {
+    let (_, first) = moe_layers(model)
+        .next()
+        .ok_or_else(|| MethodError::unsupported(METHOD, "oracle routing needs an MoE model"))?;
+    check_domain(domain, first.num_experts())?;
+    let oracle: Arc<dyn Selector> = Arc::new(OracleRouter { domain });
+    for (_, moe) in moe_layers_mut(model) {
+        moe.selector = oracle.clone();
+    }
+    Ok(())
 }
 
 /// Per MoE layer, the fraction of each domain's real tokens whose top-1 routed expert (largest

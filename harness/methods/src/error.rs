@@ -12,6 +12,22 @@ pub enum MethodError {
     /// The model does not have what the method needs (e.g. pruning a dense model).
     #[error("{method}: {message}")]
     Unsupported { method: String, message: String },
+    /// Parameters that do not fit the method's schema: every problem at once.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Params(Vec<moebench_core::params::ParamError>),
+    #[error("unknown method `{name}` ({hint}implemented: {known})")]
+    UnknownMethod {
+        name: String,
+        hint: String,
+        known: String,
+    },
+    /// What the runner provides (a text, another model, calibration batches) failed.
+    #[error("{method}: {what}: {source}")]
+    Environment {
+        method: String,
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(transparent)]
     Model(#[from] moebench_model::ModelError),
     #[error("libtorch: {0}")]

@@ -19,6 +19,9 @@ pub enum Criterion {
     Ean,
     /// REAP: the mean of `g_j(x)·‖E_j(x)‖₂` over the tokens routed to `j`.
     Reap,
+    /// Seeded uniform scores, no calibration: the sanity baseline every criterion must beat
+    /// ([`crate::random_prune`]).
+    Random,
 }
 
 impl Criterion {
@@ -29,6 +32,12 @@ impl Criterion {
             Criterion::Frequency => s.freq.clone(),
             Criterion::Ean => s.ean_sum.clone(),
             Criterion::Reap => s.reap_mean(),
+            Criterion::Random => {
+                return Err(MethodError::unsupported(
+                    METHOD,
+                    "random pruning has no calibration saliency (use random_prune::random_prune)",
+                ))
+            }
         })
     }
 }
@@ -158,6 +167,19 @@ pub fn prune_model(
     criterion: Criterion,
     keep: Keep,
 ) -> Result<PruneReport> {
+    prune_by(model, criterion, keep, &|layer, _| {
+        criterion.saliency(stats, layer)
+    })
+}
+
+/// [`prune_model`] with the saliency of each MoE layer from `saliency(layer, num_experts)`;
+/// `criterion` labels the report.
+pub fn prune_by(
+    model: &mut Model,
+    criterion: Criterion,
+    keep: Keep,
+    saliency: &dyn Fn(usize, usize) -> Result<Vec<f64>>,
+) -> Result<PruneReport> {
     let top_k = match &model.config.moe {
         Some(m) => m.top_k,
         None => return Err(MethodError::unsupported(METHOD, "the model is dense")),
@@ -186,7 +208,7 @@ pub fn prune_model(
     let count = keep.count(n, top_k)?;
     let mut layers = Vec::with_capacity(moe_layers.len());
     for &(layer, _) in &moe_layers {
-        let saliency = criterion.saliency(stats, layer)?;
+        let saliency = saliency(layer, n)?;
         if saliency.len() != n {
             return Err(MethodError::unsupported(
                 METHOD,

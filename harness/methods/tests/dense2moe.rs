@@ -4,8 +4,10 @@ mod common;
 
 use common::token_batch;
 use moebench_methods::dense2moe::{
-    bytes_saved_per_decode_token, dense2moe, layer_prune, layer_prune_by_similarity,
-    layer_similarity, lf_uc, Dense2MoeConfig, LfUcConfig, Span,
+    bytes_saved_per_decode_token, choose_streamline_span, dense2moe, layer_prune,
+    layer_prune_by_search, layer_prune_by_similarity, layer_similarity, lf_uc, lf_uc_bytes_saved,
+    lf_uc_spans, llm_streamline, prune_then_upcycle, search_spans, Dense2MoeConfig, LayerSearch,
+    LayerSimilarity, LfUcConfig, Span, SpanCriterion, StreamlineConfig,
 };
 use moebench_methods::scratch::{random_model, ScratchConfig};
 use moebench_model::cost::{bytes_per_decode_token, flops_per_token, param_counts};
@@ -320,17 +322,22 @@ fn dense2moe_and_the_pruning_baseline_fuse_the_same_chosen_span() {
     };
     let r = dense2moe(&mut fused, &batches(), &cfg).unwrap();
     let p = layer_prune_by_similarity(&mut pruned, &batches(), 2, 64).unwrap();
-    assert_eq!(r.span, p.span);
-    assert!((1..=3).contains(&r.span.start) && r.span.len == 2);
+    assert_eq!(r.spans.len(), 1);
+    let span = r.spans[0].span;
+    assert_eq!(span, p.spans[0].span);
+    assert!((1..=3).contains(&span.start) && span.len == 2);
     assert_eq!(r.similarity, p.similarity);
     assert!(close(
         r.bytes_saved,
         r.bytes_before.total - r.bytes_after.total
     ));
+    // The estimates the search ranks spans by are the measured changes.
+    assert!(close(r.spans[0].bytes_saved, r.bytes_saved));
+    assert!(close(p.spans[0].bytes_saved, p.bytes_saved));
     // Pruning also drops the MLP; LF-UC keeps it as an expert and adds a router.
     assert!(p.bytes_saved > r.bytes_saved && r.bytes_saved > 0.0);
     assert_eq!((fused.num_layers(), pruned.num_layers()), (5, 5));
-    assert!(matches!(fused.layers[r.span.start].ffn, Ffn::Moe(_)));
+    assert!(matches!(fused.layers[span.start].ffn, Ffn::Moe(_)));
     runs(&fused);
     runs(&pruned);
 }
@@ -391,4 +398,346 @@ fn bad_parameters_are_named() {
         &LfUcConfig::default(),
     ));
     assert!(e.contains("already has MoE layers"), "{e}");
+}
+
+/// The bytes estimate the search uses equals the measured change of bytes per decode token,
+/// for the own MLP shared or routed and for several k and expert counts.
+#[test]
+fn lf_uc_bytes_estimate_is_the_measured_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let _ = model(dir.path());
+    for (shared, n, k) in [
+        (true, None, None),
+        (false, Some(4), Some(1)),
+        (true, Some(3), Some(3)),
+    ] {
+        let cfg = LfUcConfig {
+            keep_own_mlp_as_shared: shared,
+            num_experts: n,
+            top_k: k,
+            ..LfUcConfig::default()
+        };
+        let mut m = reload(dir.path());
+        let span = Span { start: 2, len: 3 };
+        let estimate = lf_uc_bytes_saved(&m, span, &cfg, 50).unwrap();
+        let before = bytes_per_decode_token(&m, 50, None).total;
+        lf_uc(&mut m, span, &cfg).unwrap();
+        let after = bytes_per_decode_token(&m, 50, None).total;
+        assert!(
+            close(estimate, before - after),
+            "{cfg:?}: {estimate} vs {}",
+            before - after
+        );
+    }
+}
+
+/// An 8-layer similarity matrix: 0.5 off the diagonal except `high` pairs.
+fn matrix(high: &[(usize, usize, f64)]) -> Vec<Vec<f64>> {
+    let mut m = vec![vec![0.5; 8]; 8];
+    for (i, row) in m.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    for &(i, j, v) in high {
+        m[i][j] = v;
+        m[j][i] = v;
+    }
+    m
+}
+
+/// δ decides which runs qualify (every pair ≥ δ), the roofline target how many layers go:
+/// without a target the longest qualifying run; with one, the shortest single run that saves
+/// enough, else several runs; impossible settings are named.
+#[test]
+fn search_takes_qualifying_spans_by_the_bytes_target() {
+    // Layers 1-4 are mutually ≥ 0.9 similar, 5-6 at 0.95; 3-4 at 0.97.
+    let mut high = vec![(5, 6, 0.95)];
+    for i in 1..=4 {
+        for j in i + 1..=4 {
+            high.push((i, j, if (i, j) == (3, 4) { 0.97 } else { 0.9 }));
+        }
+    }
+    let sim = LayerSimilarity {
+        mlp_input: matrix(&high),
+        output: matrix(&[(5, 6, 0.99)]),
+        tokens: 1.0,
+    };
+    // Every removed layer saves 10 of 100 bytes.
+    let saving = |span: Span| Ok(10.0 * (span.len - 1) as f64);
+    let search = |delta: f64, reduction: Option<f64>| LayerSearch {
+        delta,
+        criterion: SpanCriterion::MlpInput,
+        max_span_len: None,
+        bytes_reduction: reduction,
+    };
+    let spans = |s: &LayerSearch| -> Vec<Span> {
+        search_spans(&sim, s, 100.0, &saving)
+            .unwrap()
+            .iter()
+            .map(|c| c.span)
+            .collect()
+    };
+    assert_eq!(spans(&search(0.9, None)), [Span { start: 1, len: 4 }]);
+    // 10 %: one removed layer; the most similar pair (3, 4) wins over (5, 6).
+    assert_eq!(spans(&search(0.9, Some(0.1))), [Span { start: 3, len: 2 }]);
+    // 25 %: three layers, the 1-4 run. 35 %: four, more than one run can remove → 1-4 and 5-6.
+    assert_eq!(spans(&search(0.9, Some(0.25))), [Span { start: 1, len: 4 }]);
+    assert_eq!(
+        spans(&search(0.9, Some(0.35))),
+        [Span { start: 1, len: 4 }, Span { start: 5, len: 2 }]
+    );
+    // δ = 0.96: only (3, 4) qualifies.
+    assert_eq!(spans(&search(0.96, None)), [Span { start: 3, len: 2 }]);
+    let chosen = search_spans(&sim, &search(0.9, Some(0.1)), 100.0, &saving).unwrap();
+    assert_eq!(
+        (chosen[0].min_similarity, chosen[0].mean_similarity),
+        (0.97, 0.97)
+    );
+    // Under the output criterion only 5-6 is similar.
+    let output = LayerSearch {
+        criterion: SpanCriterion::Output,
+        ..search(0.9, None)
+    };
+    assert_eq!(spans(&output), [Span { start: 5, len: 2 }]);
+    let both = LayerSearch {
+        criterion: SpanCriterion::Both,
+        ..search(0.9, None)
+    };
+    assert_eq!(spans(&both), [Span { start: 5, len: 2 }]);
+
+    let err = |s: &LayerSearch| {
+        search_spans(&sim, s, 100.0, &saving)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(&search(0.99, None));
+    assert!(
+        e.contains("`delta` is 0.99; no run") && e.contains("lower δ"),
+        "{e}"
+    );
+    let e = err(&search(0.9, Some(0.5)));
+    assert!(
+        e.contains("`bytes_reduction` is 0.5") && e.contains("save at most 40.0 %"),
+        "{e}"
+    );
+    let e = err(&search(1.5, None));
+    assert!(e.contains("`delta` is 1.5; allowed: [-1, 1]"), "{e}");
+}
+
+/// Dense2MoE with the search end to end: the fused model saves at least the target, and the
+/// pruning baseline with the same search meets it with the same or fewer layers.
+#[test]
+fn dense2moe_search_meets_its_bytes_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fused = model(dir.path());
+    let mut pruned = reload(dir.path());
+    let search = LayerSearch {
+        delta: -1.0,
+        bytes_reduction: Some(0.2),
+        ..LayerSearch::default()
+    };
+    let cfg = Dense2MoeConfig {
+        search: Some(search.clone()),
+        decode_context: 64,
+        ..Dense2MoeConfig::default()
+    };
+    let r = dense2moe(&mut fused, &batches(), &cfg).unwrap();
+    assert!(
+        r.bytes_saved >= 0.2 * r.bytes_before.total,
+        "{}",
+        r.bytes_saved
+    );
+    let estimated: f64 = r.spans.iter().map(|c| c.bytes_saved).sum();
+    assert!(close(estimated, r.bytes_saved));
+    let p = layer_prune_by_search(&mut pruned, &batches(), &search, 64).unwrap();
+    assert!(p.bytes_saved >= 0.2 * p.bytes_before.total);
+    let removed = |spans: &[moebench_methods::dense2moe::ChosenSpan]| -> usize {
+        spans.iter().map(|c| c.span.len - 1).sum()
+    };
+    assert!(removed(&p.spans) <= removed(&r.spans));
+    assert_eq!(fused.num_layers(), 6 - removed(&r.spans));
+    runs(&fused);
+    runs(&pruned);
+}
+
+/// Two spans fused at once: each becomes an MoE layer (the later one at its shifted index),
+/// both with the longer span's expert count.
+#[test]
+fn lf_uc_fuses_several_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = model(dir.path());
+    let original = reload(dir.path());
+    lf_uc_spans(
+        &mut m,
+        &[Span { start: 3, len: 2 }, Span { start: 1, len: 2 }],
+        &LfUcConfig {
+            num_experts: Some(2),
+            top_k: Some(1),
+            ..LfUcConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(m.num_layers(), 4);
+    let cfg = m.config.moe.as_ref().unwrap();
+    assert_eq!(cfg.sparse_layers, [false, true, true, false]);
+    // Layer 1 holds layer 2's MLP (twice), layer 2 (old 3) holds old layer 4's.
+    for (at, from) in [(1usize, 2usize), (2, 4)] {
+        let fused = moe(&m.layers[at]);
+        for e in 0..2 {
+            assert!(fused
+                .w_up
+                .get(e)
+                .equal(&mlp(&original.layers[from]).up.weight));
+        }
+    }
+    runs(&m);
+    let e = lf_uc_spans(
+        &mut reload(dir.path()),
+        &[Span { start: 1, len: 3 }, Span { start: 2, len: 2 }],
+        &LfUcConfig::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`spans` overlap"), "{e}");
+}
+
+/// α and β (the reconstructed Eq. 6) scale the own MLP and the routed sum; the expert-memory
+/// cap decides how many replicas stay.
+#[test]
+fn alpha_beta_and_the_expert_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = model(dir.path());
+    let original = reload(dir.path());
+    let cfg = LfUcConfig {
+        top_k: Some(2),
+        own_scale: 0.5,
+        routed_scale: 2.0,
+        router_init_std: 1.0,
+        ..LfUcConfig::default()
+    };
+    lf_uc(&mut m, Span { start: 2, len: 3 }, &cfg).unwrap();
+    let fused = moe(&m.layers[2]);
+    tch::manual_seed(4);
+    let x = Tensor::randn([1, 5, H], (Kind::Float, Device::Cpu));
+    let got = tch::no_grad(|| fused.forward(2, &x, None, None, None));
+    let w = x
+        .linear::<Tensor>(&fused.router.weight, None)
+        .softmax(-1, Kind::Float);
+    let own = mlp(&original.layers[2]).forward(&x) * 0.5;
+    let expected = [3usize, 4].iter().enumerate().fold(own, |acc, (j, &l)| {
+        acc + mlp(&original.layers[l]).forward(&x) * w.narrow(-1, j as i64, 1) * 2.0
+    });
+    let diff = f64::try_from((got - expected).abs().max()).unwrap();
+    assert!(diff < 1e-5, "max |Δ| {diff}");
+
+    let expert_bytes = (3 * H * F * 4) as f64;
+    let capped = LfUcConfig {
+        num_experts: Some(6),
+        max_expert_bytes: Some(4.5 * expert_bytes),
+        ..LfUcConfig::default()
+    };
+    let mut m = reload(dir.path());
+    lf_uc(&mut m, Span { start: 1, len: 3 }, &capped).unwrap();
+    assert_eq!(moe(&m.layers[1]).num_experts(), 4);
+    let tight = LfUcConfig {
+        max_expert_bytes: Some(1.5 * expert_bytes),
+        ..LfUcConfig::default()
+    };
+    let e = lf_uc(&mut reload(dir.path()), Span { start: 1, len: 3 }, &tight)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`max_expert_bytes`") && e.contains("room for 1 experts"),
+        "{e}"
+    );
+    let e = lf_uc(
+        &mut reload(dir.path()),
+        Span { start: 1, len: 3 },
+        &LfUcConfig {
+            keep_own_mlp_as_shared: false,
+            own_scale: 2.0,
+            ..LfUcConfig::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`own_scale`"), "{e}");
+}
+
+/// Prune-then-upcycle is the pruned model until trained (identical copies, renormalised
+/// top-k), with LF-UC's expert count and top-k.
+#[test]
+fn prune_then_upcycle_equals_pruning_until_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut upcycled = model(dir.path());
+    let mut pruned = reload(dir.path());
+    let span = Span { start: 2, len: 3 };
+    prune_then_upcycle(&mut upcycled, span, &LfUcConfig::default()).unwrap();
+    layer_prune(&mut pruned, span).unwrap();
+    let fused = moe(&upcycled.layers[2]);
+    assert_eq!(
+        (
+            fused.num_experts(),
+            upcycled.config.moe.as_ref().unwrap().top_k
+        ),
+        (2, 2)
+    );
+    let (ids, mask) = &batches()[0];
+    let diff = tch::no_grad(|| {
+        f64::try_from(
+            (upcycled.forward(ids, Some(mask), None) - pruned.forward(ids, Some(mask), None))
+                .abs()
+                .max(),
+        )
+    })
+    .unwrap();
+    assert!(diff < 1e-5, "max |Δ| {diff}");
+}
+
+/// LLM-Streamline picks the run whose input and output are most alike, replaces it with its
+/// first layer trained on MSE (the MSE falls), and leaves every other weight untouched.
+#[test]
+fn llm_streamline_trains_only_the_replacement_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = model(dir.path());
+    let original = reload(dir.path());
+    let sim = layer_similarity(&original, &batches()).unwrap();
+    let (span, score) = choose_streamline_span(&sim, 3).unwrap();
+    assert_eq!(score, sim.output[span.start - 1][span.end() - 1]);
+    for start in 1..=3 {
+        assert!(sim.output[start - 1][start + 2] <= score);
+    }
+    let cfg = StreamlineConfig {
+        span_len: 3,
+        steps: 30,
+        lr: 1e-2,
+        ..StreamlineConfig::default()
+    };
+    let r = llm_streamline(&mut m, &batches(), &cfg).unwrap();
+    assert_eq!(r.span, span);
+    assert!(
+        r.mse_after < 0.8 * r.mse_before,
+        "{} → {}",
+        r.mse_before,
+        r.mse_after
+    );
+    assert_eq!(m.num_layers(), 4);
+    for (l, kept) in m.layers.iter().enumerate() {
+        let from = if l <= span.start { l } else { l + 2 };
+        let unchanged = same(
+            &attention_tensors(kept),
+            &attention_tensors(&original.layers[from]),
+        ) && same(
+            &mlp_tensors(mlp(kept)),
+            &mlp_tensors(mlp(&original.layers[from])),
+        );
+        assert_eq!(unchanged, l != span.start, "layer {l}");
+    }
+    assert!(m.embed.equal(&original.embed));
+    assert!(r.bytes_after.total < r.bytes_before.total);
+    runs(&m);
+    let e = choose_streamline_span(&sim, 6).unwrap_err().to_string();
+    assert!(
+        e.contains("`span_len`") && e.contains("num_layers - 1 = 5"),
+        "{e}"
+    );
 }

@@ -1,10 +1,10 @@
 //! DUME (arXiv 2603.29765, METHODS.md §2, §8.8) and its baselines on tiny random models.
 use moebench_methods::dume::{
-    add_expert, average_merge, btx, dume, moerge, oracle_logits, random_routing, router_accuracy,
-    Batch, BtxConfig, DumeConfig,
+    add_expert, average_merge, btx, dume, dume_plus, moerge, oracle_logits, oracle_routing,
+    random_routing, router_accuracy, Batch, BtxConfig, BtxVariant, DumeConfig, DumePlusConfig,
 };
 use moebench_methods::scratch::{random_model, ScratchConfig};
-use moebench_methods::train::TrainConfig;
+use moebench_methods::train::{tagged_parameters, Module, TrainConfig, Trainable};
 use moebench_model::save::save_pretrained;
 use moebench_model::{Family, Ffn, Model};
 use std::path::{Path, PathBuf};
@@ -345,4 +345,151 @@ fn bad_inputs_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("must both be [B, T]"), "{err}");
+}
+
+/// Oracle routing sends every real token of domain d to expert d in every layer, so
+/// `router_accuracy` is exactly 1 for that domain; the installed oracle computes the same
+/// logits as forced routing at every real token.
+#[test]
+fn oracle_routing_has_router_accuracy_one() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |seed| random_model(&tiny(seed, 16), &dir.path().join(format!("m{seed}"))).unwrap();
+    let train: Vec<Vec<Batch>> = vec![domain_batches(0, 1, 2), domain_batches(64, 2, 2)];
+    let held_out: Vec<Vec<Batch>> = vec![domain_batches(0, 3, 2), domain_batches(64, 4, 2)];
+    let (mut model, _) = dume(vec![load(1), load(2)], &train, &DumeConfig::default()).unwrap();
+    for d in 0..2 {
+        let (ids, mask) = &held_out[d][0];
+        let forced = oracle_logits(&model, ids, Some(mask), d as i64).unwrap();
+        oracle_routing(&mut model, d as i64).unwrap();
+        let installed = tch::no_grad(|| model.forward(ids, Some(mask), None));
+        // Equal at real tokens; the installed oracle, like every selector, gives padding none.
+        let real = mask.to_kind(Kind::Bool).unsqueeze(-1);
+        assert!(
+            installed
+                .masked_select(&real)
+                .equal(&forced.masked_select(&real)),
+            "domain {d}"
+        );
+        let acc = router_accuracy(&model, &held_out).unwrap();
+        assert_eq!(acc.layers.len(), 2);
+        for per_domain in acc.layers.values() {
+            assert_eq!(per_domain[d], 1.0, "domain {d}: {per_domain:?}");
+            assert_eq!(per_domain[1 - d], 0.0, "the other domain: {per_domain:?}");
+        }
+    }
+    let err = oracle_routing(&mut model, 2).unwrap_err().to_string();
+    assert!(err.contains("`domain` is 2, but there are 2"), "{err}");
+}
+
+fn short(trainable: Trainable) -> TrainConfig {
+    TrainConfig {
+        steps: 3,
+        batch_size: 2,
+        seq_len: 8,
+        lr: 1e-2,
+        warmup_steps: 1,
+        trainable,
+        ..DumePlusConfig::default().train
+    }
+}
+
+/// Which (module, changed) pairs training produced, comparing with a reference model.
+fn changed(reference: &Model, trained: &Model) -> Vec<(Module, bool)> {
+    tagged_parameters(reference)
+        .into_iter()
+        .zip(tagged_parameters(trained))
+        .map(|(a, b)| (a.module, !a.tensor.equal(&b.tensor)))
+        .collect()
+}
+
+/// DUME+ starts from the closed-form routers and trains only what it says: with the code's
+/// "gate" selection the routers and gate projections move and nothing else does; router-only
+/// leaves every expert weight bit-identical.
+#[test]
+fn dume_plus_trains_only_the_routers() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |seed| random_model(&tiny(seed, 16), &dir.path().join(format!("m{seed}"))).unwrap();
+    let data: Vec<Vec<Batch>> = vec![domain_batches(0, 1, 2), domain_batches(64, 2, 2)];
+    let texts: Vec<Vec<i64>> = data
+        .iter()
+        .map(|d| Vec::<i64>::try_from(d[0].0.get(1)).unwrap())
+        .collect();
+    let cfg = DumeConfig {
+        top_k: 2,
+        ..DumeConfig::default()
+    };
+    for (trainable, moving) in [
+        (
+            Trainable::routers_and_expert_gates(),
+            vec![Module::Router, Module::ExpertGate],
+        ),
+        (Trainable::routers(), vec![Module::Router]),
+    ] {
+        let (reference, _) = dume(vec![load(1), load(2)], &data, &cfg).unwrap();
+        let plus = DumePlusConfig {
+            dume: cfg.clone(),
+            train: short(trainable),
+        };
+        let mut steps = 0;
+        let model = dume_plus(vec![load(1), load(2)], &data, &texts, &plus, &mut |_| {
+            steps += 1
+        })
+        .unwrap();
+        assert_eq!(steps, 3);
+        for (module, moved) in changed(&reference, &model) {
+            assert_eq!(moved, moving.contains(&module), "{module:?}");
+        }
+    }
+}
+
+/// BTX as DUME's baseline trains the (random) router and gate projections only; the full
+/// variant (Sukhbaatar et al.) trains everything. Both start from the same MoErge.
+#[test]
+fn btx_variants_train_what_they_are_labelled() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let load = |seed| random_model(&tiny(seed, 16), &dir.path().join(format!("m{seed}"))).unwrap();
+    let texts: Vec<Vec<i64>> = [0, 64]
+        .iter()
+        .map(|&lo| Vec::<i64>::try_from(domain_batch(lo, lo).0.get(1)).unwrap())
+        .collect();
+    assert_eq!(BtxConfig::default().label(), BtxVariant::RouterOnly);
+    for variant in [BtxVariant::RouterOnly, BtxVariant::Full] {
+        let base = BtxConfig::variant(variant);
+        assert_eq!(base.label(), variant);
+        let cfg = BtxConfig {
+            train: short(base.train.trainable.clone()),
+            ..base
+        };
+        let untrained = BtxConfig {
+            train: TrainConfig {
+                lr: 1e-30,
+                ..cfg.train.clone()
+            },
+            ..cfg.clone()
+        };
+        // The same random router, trained with a vanishing learning rate: the reference.
+        let reference = btx(vec![load(1), load(2)], &texts, &untrained, &mut |_| {}).unwrap();
+        let model = btx(vec![load(1), load(2)], &texts, &cfg, &mut |_| {}).unwrap();
+        let moved: Vec<Module> = changed(&reference, &model)
+            .into_iter()
+            .filter(|(_, m)| *m)
+            .map(|(module, _)| module)
+            .collect();
+        match variant {
+            BtxVariant::RouterOnly => assert!(
+                moved
+                    .iter()
+                    .all(|m| [Module::Router, Module::ExpertGate].contains(m))
+                    && moved.contains(&Module::ExpertGate),
+                "{moved:?}"
+            ),
+            BtxVariant::Full => assert!(
+                moved.contains(&Module::Attention) && moved.contains(&Module::Embeddings),
+                "{moved:?}"
+            ),
+        }
+    }
 }

@@ -3,15 +3,17 @@
 mod common;
 
 use common::token_batch;
-use moebench_methods::calibration::calibrate;
+use moebench_methods::calibration::{calibrate, BlockStream};
 use moebench_methods::merge::{
-    collect_merge_stats, hc_smoe, linear_assignment, m_smoe, merge_group, permute_neurons, ream,
-    Alignment, HcSmoeConfig, MSmoeConfig, MergeReport, MergeSettings, MergeStats,
-    MergeStatsOptions, NeuronFeatures, ReamConfig, RouterPolicy,
+    collect_block_merge_stats, collect_merge_stats, hc_smoe, linear_assignment, m_smoe,
+    merge_group, neuron_weight_vectors, pca_neuron_features, permute_neurons, ream, Alignment,
+    HcSmoeConfig, MSmoeConfig, MergeReport, MergeSettings, MergeStats, MergeStatsOptions,
+    NeuronFeatures, PcaSolver, ReamConfig, RouterPolicy, SimilarityForm,
 };
 use moebench_methods::prune::{prune_layer, top_experts, Keep};
 use moebench_methods::MethodError;
 use moebench_model::moe::MoeLayer;
+use moebench_model::observer::ForwardObserver;
 use moebench_model::save::save_pretrained;
 use moebench_model::{Ffn, Model};
 use std::path::PathBuf;
@@ -223,11 +225,12 @@ fn alignment_undoes_a_neuron_permutation() {
     let options = MergeStatsOptions {
         calibration: Default::default(),
         expert_outputs: false,
+        output_cosines: false,
         samples: 64,
         seed: 1,
     };
     let mut stats = MergeStats::new(options, None);
-    let _ = tch::no_grad(|| moe.forward(0, &x, None, None, Some(&mut stats)));
+    let _ = tch::no_grad(|| moe.forward(0, &x, None, None, Some(&mut |e| stats.on_moe(0, moe, e))));
     let samples = stats.layers[&0].activation_samples().unwrap();
     assert_eq!(samples.size(), [4, 64, f]);
 
@@ -237,7 +240,8 @@ fn alignment_undoes_a_neuron_permutation() {
         Alignment::Weights,
         Alignment::ActivationsAndWeights,
     ] {
-        let features = NeuronFeatures::new(moe, alignment, Some(&samples), 16).unwrap();
+        let features =
+            NeuronFeatures::new(moe, alignment, Some(&samples), (16, PcaSolver::Exact, 0)).unwrap();
         let found = features.align(0, 1);
         assert_eq!(found, inverse, "{alignment:?}");
         let merged = merge_group(moe, &[0, 1], &[0.5, 0.5], &[None, Some(found)]).unwrap();
@@ -459,6 +463,66 @@ fn sum_group_probs_shares_the_merged_expert() {
     }
 }
 
+fn assert_same_stats(a: &MergeStats, b: &MergeStats, layer: usize, what: &str) {
+    let ((ca, ma), (cb, mb)) = (a.layer(layer).unwrap(), b.layer(layer).unwrap());
+    assert_eq!(ca, cb, "{what}: calibration statistics of layer {layer}");
+    assert_eq!(ma.tokens, mb.tokens, "{what}");
+    for (x, y, name) in [
+        (&ma.logit_gram, &mb.logit_gram, "logit_gram"),
+        (&ma.prob_gram, &mb.prob_gram, "prob_gram"),
+        (&ma.output_sum, &mb.output_sum, "output_sum"),
+        (
+            &ma.gated_output_sum,
+            &mb.gated_output_sum,
+            "gated_output_sum",
+        ),
+        (&ma.reap_code_sum, &mb.reap_code_sum, "reap_code_sum"),
+        (
+            &ma.gated_cosine_sum,
+            &mb.gated_cosine_sum,
+            "gated_cosine_sum",
+        ),
+    ] {
+        assert_eq!(x, y, "{what}: {name} of layer {layer}");
+    }
+    assert!(ma
+        .activation_samples()
+        .unwrap()
+        .equal(&mb.activation_samples().unwrap()));
+}
+
+/// REAM's sequential pass reads each layer's statistics off one block run from cached inputs
+/// (#14): they equal, bit for bit, those of a whole-model pass on the same model — for every
+/// MoE layer of an original and of a merged model, with padding in the batches. Merging is a
+/// deterministic function of the model and these statistics, so sequential REAM merges
+/// exactly as the whole-model-per-layer implementation did.
+#[test]
+fn block_statistics_equal_whole_model_statistics() {
+    let options = MergeStatsOptions {
+        calibration: Default::default(),
+        expert_outputs: true,
+        output_cosines: true,
+        samples: 20,
+        seed: 5,
+    };
+    let (ids, mask) = batch(2, 10, 3);
+    let _ = mask.get(1).narrow(0, 7, 3).fill_(0);
+    let batches = vec![batch(2, 16, 10), (ids, mask)];
+    for name in ["qwen2_moe", "olmoe", "mixtral"] {
+        let mut model = load(name);
+        for state in ["original", "merged"] {
+            let mut stream = BlockStream::new(&model, &batches, "test").unwrap();
+            for (l, _) in moe_layers(&model) {
+                stream.advance_to(&model, l);
+                let block = collect_block_merge_stats(&model, &stream, options).unwrap();
+                let whole = collect_merge_stats(&model, &batches, options, Some(l)).unwrap();
+                assert_same_stats(&block, &whole, l, &format!("{name} {state}"));
+            }
+            ream(&mut model, &batches, &ream_cfg(Keep::Count(2))).unwrap();
+        }
+    }
+}
+
 /// The reservoir is bounded by `samples` and reproducible with its seed.
 #[test]
 fn activation_reservoir_is_bounded_and_seeded() {
@@ -466,6 +530,7 @@ fn activation_reservoir_is_bounded_and_seeded() {
     let options = MergeStatsOptions {
         calibration: Default::default(),
         expert_outputs: true,
+        output_cosines: true,
         samples: 20,
         seed: 5,
     };
@@ -563,7 +628,10 @@ fn bad_parameters_are_param_errors() {
         "weights"
     );
     assert_eq!(
-        param_of(NeuronFeatures::new(moe, Alignment::Activations, None, 8).unwrap_err()),
+        param_of(
+            NeuronFeatures::new(moe, Alignment::Activations, None, (8, PcaSolver::Exact, 0))
+                .unwrap_err()
+        ),
         "samples"
     );
 
@@ -572,4 +640,79 @@ fn bad_parameters_are_param_errors() {
         ream(&mut dense, &batches, &ReamConfig::default()).unwrap_err(),
         MethodError::Unsupported { .. }
     ));
+}
+
+/// The paper's similarity form (§6.7 item 2): per-token cosines averaged over tokens. Identical
+/// experts have token-mean cosine 1 under both forms; on a real layer the two forms give valid
+/// groupings of the same shape, and REAM runs end to end with either.
+#[test]
+fn paper_similarity_form_runs_and_has_unit_self_similarity() {
+    let batches = calibration();
+    let options = MergeStatsOptions {
+        calibration: Default::default(),
+        expert_outputs: true,
+        output_cosines: true,
+        samples: 0,
+        seed: 0,
+    };
+    let model = load("mixtral");
+    let stats = collect_merge_stats(&model, &batches, options, Some(0)).unwrap();
+    let (_, ms) = stats.layer(0).unwrap();
+    for e in 0..4 {
+        let diag = ms.gated_cosine_sum[e * 4 + e] / ms.tokens;
+        assert!((diag - 1.0).abs() < 1e-9, "expert {e}: {diag}");
+    }
+    for form in [SimilarityForm::Code, SimilarityForm::Paper] {
+        let mut model = load("mixtral");
+        let cfg = ReamConfig {
+            similarity: form,
+            ..ream_cfg(Keep::Count(2))
+        };
+        let report = ream(&mut model, &batches, &cfg).unwrap();
+        assert_eq!(report.experts_after, 2, "{form:?}");
+        let members: usize = report.layers[0]
+            .groups
+            .iter()
+            .map(|g| g.members.len())
+            .sum();
+        assert_eq!(members, 4, "{form:?}");
+    }
+}
+
+/// The exact PCA takes its axes from `linalg_eigh` of the Gram instead of the SVD it replaced
+/// (#14): the scores equal the SVD path's up to each component's sign and rounding, so every
+/// distance — and so every alignment — is the same. The randomized solver (the REAM code's:
+/// q = r, 2 power iterations) is approximate: on this random layer, whose spectrum is flat (its
+/// worst case), it captures 93 % of the exact scores' variance.
+#[test]
+fn pca_features_match_the_svd_path_and_randomized_is_close() {
+    let model = load("mixtral");
+    let moe = moe_layers(&model)[0].1;
+    let r = 16;
+    let w = neuron_weight_vectors(moe);
+    let w = &w / w.norm_scalaropt_dim(2.0, [-1i64], true);
+    let (n, f, d) = (w.size()[0], w.size()[1], w.size()[2]);
+    let x = w.to_kind(Kind::Double).reshape([n * f, d]);
+    let xc = &x - x.mean_dim(0, true, Kind::Double);
+    let (axes, _, _) = xc.tr().mm(&xc).svd(true, true);
+    let reference = xc.mm(&axes.narrow(1, 0, r)).reshape([n, f, r]);
+    let exact = pca_neuron_features(moe, r as usize, PcaSolver::Exact, 0).to_kind(Kind::Double);
+    let sign = (&reference * &exact)
+        .sum_dim_intlist(&[0i64, 1][..], true, Kind::Double)
+        .sign();
+    let scale = f64::try_from(reference.abs().max()).unwrap();
+    let diff = max_abs_diff(&(exact * sign), &reference) / scale;
+    assert!(diff < 1e-6, "relative max |Δ| {diff}");
+
+    let captured =
+        |t: &Tensor| f64::try_from(t.to_kind(Kind::Double).square().sum(Kind::Double)).unwrap();
+    let randomized = pca_neuron_features(moe, r as usize, PcaSolver::Randomized, 7);
+    assert_eq!(randomized.size(), [n, f, r]);
+    let ratio = captured(&randomized) / captured(&reference);
+    assert!(
+        (0.9..=1.0 + 1e-6).contains(&ratio),
+        "variance captured {ratio}"
+    );
+    let again = pca_neuron_features(moe, r as usize, PcaSolver::Randomized, 7);
+    assert!(randomized.equal(&again), "seeded");
 }

@@ -8,6 +8,7 @@ use moebench_methods::calibration::{
 use moebench_methods::prune::{prune_layer, prune_model, Criterion, Keep};
 use moebench_methods::MethodError;
 use moebench_model::moe::MoeLayer;
+use moebench_model::observer::ForwardObserver;
 use moebench_model::save::save_pretrained;
 use moebench_model::{Ffn, Model};
 use std::path::PathBuf;
@@ -142,8 +143,8 @@ fn reap_matches_a_hand_computed_value() {
             reap_gate: ReapGate::Softmax,
         });
         tch::no_grad(|| {
-            let _ = moe.forward(0, &x, None, None, Some(&mut renorm));
-            let _ = moe.forward(0, &x, None, None, Some(&mut softmax));
+            let _ = moe.forward(0, &x, None, None, Some(&mut |e| renorm.on_moe(0, moe, e)));
+            let _ = moe.forward(0, &x, None, None, Some(&mut |e| softmax.on_moe(0, moe, e)));
         });
 
         let w: Vec<f32> = Vec::try_from(moe.router.weight.flatten(0, -1)).unwrap();

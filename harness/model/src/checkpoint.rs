@@ -2,7 +2,7 @@
 //! with the provenance (repo, commit) that results must record.
 use crate::error::{ModelError, Result};
 use crate::weights::{INDEX_FILE, SINGLE_FILE};
-use crate::{Model, Tokenizer};
+use crate::{Model, ModelConfig, Tokenizer};
 use moebench_hub::{resolve, HubConfig, ModelRef, ResolvedRepo};
 use std::path::PathBuf;
 use tch::{Device, Kind};
@@ -81,6 +81,59 @@ fn checkpoint_of(reference: &str, repo: ResolvedRepo) -> Checkpoint {
 impl Checkpoint {
     pub fn load(&self, device: Device, kind: Kind) -> Result<Model> {
         Model::load(&self.dir, device, kind)
+    }
+
+    /// What can be checked without loading the weights: the config parses and is of a
+    /// supported family, the safetensors headers are whole, the embedding and the layer count
+    /// match the config, and the tokenizer (when there is one) fits the embedding. Returns the
+    /// config.
+    pub fn check(&self) -> Result<ModelConfig> {
+        let config = ModelConfig::from_file(&self.dir.join("config.json"))?;
+        let shapes = crate::weights::read_shapes(&self.dir)?;
+        let embed = "model.embed_tokens.weight";
+        let expected = vec![config.vocab_size as i64, config.hidden_size as i64];
+        match shapes.get(embed) {
+            None => {
+                return Err(ModelError::MissingTensor {
+                    name: embed.into(),
+                    dir: self.dir.clone(),
+                })
+            }
+            Some(found) if *found != expected => {
+                return Err(ModelError::ShapeMismatch {
+                    name: embed.into(),
+                    expected,
+                    found: found.clone(),
+                    dir: self.dir.clone(),
+                })
+            }
+            Some(_) => {}
+        }
+        let layers = shapes
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("model.layers.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |l| l + 1);
+        if layers != config.num_layers {
+            return Err(ModelError::Config {
+                path: self.dir.join("config.json"),
+                msg: format!(
+                    "num_hidden_layers is {} but the weights have {layers} layers (the config \
+                     does not belong to these weights)",
+                    config.num_layers
+                ),
+            });
+        }
+        if self.dir.join("tokenizer.json").is_file() {
+            self.tokenizer()?.check_fits(config.vocab_size)?;
+        }
+        Ok(config)
     }
 
     pub fn tokenizer(&self) -> Result<Tokenizer> {

@@ -20,5 +20,5 @@ pub mod weights;
 pub use checkpoint::{resolve_checkpoint, Checkpoint};
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use model::{Ffn, ForwardOptions, KvCache, Model};
+pub use model::{BlockInputs, Ffn, ForwardOptions, KvCache, Model};
 pub use tokenizer::Tokenizer;

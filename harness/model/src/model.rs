@@ -4,7 +4,7 @@ use crate::attention::{Attention, LayerCache};
 use crate::config::{Family, ModelConfig, QkNorm};
 use crate::error::Result;
 use crate::layers::{Linear, Mlp, RmsNorm};
-use crate::moe::{MoeLayer, SharedExpert, TopK};
+use crate::moe::{MoeEvent, MoeLayer, SharedExpert, TopK};
 use crate::observer::{ForwardObserver, HiddenPoint};
 use crate::rope::Rope;
 use crate::weights::WeightMap;
@@ -64,6 +64,19 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What every block of one forward call shares, from [`Model::block_inputs`].
+#[derive(Debug)]
+pub struct BlockInputs {
+    cos: Tensor,
+    sin: Tensor,
+    /// `[B, 1, T, S]` bool; `None` lets SDPA apply its own causal mask.
+    mask: Option<Tensor>,
+    /// `[B, T]` bool, true for real tokens.
+    token_mask: Option<Tensor>,
+    /// Nothing is cached: SDPA's causal mask is valid when `mask` is `None`.
+    causal: bool,
 }
 
 /// Optional parts of a forward call.
@@ -269,8 +282,33 @@ impl Model {
         mut cache: Option<&mut KvCache>,
         opts: &mut ForwardOptions<'_>,
     ) -> Tensor {
-        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
         let past = cache.as_ref().map_or(0, |c| c.len());
+        let inputs = self.block_inputs(input_ids, attention_mask, past);
+        let mut x = self.embed_tokens(input_ids);
+        for l in 0..self.layers.len() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.forward_block(l, x, &inputs, layer_cache, opts);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Token embeddings `[B, T, H]` of `input_ids` `[B, T]`: the input of block 0.
+    pub fn embed_tokens(&self, input_ids: &Tensor) -> Tensor {
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
+        self.embed
+            .index_select(0, &input_ids.flatten(0, -1))
+            .view([b, t, -1])
+    }
+
+    /// What every block of one forward call over `input_ids` `[B, T]` shares (RoPE tables,
+    /// attention and padding masks), `past` positions being cached already.
+    pub fn block_inputs(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        past: i64,
+    ) -> BlockInputs {
+        let (b, t) = (input_ids.size()[0], input_ids.size()[1]);
         let total = past + t;
         let positions = match attention_mask {
             Some(m) => (m.to_kind(Kind::Int64).cumsum(1, Kind::Int64) - 1)
@@ -286,47 +324,69 @@ impl Model {
             _ => Some(attention_mask_4d(attention_mask, b, past, t, self.device)),
         };
         let (cos, sin) = self.rope.cos_sin(&positions, self.kind);
-        let mut x = self
-            .embed
-            .index_select(0, &input_ids.flatten(0, -1))
-            .view([b, t, -1]);
-        for (l, block) in self.layers.iter().enumerate() {
-            if let Some(o) = opts.observer.as_deref_mut() {
-                o.on_hidden(l, HiddenPoint::BlockInput, &x);
-            }
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            let h = block.input_norm.forward(&x);
-            let attn = block
-                .attn
-                .forward(&h, &cos, &sin, mask.as_ref(), past == 0, layer_cache);
-            // Out of place on purpose: autograd keeps `x` for the norm's backward (training).
-            #[allow(clippy::assign_op_pattern)]
-            {
-                x = x + attn;
-            }
-            let h = block.post_norm.forward(&x);
-            if let Some(o) = opts.observer.as_deref_mut() {
-                o.on_hidden(l, HiddenPoint::FfnInput, &h);
-            }
-            let y = match &block.ffn {
-                Ffn::Dense(m) => m.forward(&h),
-                Ffn::Moe(moe) => moe.forward(
+        BlockInputs {
+            cos,
+            sin,
+            mask,
+            token_mask,
+            causal: past == 0,
+        }
+    }
+
+    /// Block `l` on the residual stream `x` `[B, T, H]`: exactly one iteration of
+    /// [`Model::forward_hidden`], so a caller that caches block inputs (REAM's layer-sequential
+    /// calibration) can re-run single blocks and get the same values as a whole-model pass.
+    pub fn forward_block(
+        &self,
+        l: usize,
+        mut x: Tensor,
+        inputs: &BlockInputs,
+        cache: Option<&mut LayerCache>,
+        opts: &mut ForwardOptions<'_>,
+    ) -> Tensor {
+        let block = &self.layers[l];
+        if let Some(o) = opts.observer.as_deref_mut() {
+            o.on_hidden(l, HiddenPoint::BlockInput, &x);
+        }
+        let h = block.input_norm.forward(&x);
+        let attn = block.attn.forward(
+            &h,
+            &inputs.cos,
+            &inputs.sin,
+            inputs.mask.as_ref(),
+            inputs.causal,
+            cache,
+        );
+        // Out of place on purpose: autograd keeps `x` for the norm's backward (training).
+        #[allow(clippy::assign_op_pattern)]
+        {
+            x = x + attn;
+        }
+        let h = block.post_norm.forward(&x);
+        if let Some(o) = opts.observer.as_deref_mut() {
+            o.on_hidden(l, HiddenPoint::FfnInput, &h);
+        }
+        let y = match &block.ffn {
+            Ffn::Dense(m) => m.forward(&h),
+            Ffn::Moe(moe) => match opts.observer.as_deref_mut() {
+                Some(o) => moe.forward(
                     l,
                     &h,
-                    token_mask.as_ref(),
+                    inputs.token_mask.as_ref(),
                     opts.route_override,
-                    opts.observer.as_deref_mut(),
+                    Some(&mut |event: &MoeEvent<'_>| o.on_moe(l, moe, event)),
                 ),
-            };
-            #[allow(clippy::assign_op_pattern)]
-            {
-                x = x + y;
-            }
-            if let Some(o) = opts.observer.as_deref_mut() {
-                o.on_hidden(l, HiddenPoint::BlockOutput, &x);
-            }
+                None => moe.forward(l, &h, inputs.token_mask.as_ref(), opts.route_override, None),
+            },
+        };
+        #[allow(clippy::assign_op_pattern)]
+        {
+            x = x + y;
         }
-        self.norm.forward(&x)
+        if let Some(o) = opts.observer.as_deref_mut() {
+            o.on_hidden(l, HiddenPoint::BlockOutput, &x);
+        }
+        x
     }
 
     /// LM-head logits in f32 for final hidden states.

@@ -1,19 +1,9 @@
 //! Hooks into the forward pass. Calibration (REAP, REAM, DUME statistics, Dense2MoE
 //! similarities) and routing diagnostics observe the model through this trait instead of
 //! reaching into it.
-use crate::moe::{MoeLayer, Selection};
+pub use crate::moe::MoeEvent;
+use crate::moe::MoeLayer;
 use tch::{Kind, Tensor};
-
-/// What an MoE layer saw and chose for one forward call.
-pub struct MoeEvent<'a> {
-    /// MoE input (after the pre-FFN norm), `[B, T, H]`.
-    pub input: &'a Tensor,
-    /// Router logits, `[B, T, N]` f32.
-    pub router_logits: &'a Tensor,
-    pub selection: &'a Selection,
-    /// `[B, T]` bool, true for real (non-padding) tokens; `None` when there is no padding.
-    pub token_mask: Option<&'a Tensor>,
-}
 
 /// Points in a decoder block where hidden states are reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,6 +51,23 @@ impl Tokenizer {
         }
     }
 
+    /// Ids the tokenizer can produce, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Refuses a tokenizer that produces ids the model has no embedding row for (they would
+    /// index past the embedding matrix).
+    pub fn check_fits(&self, embedding_rows: usize) -> Result<()> {
+        match self.vocab_size() {
+            n if n > embedding_rows => Err(self.err(format!(
+                "it has {n} token ids but the model's embedding has {embedding_rows} rows; use the \
+                 tokenizer that belongs to this model"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
         let enc = self
             .inner

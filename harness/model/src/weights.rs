@@ -58,6 +58,62 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     })
 }
 
+/// Every tensor's shape in the checkpoint in `dir`, read from the safetensors headers only
+/// (no tensor data): what the pre-run checks compare with the config. A header longer than its
+/// file, or a tensor whose data lies past the end of its file (a truncated download), is an
+/// error naming the file.
+pub fn read_shapes(dir: &Path) -> Result<BTreeMap<String, Vec<i64>>> {
+    use std::io::Read;
+    let mut shapes = BTreeMap::new();
+    for file in checkpoint_files(dir)? {
+        let bad = |msg: String| ModelError::Safetensors {
+            path: file.clone(),
+            msg,
+        };
+        let io = |source| ModelError::Io {
+            path: file.clone(),
+            source,
+        };
+        let mut f = std::fs::File::open(&file).map_err(io)?;
+        let file_len = f.metadata().map_err(io)?.len();
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len)
+            .map_err(|e| bad(format!("cannot read the header length: {e}")))?;
+        let header_len = u64::from_le_bytes(len);
+        if header_len.saturating_add(8) > file_len {
+            return Err(bad(format!(
+                "the header claims {header_len} bytes but the file has {file_len}"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        f.read_exact(&mut header).map_err(io)?;
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("the header is not JSON: {e}")))?;
+        for (name, info) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let shape: Vec<i64> = info
+                .get("shape")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .ok_or_else(|| bad(format!("tensor `{name}` has no shape")))?;
+            let end = info
+                .get("data_offsets")
+                .and_then(|o| o.get(1))
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| bad(format!("tensor `{name}` has no data offsets")))?;
+            if 8 + header_len + end > file_len {
+                return Err(bad(format!(
+                    "tensor `{name}` ends at byte {} but the file has {file_len} (truncated)",
+                    8 + header_len + end
+                )));
+            }
+            shapes.insert(name, shape);
+        }
+    }
+    Ok(shapes)
+}
+
 impl WeightMap {
     /// Loads every tensor of the checkpoint in `dir`, converted to `kind` on `device`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<WeightMap> {

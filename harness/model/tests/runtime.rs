@@ -142,3 +142,23 @@ fn decode_bytes_match_a_hand_count() {
     let got = bytes_per_decode_token(&model, ctx as usize, Some(&[1.0, 4.0]));
     assert_eq!(got.experts, 4.0 * 5.0 * 3.0 * h * f);
 }
+
+/// Running the blocks one at a time from `embed_tokens` and `block_inputs` (what layer-sequential
+/// calibration does) gives the final hidden states of `forward_hidden` bit for bit, with left
+/// padding, for dense and MoE families.
+#[test]
+fn blocks_one_at_a_time_equal_the_whole_forward() {
+    let _g = tch::no_grad_guard();
+    let ids = Tensor::from_slice(&[0i64, 0, 3, 17, 42, 5, 99, 1, 64, 7, 8, 9]).view([2, -1]);
+    let mask = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, -1]);
+    for name in ["llama", "qwen3", "mixtral", "qwen2_moe"] {
+        let model = load(&tiny(name)).unwrap();
+        let whole = model.forward_hidden(&ids, Some(&mask), None, &mut Default::default());
+        let inputs = model.block_inputs(&ids, Some(&mask), 0);
+        let mut x = model.embed_tokens(&ids);
+        for l in 0..model.num_layers() {
+            x = model.forward_block(l, x, &inputs, None, &mut Default::default());
+        }
+        assert!(model.norm.forward(&x).equal(&whole), "{name}");
+    }
+}

@@ -6,9 +6,15 @@
 //! A built model is a content-hashed artefact: [`TrainSpec::hash`] covers every setting and the
 //! bytes of the training text, so a rerun (or another job of the same suite) reuses it and a
 //! changed setting builds a new one.
+use moebench_core::params::canonical_json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// A `models[].build` setting that cannot be used; the message names the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
 
 /// Settings of a from-scratch model and its training run (`models[].build` in a suite).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,9 +88,11 @@ impl Default for TrainSpec {
 
 impl TrainSpec {
     /// Checks the values that do not need the model runtime; the message names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         if self.upcycle && self.from.is_none() {
-            return Err("`upcycle` needs `from` (the dense model to upcycle)".into());
+            return Err(BuildError(
+                "`upcycle` needs `from` (the dense model to upcycle)".into(),
+            ));
         }
         if self.from.is_some() && !self.upcycle {
             return self.validate_training();
@@ -96,42 +104,48 @@ impl TrainSpec {
             ("intermediate_size", self.intermediate_size),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{name}` must be ≥ 1"));
+            return Err(BuildError(format!("`{name}` must be ≥ 1")));
         }
         if !self.hidden_size.is_multiple_of(self.heads) {
-            return Err(format!(
+            return Err(BuildError(format!(
                 "`hidden_size` ({}) must be a multiple of `heads` ({})",
                 self.hidden_size, self.heads
-            ));
+            )));
         }
         if self.experts > 0 && !(1..=self.experts).contains(&self.top_k) {
-            return Err(format!(
+            return Err(BuildError(format!(
                 "`top_k` ({}) must be in 1..={} (`experts`)",
                 self.top_k, self.experts
-            ));
+            )));
         }
         if self.experts == 0 && (self.router != "topk" || !self.router_params.is_empty()) {
-            return Err(format!(
+            return Err(BuildError(format!(
                 "`router: {}` needs an MoE model (`experts` ≥ 1)",
                 self.router
-            ));
+            )));
         }
         self.validate_training()
     }
 
     /// The training settings' checks, which apply whatever the model starts from.
-    pub fn validate_training(&self) -> Result<(), String> {
+    pub fn validate_training(&self) -> Result<(), BuildError> {
         if self.steps == 0 || self.batch_size == 0 {
-            return Err("`steps` and `batch_size` must be ≥ 1".into());
+            return Err(BuildError("`steps` and `batch_size` must be ≥ 1".into()));
         }
         if self.seq_len < 2 {
-            return Err("`seq_len` must be ≥ 2".into());
+            return Err(BuildError("`seq_len` must be ≥ 2".into()));
         }
         if !(0.0..0.5).contains(&self.holdout) {
-            return Err(format!("`holdout` ({}) must be in [0, 0.5)", self.holdout));
+            return Err(BuildError(format!(
+                "`holdout` ({}) must be in [0, 0.5)",
+                self.holdout
+            )));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(format!("`lr` ({}) must be a positive number", self.lr));
+            return Err(BuildError(format!(
+                "`lr` ({}) must be a positive number",
+                self.lr
+            )));
         }
         for (name, v) in [
             ("load_balance", self.load_balance),
@@ -139,7 +153,7 @@ impl TrainSpec {
             ("entropy", self.entropy),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
-                return Err(format!("`{name}` ({v}) must be a number ≥ 0"));
+                return Err(BuildError(format!("`{name}` ({v}) must be a number ≥ 0")));
             }
         }
         Ok(())
@@ -162,7 +176,7 @@ impl TrainSpec {
             "from_sha": from_sha,
             "harness_version": crate::HARNESS_VERSION,
         });
-        Ok(crate::sha256_hex(fields.to_string().as_bytes()))
+        Ok(crate::sha256_hex(canonical_json(&fields).as_bytes()))
     }
 
     /// The spec with relative `text` paths resolved against `dir` (the suite's directory).
@@ -204,8 +218,24 @@ mod tests {
     }
 
     #[test]
+    fn hash_does_not_depend_on_the_key_order_of_router_params() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("t.txt");
+        std::fs::write(&text, "to be").unwrap();
+        let with = |params: &str| TrainSpec {
+            router: "dtop_p".into(),
+            router_params: serde_json::from_str(params).unwrap(),
+            ..TrainSpec::default()
+        };
+        let a = with(r#"{"target": 2, "per_layer": true}"#);
+        let b = with(r#"{"per_layer": true, "target": 2}"#);
+        let texts = std::slice::from_ref(&text);
+        assert_eq!(a.hash(texts, None).unwrap(), b.hash(texts, None).unwrap());
+    }
+
+    #[test]
     fn validate_names_the_bad_setting() {
-        let bad = |spec: TrainSpec| spec.validate().unwrap_err();
+        let bad = |spec: TrainSpec| spec.validate().unwrap_err().0;
         let d = TrainSpec::default;
         assert!(bad(TrainSpec { steps: 0, ..d() }).contains("`steps`"));
         let fine_tune = || TrainSpec {

@@ -20,10 +20,21 @@ pub enum SuiteError {
     },
     #[error("{path}: {message}")]
     Store { path: PathBuf, message: String },
+    /// Several problems, each with its own location (a suite is checked as a whole).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<SuiteError>),
 }
 
 impl SuiteError {
-    pub(crate) fn invalid(at: impl Into<String>, message: impl Into<String>) -> Self {
+    /// Every single problem (one, or those of [`SuiteError::Many`]).
+    pub fn problems(self) -> Vec<SuiteError> {
+        match self {
+            SuiteError::Many(many) => many,
+            one => vec![one],
+        }
+    }
+
+    pub fn invalid(at: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             at: at.into(),
             message: message.into(),

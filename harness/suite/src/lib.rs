@@ -2,27 +2,30 @@
 //!
 //! - [`suite`]: the suite YAML ([`load_suite`]), parsed into typed structs and validated, with
 //!   `file:line:column` errors.
-//! - [`methods`]: the registry of method names the runner implements, and parameter sweeps.
+//! - [`methods`]: method entries checked against the catalogue's schemas, and parameter sweeps.
 //! - [`plan`]: models × methods × tasks expanded into content-hashed [`Job`]s, grouped by
 //!   (model, method) so that a method is applied once per model.
 //! - [`store`]: the run directory ([`RunStore`]): append-only `records.jsonl`, per-job sample
 //!   logs, `run.json`; [`read_records`] applies the rule that makes resume safe.
 //! - [`build`]: models a suite builds and trains itself ([`build::TrainSpec`]).
 //! - [`leaderboard`]: the markdown leaderboard of a run's records.
+//! - [`measures`]: the names and directions of the measures the runner records.
 pub mod build;
 mod error;
 pub mod leaderboard;
+pub mod measures;
 pub mod methods;
 pub mod plan;
 pub mod store;
 pub mod suite;
 
+pub use build::BuildError;
 pub use error::SuiteError;
-pub use methods::{method_names, MethodConfig, MethodInfo, METHODS};
+pub use methods::{MethodConfig, MethodStep};
 pub use plan::{Job, JobKind, Plan, ResolvedModel, ResolvedTask};
 pub use store::{
-    read_records, read_routing, write_atomic, LayerLoads, Measurement, Record, RecordKind,
-    RoutingLog, RunInfo, RunStore,
+    failed_jobs, read_records, read_routing, write_atomic, LayerLoads, Measurement, Record,
+    RecordKind, RoutingLog, RunInfo, RunStore,
 };
 pub use suite::{load_suite, Suite};
 

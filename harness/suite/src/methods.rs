@@ -1,166 +1,42 @@
-//! The methods a suite may name, and parameter sweeps.
+//! Method entries of a suite, checked against the method catalogue's schemas, and parameter
+//! sweeps.
 //!
+//! The catalogue lives with the methods (moebench-methods); the suite crate sees only its
+//! [`MethodSchema`]s, passed in by the caller, so suites are validated without the model runtime.
 //! A list value in a method's `params` sweeps that parameter: the suite gets one method
 //! configuration per combination (in key order, values in list order), labelled
-//! `label[k=v,…]` with the swept parameters. A parameter whose value is itself a list
-//! ([`MethodInfo::list_params`]: `layers`, `experts`, …) takes a plain list as its value and
-//! sweeps only when given a list of lists (`layers: [[0], [0, 1]]`).
+//! `label[k=v,…]` with the swept parameters. A parameter whose value is itself a list (its
+//! schema type takes a list: `layers`, `experts`, …) takes a plain list as its value and sweeps
+//! only when given a list of lists (`layers: [[0], [0, 1]]`).
+use moebench_core::params::{canonical_json, MethodSchema};
 use serde::Serialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use serde_json::{Map, Value};
 
-/// A method the runner implements.
-#[derive(Debug, Clone, Copy)]
-pub struct MethodInfo {
-    pub name: &'static str,
-    /// The parameter names it accepts.
-    pub params: &'static [&'static str],
-    /// Those of `params` whose value is itself a list (`layers`, `experts`, …): a plain list
-    /// is the value; a list of lists sweeps it.
-    pub list_params: &'static [&'static str],
-}
+/// Most configurations one method entry may sweep into: beyond it the suite is rejected (a
+/// typo such as a 1000-element list, or several long lists, multiplies into millions of jobs).
+pub const MAX_SWEEP: usize = 10_000;
+/// Above this many configurations a suite loads with a warning.
+pub const WARN_SWEEP: usize = 500;
 
-/// Every implemented method. Adding one here makes suites accept it; the runner's
-/// `apply_method` must then apply it.
-pub const METHODS: &[MethodInfo] = &[
-    // The model as loaded: the identity baseline.
-    MethodInfo {
-        name: "dense",
-        params: &[],
-        list_params: &[],
-    },
-    // Sparse upcycling of a dense model (METHODS.md §7.1).
-    MethodInfo {
-        name: "upcycle",
-        params: &["num_experts", "top_k", "layers", "router_init_std"],
-        list_params: &["layers"],
-    },
-    // Training-free router swaps on an MoE model (METHODS.md §§4, 5, 7.3-7.5).
-    MethodInfo {
-        name: "topk",
-        params: &["k"],
-        list_params: &[],
-    },
-    MethodInfo {
-        name: "topp",
-        params: &["p"],
-        list_params: &[],
-    },
-    MethodInfo {
-        name: "expert_choice",
-        params: &["capacity", "mode", "threshold"],
-        list_params: &[],
-    },
-    MethodInfo {
-        name: "usmoe",
-        params: &["k", "r", "renormalize", "mode", "threshold"],
-        list_params: &[],
-    },
-    MethodInfo {
-        name: "dtop_p",
-        params: &[
-            "target",
-            "p0",
-            "kp",
-            "ki",
-            "per_layer",
-            "steps",
-            "fixed_scale",
-            "mix",
-        ],
-        list_params: &["fixed_scale", "mix"],
-    },
-    // Expert pruning at a uniform ratio per layer (METHODS.md §7.6).
-    MethodInfo {
-        name: "freq_prune",
-        params: &["compression", "mix"],
-        list_params: &["mix"],
-    },
-    MethodInfo {
-        name: "ean_prune",
-        params: &["compression", "mix"],
-        list_params: &["mix"],
-    },
-    MethodInfo {
-        name: "reap",
-        params: &["compression", "mix"],
-        list_params: &["mix"],
-    },
-    // DUME: the suite's model and `experts` (dense domain experts) merged into one MoE with
-    // closed-form ridge routers (METHODS.md §2).
-    MethodInfo {
-        name: "dume",
-        params: &["experts", "domains", "top_k", "temperature", "lambda"],
-        list_params: &["experts", "domains"],
-    },
-    // Dense2MoE layer-fusion upcycling and its layer-pruning baseline (METHODS.md §3).
-    MethodInfo {
-        name: "dense2moe",
-        params: &["span_len", "num_experts", "top_k", "keep_own_mlp"],
-        list_params: &[],
-    },
-    MethodInfo {
-        name: "layer_prune",
-        params: &["span_len"],
-        list_params: &[],
-    },
-    // Continued training (in a chain: `upcycle → train`, `dense2moe → train`).
-    MethodInfo {
-        name: "train",
-        params: &[
-            "steps",
-            "lr",
-            "batch_size",
-            "seq_len",
-            "warmup",
-            "load_balance",
-            "z_loss",
-            "entropy",
-            "text",
-        ],
-        list_params: &[],
-    },
-    // BTX: MoErge + a trained router (DUME's baseline, METHODS.md §7.2).
-    MethodInfo {
-        name: "btx",
-        params: &[
-            "experts",
-            "domains",
-            "steps",
-            "lr",
-            "batch_size",
-            "seq_len",
-            "top_k",
-        ],
-        list_params: &["experts", "domains"],
-    },
-    // Baseline: the suite's model and `experts` averaged weight by weight (one dense model).
-    MethodInfo {
-        name: "weight_average",
-        params: &["experts"],
-        list_params: &["experts"],
-    },
-    // Expert merging (METHODS.md §6, §7.7).
-    MethodInfo {
-        name: "ream",
-        params: &["compression", "group_size", "sequential", "merging", "mix"],
-        list_params: &["mix"],
-    },
-    MethodInfo {
-        name: "m_smoe",
-        params: &["compression", "mix"],
-        list_params: &["mix"],
-    },
-    MethodInfo {
-        name: "hc_smoe",
-        params: &["compression", "mix"],
-        list_params: &["mix"],
-    },
-];
-
-/// The names of [`METHODS`].
-pub fn method_names() -> Vec<&'static str> {
-    METHODS.iter().map(|m| m.name).collect()
+/// The schema called `name` among `schemas`, or what to say when there is none.
+pub fn find_schema<'s>(
+    schemas: &[&'s MethodSchema],
+    name: &str,
+) -> Result<&'s MethodSchema, String> {
+    schemas
+        .iter()
+        .copied()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            let names = schemas.iter().map(|s| s.name);
+            let hint = moebench_core::suggest::closest(name, names.clone())
+                .map(|best| format!("did you mean `{best}`? "))
+                .unwrap_or_default();
+            format!(
+                "unknown method `{name}` ({hint}implemented: {})",
+                names.collect::<Vec<_>>().join(", ")
+            )
+        })
 }
 
 /// One method configuration: a method with every parameter fixed.
@@ -169,7 +45,8 @@ pub struct MethodConfig {
     pub name: String,
     /// Unique in the suite: `label` (default: the name), plus `[k=v,…]` for swept parameters.
     pub label: String,
-    pub params: BTreeMap<String, Value>,
+    /// Checked against the method's schema, defaults filled in.
+    pub params: Map<String, Value>,
     /// Model labels the method applies to; `None`: every model.
     pub models: Option<Vec<String>>,
     /// Methods applied after this one, in order (a chain such as `upcycle → reap`).
@@ -182,12 +59,19 @@ pub struct MethodConfig {
 pub struct MethodStep {
     pub name: String,
     #[serde(default)]
-    pub params: BTreeMap<String, Value>,
+    pub params: Map<String, Value>,
 }
 
-/// Checks a chain step: an implemented method with its parameters.
-pub(crate) fn check_step(step: &MethodStep) -> Result<(), String> {
-    check_method(&step.name, &step.params)
+/// Checks a chain step against its schema, filling in its defaults.
+pub fn check_step(schemas: &[&MethodSchema], step: &MethodStep) -> Result<MethodStep, Vec<String>> {
+    let schema = find_schema(schemas, &step.name).map_err(|e| vec![e])?;
+    let params = schema
+        .check(&step.params)
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    Ok(MethodStep {
+        name: step.name.clone(),
+        params,
+    })
 }
 
 impl MethodConfig {
@@ -200,12 +84,7 @@ impl MethodConfig {
 
     /// The parameters as a JSON object.
     pub fn params_json(&self) -> Value {
-        Value::Object(
-            self.params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )
+        Value::Object(self.params.clone())
     }
 
     /// sha256 of the canonical JSON of name and parameters.
@@ -214,46 +93,41 @@ impl MethodConfig {
         if !self.then.is_empty() {
             value["then"] = serde_json::to_value(&self.then).expect("steps serialize");
         }
-        crate::sha256_hex(crate::plan::canonical_json(&value).as_bytes())
+        crate::sha256_hex(canonical_json(&value).as_bytes())
     }
 }
 
-/// Checks a suite's method entry and expands its sweeps.
+/// Expands a suite's method entry into its sweep's configurations, each checked against the
+/// schema with defaults filled in. Every problem is reported (once).
 pub fn expand_method(
-    name: &str,
+    schema: &MethodSchema,
     label: Option<&str>,
-    params: &BTreeMap<String, Value>,
-) -> Result<Vec<MethodConfig>, String> {
-    check_method(name, params)?;
-    let lists = METHODS
-        .iter()
-        .find(|m| m.name == name)
-        .map_or(&[][..], |m| m.list_params);
-    sweep(name, label.unwrap_or(name), params, lists)
-}
-
-/// The method is implemented and takes these parameters.
-fn check_method(name: &str, params: &BTreeMap<String, Value>) -> Result<(), String> {
-    let info = METHODS.iter().find(|m| m.name == name).ok_or_else(|| {
-        let hint = moebench_core::suggest::closest(name, method_names())
-            .map(|best| format!("did you mean `{best}`? "))
-            .unwrap_or_default();
-        format!(
-            "unknown method `{name}` ({hint}implemented: {})",
-            method_names().join(", ")
-        )
-    })?;
-    match params.keys().find(|k| !info.params.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(key) => {
-            let accepted = match info.params {
-                [] => "none".to_owned(),
-                names => names.join(", "),
-            };
-            Err(format!(
-                "method `{name}` has no parameter `{key}` (accepted: {accepted})"
-            ))
+    params: &Map<String, Value>,
+) -> Result<Vec<MethodConfig>, Vec<String>> {
+    let takes_list = |key: &str| schema.param(key).is_some_and(|p| p.ty.takes_list());
+    let mut configs = sweep(
+        schema.name,
+        label.unwrap_or(schema.name),
+        params,
+        &takes_list,
+    )
+    .map_err(|e| vec![e])?;
+    let mut problems: Vec<String> = Vec::new();
+    for config in &mut configs {
+        match schema.check(&config.params) {
+            Ok(filled) => config.params = filled,
+            Err(errors) => {
+                for e in errors.iter().map(ToString::to_string) {
+                    if !problems.contains(&e) {
+                        problems.push(e);
+                    }
+                }
+            }
         }
+    }
+    match problems.is_empty() {
+        true => Ok(configs),
+        false => Err(problems),
     }
 }
 
@@ -261,12 +135,29 @@ fn check_method(name: &str, params: &BTreeMap<String, Value>) -> Result<(), Stri
 fn sweep(
     name: &str,
     label: &str,
-    params: &BTreeMap<String, Value>,
-    list_params: &[&str],
+    params: &Map<String, Value>,
+    takes_list: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<MethodConfig>, String> {
-    let mut combos: Vec<(BTreeMap<String, Value>, Vec<String>)> = vec![Default::default()];
-    for (key, value) in params {
-        let is_list_param = list_params.contains(&key.as_str());
+    let mut keys: Vec<&String> = params.keys().collect();
+    keys.sort();
+    let mut total: usize = 1;
+    for key in &keys {
+        if let Value::Array(items) = &params[*key] {
+            if !takes_list(key) || (!items.is_empty() && items.iter().all(Value::is_array)) {
+                total = total.saturating_mul(items.len().max(1));
+            }
+        }
+    }
+    if total > MAX_SWEEP {
+        return Err(format!(
+            "method `{name}`: the parameter lists sweep {total} configurations, more than the \
+             {MAX_SWEEP} one entry may have; split the sweep over several entries or suites"
+        ));
+    }
+    let mut combos: Vec<(Map<String, Value>, Vec<String>)> = vec![Default::default()];
+    for key in keys {
+        let value = &params[key];
+        let is_list_param = takes_list(key);
         let choices: Vec<(&Value, bool)> = match value {
             Value::Array(items) if items.is_empty() && !is_list_param => {
                 return Err(format!("method `{name}`: `{key}` sweeps an empty list"))
@@ -316,73 +207,182 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// Schemas for the tests of this crate (the real catalogue is in moebench-methods).
+#[cfg(test)]
+pub(crate) mod test_catalogue {
+    use moebench_core::params::{
+        MethodKind, MethodSchema, ParamDefault as D, ParamSpec as P, ParamType as T,
+    };
+
+    pub const DENSE: MethodSchema = MethodSchema {
+        name: "dense",
+        kind: MethodKind::Transform,
+        description: "identity",
+        calibrated: false,
+        params: &[],
+    };
+    pub const TOPK: MethodSchema = MethodSchema {
+        name: "topk",
+        kind: MethodKind::RouterSwap,
+        description: "top-k",
+        calibrated: false,
+        params: &[P::new("k", T::int(1), D::FromModel("top_k"), "k")],
+    };
+    pub const UPCYCLE: MethodSchema = MethodSchema {
+        name: "upcycle",
+        kind: MethodKind::Transform,
+        description: "upcycling",
+        calibrated: false,
+        params: &[
+            P::new("num_experts", T::int(1), D::Int(4), "experts"),
+            P::new("layers", T::IntList { min: 0 }, D::Unset, "layers"),
+        ],
+    };
+    pub const REAP: MethodSchema = MethodSchema {
+        name: "reap",
+        kind: MethodKind::Transform,
+        description: "pruning",
+        calibrated: true,
+        params: &[P::new(
+            "compression",
+            T::FRACTION_REMOVED,
+            D::Float(0.5),
+            "c",
+        )],
+    };
+    pub const DUME: MethodSchema = MethodSchema {
+        name: "dume",
+        kind: MethodKind::Builder,
+        description: "merging",
+        calibrated: false,
+        params: &[
+            P::new("experts", T::TextList, D::Required, "experts"),
+            P::new("top_k", T::int(1), D::Int(1), "k"),
+        ],
+    };
+
+    pub const WEIGHT_AVERAGE: MethodSchema = MethodSchema {
+        name: "weight_average",
+        kind: MethodKind::Builder,
+        description: "averaging",
+        calibrated: false,
+        params: &[P::new("experts", T::TextList, D::Required, "experts")],
+    };
+
+    pub fn schemas() -> Vec<&'static MethodSchema> {
+        vec![&DENSE, &TOPK, &UPCYCLE, &REAP, &DUME, &WEIGHT_AVERAGE]
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_catalogue::*;
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn unknown_methods_and_params_are_errors() {
-        let e = expand_method("dens", None, &BTreeMap::new()).unwrap_err();
-        assert_eq!(
-            e,
-            "unknown method `dens` (did you mean `dense`? implemented: dense, upcycle, topk, topp, expert_choice, usmoe, dtop_p, freq_prune, ean_prune, reap, dume, dense2moe, layer_prune, train, btx, weight_average, ream, m_smoe, hc_smoe)"
-        );
-        let params = BTreeMap::from([("k".to_owned(), json!(2))]);
-        let e = expand_method("dense", None, &params).unwrap_err();
-        assert_eq!(e, "method `dense` has no parameter `k` (accepted: none)");
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
     }
 
     #[test]
-    fn lists_sweep_parameters() {
-        let params = serde_json::from_value(
-            json!({"k": [1, 2], "mode": ["a", "b"], "fixed": 0.5, "layers": [[0, 1]]}),
-        )
-        .unwrap();
-        let configs = sweep("topk", "t", &params, &[]).unwrap();
-        let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
+    fn unknown_methods_and_params_are_errors() {
+        let e = find_schema(&schemas(), "dens").unwrap_err();
         assert_eq!(
-            labels,
-            [
-                "t[k=1,layers=[0,1],mode=a]",
-                "t[k=1,layers=[0,1],mode=b]",
-                "t[k=2,layers=[0,1],mode=a]",
-                "t[k=2,layers=[0,1],mode=b]"
-            ]
+            e,
+            "unknown method `dens` (did you mean `dense`? implemented: dense, topk, upcycle, reap, dume, weight_average)"
         );
+        let e = expand_method(&DENSE, None, &map(json!({"k": 2}))).unwrap_err();
         assert_eq!(
-            configs[3].params_json(),
-            json!({"fixed": 0.5, "k": 2, "layers": [0, 1], "mode": "b"})
+            e,
+            ["method `dense`: parameter `k` is unknown (accepted: none)"]
+        );
+    }
+
+    #[test]
+    fn lists_sweep_parameters_and_each_value_is_checked() {
+        let params = map(json!({"compression": [0.25, 0.5], "mix": [1.0, 2.0]}));
+        let configs = expand_method(&REAP, Some("r"), &params).unwrap();
+        let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["r[compression=0.25]", "r[compression=0.5]"]);
+        assert_eq!(
+            configs[1].params_json(),
+            json!({"compression": 0.5, "mix": [1.0, 2.0]})
         );
         assert_ne!(configs[0].hash(), configs[1].hash());
-        let empty = serde_json::from_value(json!({"k": []})).unwrap();
-        assert_eq!(
-            sweep("topk", "t", &empty, &[]).unwrap_err(),
-            "method `topk`: `k` sweeps an empty list"
+        let bad = map(json!({"compression": [0.5, 1.5, 2.5]}));
+        let e = expand_method(&REAP, None, &bad).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("`compression` is 1.5; allowed: [0, 1)"),
+            "{e:?}"
         );
+        let empty = map(json!({"k": []}));
+        assert_eq!(
+            expand_method(&TOPK, None, &empty).unwrap_err(),
+            ["method `topk`: `k` sweeps an empty list"]
+        );
+    }
+
+    #[test]
+    fn defaults_are_filled_in_so_an_explicit_default_hashes_the_same() {
+        let implicit = expand_method(&REAP, None, &Map::new()).unwrap();
+        let explicit = expand_method(&REAP, None, &map(json!({"compression": 0.5}))).unwrap();
+        assert_eq!(implicit[0].params_json(), json!({"compression": 0.5}));
+        assert_eq!(implicit[0].hash(), explicit[0].hash());
     }
 
     #[test]
     fn list_parameters_are_values_unless_given_a_list_of_lists() {
-        let plain =
-            serde_json::from_value(json!({"experts": ["a", "b"], "top_k": [1, 2]})).unwrap();
-        let configs = expand_method("dume", None, &plain).unwrap();
+        let plain = map(json!({"experts": ["a", "b"], "top_k": [1, 2]}));
+        let configs = expand_method(&DUME, None, &plain).unwrap();
         let labels: Vec<&str> = configs.iter().map(|c| c.label.as_str()).collect();
         assert_eq!(labels, ["dume[top_k=1]", "dume[top_k=2]"]);
         assert_eq!(configs[0].params["experts"], json!(["a", "b"]));
-        let swept = serde_json::from_value(json!({"layers": [[0], [0, 1]]})).unwrap();
-        let configs = expand_method("upcycle", None, &swept).unwrap();
+        let swept = map(json!({"layers": [[0], [0, 1]]}));
+        let configs = expand_method(&UPCYCLE, None, &swept).unwrap();
         assert_eq!(configs.len(), 2);
         assert_eq!(configs[1].params["layers"], json!([0, 1]));
     }
 
     #[test]
+    fn sweeps_expanding_to_too_many_jobs_are_refused_before_expanding() {
+        let huge = map(json!({
+            "num_experts": (1..=200).collect::<Vec<_>>(),
+            "layers": (0..100).map(|l| vec![l]).collect::<Vec<_>>(),
+        }));
+        let e = expand_method(&UPCYCLE, None, &huge).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].contains("sweep 20000 configurations, more than the 10000"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn dense_is_the_identity_with_a_stable_hash() {
-        let configs = expand_method("dense", None, &BTreeMap::new()).unwrap();
+        let configs = expand_method(&DENSE, None, &Map::new()).unwrap();
         assert_eq!(configs.len(), 1);
         assert_eq!(configs[0].label, "dense");
         assert_eq!(configs[0].params_json(), json!({}));
         assert_eq!(configs[0].hash(), configs[0].clone().hash());
         assert_eq!(configs[0].hash().len(), 64);
+    }
+
+    #[test]
+    fn chain_steps_are_checked_and_filled() {
+        let step = MethodStep {
+            name: "reap".into(),
+            params: Map::new(),
+        };
+        assert_eq!(
+            check_step(&schemas(), &step).unwrap().params,
+            map(json!({"compression": 0.5}))
+        );
+        let bad = MethodStep {
+            name: "reap".into(),
+            params: map(json!({"compresion": 0.5})),
+        };
+        let e = check_step(&schemas(), &bad).unwrap_err();
+        assert!(e[0].contains("did you mean `compression`?"), "{e:?}");
     }
 }

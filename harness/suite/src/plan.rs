@@ -3,9 +3,11 @@
 //! A job is one measurement pass of one (model, method) — `measure` — or one task evaluated on
 //! one (model, method). Its hash is the sha256 of the canonical JSON of everything that
 //! determines its result; a job whose hash already has a `job_done` record is not run again.
+pub use crate::store::job_label;
 use crate::store::{Record, RecordKind};
 use crate::suite::Suite;
 use crate::{SuiteError, HARNESS_VERSION};
+use moebench_core::params::canonical_json;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -330,31 +332,6 @@ impl Plan {
     }
 }
 
-/// `model/method/task`, or `model/method/measure` without a task: what `--only` matches.
-pub fn job_label(model: &str, method: &str, task: Option<&str>) -> String {
-    format!("{model}/{method}/{}", task.unwrap_or("measure"))
-}
-
-/// JSON with object keys sorted at every level and no whitespace: the form that is hashed.
-pub fn canonical_json(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", items.join(","))
-        }
-        scalar => scalar.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,7 +341,7 @@ mod tests {
         let path = dir.join("s.yaml");
         let text = format!("name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\ntasks:\n  - name: t1\n  - name: g\n{extra}");
         std::fs::write(&path, text).unwrap();
-        load_suite(&path).unwrap()
+        load_suite(&path, &crate::methods::test_catalogue::schemas()).unwrap()
     }
 
     fn model(sha: &str) -> ResolvedModel {
@@ -400,7 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.yaml");
         std::fs::write(&path, text).unwrap();
-        load_suite(&path)
+        load_suite(&path, &crate::methods::test_catalogue::schemas())
     }
 
     /// The plan of a two-model suite (`org/a`, `org/b`) written as `text`, with one task `t1`.
@@ -547,11 +524,5 @@ mod tests {
                 .contains("s.yaml:9:5: task `t1` is listed twice"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        let v = serde_json::json!({"b": [1, {"d": 1, "c": "x"}], "a": null});
-        assert_eq!(canonical_json(&v), r#"{"a":null,"b":[1,{"c":"x","d":1}]}"#);
     }
 }

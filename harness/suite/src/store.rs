@@ -61,6 +61,9 @@ pub enum RecordKind {
     Measure,
     /// Closes a job: `metric` is `records`, `value` the number of records before it.
     JobDone,
+    /// A job that failed at run time: `protocol` holds the error. The job is not finished, so
+    /// a resumed run tries it again.
+    JobFailed,
 }
 
 /// One line of `records.jsonl`.
@@ -105,9 +108,40 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record of one measurement of a job, from the job's template (see
+    /// [`crate::Plan::record_template`]): the only way records are made.
+    pub fn of(
+        template: &Record,
+        kind: RecordKind,
+        m: &Measurement,
+        wall_s: f64,
+        time: &str,
+    ) -> Record {
+        Record {
+            kind,
+            metric: m.metric.clone(),
+            value: m.value,
+            stderr: m.stderr,
+            n: m.n,
+            higher_is_better: m.higher_is_better,
+            protocol: m.protocol.clone(),
+            wall_s,
+            time: time.to_owned(),
+            ..template.clone()
+        }
+    }
+
+    /// The error of a `job_failed` record.
+    pub fn failure(&self) -> Option<&str> {
+        match self.kind {
+            RecordKind::JobFailed => self.protocol.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The job's `model/method/task` label.
     pub fn label(&self) -> String {
-        crate::plan::job_label(&self.model_label, &self.method_label, self.task.as_deref())
+        job_label(&self.model_label, &self.method_label, self.task.as_deref())
     }
 }
 
@@ -150,10 +184,121 @@ impl RunInfo {
     }
 }
 
-/// A run directory opened for writing.
+/// `model/method/task`, or `model/method/measure` without a task: what `--only` matches.
+pub fn job_label(model: &str, method: &str, task: Option<&str>) -> String {
+    format!("{model}/{method}/{}", task.unwrap_or("measure"))
+}
+/// A run directory opened for writing: it holds the directory's lock until dropped.
 #[derive(Debug)]
 pub struct RunStore {
     dir: PathBuf,
+    _lock: RunLock,
+}
+
+/// The lock file of a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive lock on a run directory: a `.lock` file holding the owner's PID, created with
+/// `O_EXCL`. A lock whose process is gone (a killed run) is taken over; the file is removed when
+/// the lock is dropped.
+#[derive(Debug)]
+struct RunLock {
+    path: PathBuf,
+}
+
+/// Whether process `pid` is alive (Linux: `/proc/PID` exists).
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+impl RunLock {
+    fn acquire(dir: &Path) -> Result<RunLock, SuiteError> {
+        let path = dir.join(LOCK_FILE);
+        let me = std::process::id();
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    file.write_all(me.to_string().as_bytes())
+                        .map_err(SuiteError::write(&path))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    match owner {
+                        Some(pid) if pid != me && alive(pid) => {
+                            return Err(SuiteError::Store {
+                                path: dir.to_owned(),
+                                message: format!(
+                                    "the run directory is in use by process {pid} (another \
+                                     `moebench run`?); wait for it, or choose another --run-dir"
+                                ),
+                            })
+                        }
+                        // Stale (its process is gone) or unreadable: take it over.
+                        _ => {
+                            tracing::warn!(
+                                "{}: taking over a stale lock (process {} is gone)",
+                                path.display(),
+                                owner.map_or("?".into(), |p| p.to_string())
+                            );
+                            std::fs::remove_file(&path).map_err(SuiteError::write(&path))?;
+                        }
+                    }
+                }
+                Err(e) => return Err(SuiteError::write(&path)(e)),
+            }
+        }
+        Err(SuiteError::Store {
+            path: dir.to_owned(),
+            message: "could not take the run directory's lock (another process took it)".into(),
+        })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.path)
+            .is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes what dead processes left in the run directory: `*.tmp-PID` files of interrupted
+/// atomic writes and `.NAME.train-PID` work directories of interrupted model builds.
+fn remove_leftovers(dir: &Path) {
+    let dead_pid = |name: &str, marker: &str| {
+        name.rsplit_once(marker)
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id() && !alive(pid))
+    };
+    for sub in [
+        Path::new(""),
+        Path::new(SAMPLES_DIR),
+        Path::new(ROUTING_DIR),
+        Path::new("models"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let removed = if dead_pid(&name, ".tmp-") && path.is_file() {
+                std::fs::remove_file(&path).is_ok()
+            } else if name.starts_with('.') && dead_pid(&name, ".train-") && path.is_dir() {
+                std::fs::remove_dir_all(&path).is_ok()
+            } else {
+                false
+            };
+            if removed {
+                tracing::info!("removed {} (left by an interrupted run)", path.display());
+            }
+        }
+    }
 }
 
 impl RunStore {
@@ -175,10 +320,13 @@ impl RunStore {
             let sub = dir.join(sub);
             std::fs::create_dir_all(&sub).map_err(SuiteError::write(&sub))?;
         }
+        let lock = RunLock::acquire(dir)?;
+        remove_leftovers(dir);
         let json = serde_json::to_vec_pretty(info).expect("RunInfo serializes");
         write_atomic(&dir.join(RUN_FILE), &json)?;
         Ok(Self {
             dir: dir.to_owned(),
+            _lock: lock,
         })
     }
 
@@ -219,18 +367,7 @@ impl RunStore {
         wall_s: f64,
     ) -> Result<(), SuiteError> {
         let time = utc_now();
-        let record = |kind, m: &Measurement| Record {
-            kind,
-            metric: m.metric.clone(),
-            value: m.value,
-            stderr: m.stderr,
-            n: m.n,
-            higher_is_better: m.higher_is_better,
-            protocol: m.protocol.clone(),
-            wall_s,
-            time: time.clone(),
-            ..template.clone()
-        };
+        let record = |kind, m: &Measurement| Record::of(template, kind, m, wall_s, &time);
         let done = Measurement {
             metric: "records".into(),
             value: measurements.len() as f64,
@@ -249,6 +386,25 @@ impl RunStore {
             block.push('\n');
         }
         append_block(&self.dir.join(RECORDS_FILE), block.as_bytes())
+    }
+}
+
+impl RunStore {
+    /// Records that the job of `template` failed with `error` (one line, appended atomically);
+    /// its samples and routing log, if any were written, stay unreferenced.
+    pub fn fail(&self, template: &Record, error: &str, wall_s: f64) -> Result<(), SuiteError> {
+        let failed = Measurement {
+            metric: "error".into(),
+            value: f64::NAN,
+            stderr: None,
+            n: None,
+            higher_is_better: None,
+            protocol: Some(error.to_owned()),
+        };
+        let record = Record::of(template, RecordKind::JobFailed, &failed, wall_s, &utc_now());
+        let mut line = serde_json::to_string(&record).expect("records serialize");
+        line.push('\n');
+        append_block(&self.dir.join(RECORDS_FILE), line.as_bytes())
     }
 }
 
@@ -289,8 +445,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SuiteError> {
         file.write_all(bytes)?;
         file.sync_all()
     };
-    write().map_err(SuiteError::write(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(SuiteError::write(path))
+    if let Err(e) = write() {
+        // A full disk must not leave a partial temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SuiteError::write(&tmp)(e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        SuiteError::write(path)(e)
+    })
 }
 
 pub fn samples_path(run_dir: &Path, job: &str) -> PathBuf {
@@ -358,30 +521,58 @@ pub fn finished_jobs(run_dir: &Path) -> Result<BTreeSet<String>, SuiteError> {
 /// module documentation for the rule). A run directory without records has none.
 pub fn read_records(run_dir: &Path) -> Result<Vec<Record>, SuiteError> {
     let path = run_dir.join(RECORDS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        other => other.map_err(SuiteError::read(&path))?,
-    };
-    Ok(completed_jobs(&path, parse_lines(&path, &text)))
+    Ok(completed_jobs(&path, read_lines(&path)?))
 }
 
-/// The readable records with their line numbers.
-fn parse_lines(path: &Path, text: &str) -> Vec<(usize, Record)> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .filter_map(|(i, line)| match serde_json::from_str(line) {
-            Ok(record) => Some((i + 1, record)),
-            Err(e) => {
-                tracing::warn!(
-                    "{}:{}: unreadable record skipped (torn write?): {e}",
-                    path.display(),
-                    i + 1
-                );
-                None
-            }
-        })
-        .collect()
+/// The jobs of `run_dir` whose last attempt failed and that no attempt finished, with the
+/// failure record (its `protocol` is the error).
+pub fn failed_jobs(run_dir: &Path) -> Result<Vec<Record>, SuiteError> {
+    let path = run_dir.join(RECORDS_FILE);
+    let lines = read_lines(&path)?;
+    let done: BTreeSet<String> = completed_jobs(&path, lines.clone())
+        .into_iter()
+        .filter(|r| r.kind == RecordKind::JobDone)
+        .map(|r| r.job)
+        .collect();
+    let mut failed: std::collections::BTreeMap<String, Record> = Default::default();
+    for (_, r) in lines {
+        if r.kind == RecordKind::JobFailed && !done.contains(&r.job) {
+            failed.insert(r.job.clone(), r);
+        }
+    }
+    Ok(failed.into_values().collect())
+}
+
+/// The readable records of `records.jsonl` with their line numbers. A line that is not UTF-8
+/// or not a record (a write torn by a crash, a stray byte) is skipped; one warning says how
+/// many and where the first was.
+fn read_lines(path: &Path) -> Result<Vec<(usize, Record)>, SuiteError> {
+    let bytes = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.map_err(SuiteError::read(path))?,
+    };
+    let mut records = Vec::new();
+    let mut skipped: Vec<(usize, String)> = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let parsed = std::str::from_utf8(line)
+            .map_err(|e| format!("not UTF-8 ({e})"))
+            .and_then(|text| serde_json::from_str::<Record>(text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(record) => records.push((i + 1, record)),
+            Err(e) => skipped.push((i + 1, e)),
+        }
+    }
+    if let Some((line, why)) = skipped.first() {
+        tracing::warn!(
+            "{}: {} unreadable line(s) skipped (torn write?), the first at line {line}: {why}",
+            path.display(),
+            skipped.len()
+        );
+    }
+    Ok(records)
 }
 
 /// Keeps, per job, its first `job_done` and the records it closes.
@@ -395,7 +586,9 @@ fn completed_jobs(path: &Path, records: Vec<(usize, Record)>) -> Vec<Record> {
         let count = r.value as usize;
         let closes = |start: usize| {
             records[start..i].iter().enumerate().all(|(k, (l, b))| {
-                b.job == r.job && b.kind != RecordKind::JobDone && *l == line - count + k
+                b.job == r.job
+                    && matches!(b.kind, RecordKind::Metric | RecordKind::Measure)
+                    && *l == line - count + k
             })
         };
         if r.value.fract() != 0.0 || r.value < 0.0 || count > i || !closes(i - count) {
@@ -571,6 +764,93 @@ mod tests {
             text.lines().count(),
             5,
             "the torn fragment stays on its own line"
+        );
+    }
+
+    #[test]
+    fn torn_multibyte_utf8_and_stray_bytes_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        commit(&store, "a", &[0.5]);
+        // A line cut inside "é" (0xC3 0xA9), then a stray byte on a line of its own.
+        let mut torn = line_of("b", 0.1).replace("acc,none", "acc,é").into_bytes();
+        let cut = torn.iter().position(|b| *b == 0xC3).unwrap() + 1;
+        torn.truncate(cut);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(RECORDS_FILE))
+            .unwrap();
+        f.write_all(&torn).unwrap();
+        f.write_all(b"\n\xff\n").unwrap();
+        assert_eq!(read_records(dir.path()).unwrap().len(), 2);
+        commit(&store, "b", &[0.75]);
+        assert_eq!(read_records(dir.path()).unwrap().len(), 4);
+        assert!(failed_jobs(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn failed_jobs_are_listed_until_an_attempt_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        store.fail(&template("a"), "out of memory", 2.0).unwrap();
+        store.fail(&template("b"), "NaN logits", 1.0).unwrap();
+        commit(&store, "c", &[0.5]);
+        assert!(!store.finished_jobs().unwrap().contains("a"));
+        let failed = failed_jobs(dir.path()).unwrap();
+        let errors: Vec<(&str, Option<&str>)> = failed
+            .iter()
+            .map(|r| (r.job.as_str(), r.failure()))
+            .collect();
+        assert_eq!(
+            errors,
+            [("a", Some("out of memory")), ("b", Some("NaN logits"))]
+        );
+        // A rerun of `a` succeeds: it is finished and no longer failed; its failure is not a metric.
+        commit(&store, "a", &[0.25]);
+        let failed = failed_jobs(dir.path()).unwrap();
+        assert_eq!(failed.len(), 1);
+        let records = read_records(dir.path()).unwrap();
+        assert!(records.iter().all(|r| r.kind != RecordKind::JobFailed));
+        assert_eq!(records.iter().filter(|r| r.job == "a").count(), 2);
+    }
+
+    #[test]
+    fn a_second_store_on_a_locked_run_directory_is_refused_and_a_stale_lock_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunStore::open(dir.path(), &info("s")).unwrap();
+        // The lock holds this process's PID, which is alive: a second opener (as another process
+        // would see it) is refused. Simulate the other process with PID 1 (always alive).
+        drop(first);
+        std::fs::write(dir.path().join(LOCK_FILE), "1").unwrap();
+        let e = RunStore::open(dir.path(), &info("s"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in use by process 1"), "{e}");
+        // A lock left by a dead process is taken over, and dropping the store releases it.
+        std::fs::write(dir.path().join(LOCK_FILE), "4194304").unwrap();
+        let store = RunStore::open(dir.path(), &info("s")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
+            std::process::id().to_string()
+        );
+        drop(store);
+        assert!(!dir.path().join(LOCK_FILE).exists());
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("models/.tiny.train-4194304/init")).unwrap();
+        std::fs::create_dir_all(dir.path().join(SAMPLES_DIR)).unwrap();
+        std::fs::write(dir.path().join("samples/abc.tmp-4194304"), "partial").unwrap();
+        let live = format!("samples/def.tmp-{}", std::process::id());
+        std::fs::write(dir.path().join(&live), "mine").unwrap();
+        let _store = RunStore::open(dir.path(), &info("s")).unwrap();
+        assert!(!dir.path().join("models/.tiny.train-4194304").exists());
+        assert!(!dir.path().join("samples/abc.tmp-4194304").exists());
+        assert!(
+            dir.path().join(live).exists(),
+            "a live process's file stays"
         );
     }
 

@@ -5,11 +5,15 @@
 //! at `file:line:column` with the closest key as a hint; semantic checks (empty lists,
 //! duplicate labels, unknown methods) point at the line that writes the offending value.
 use crate::build::TrainSpec;
-use crate::methods::{check_step, expand_method, MethodConfig, MethodStep};
+use crate::methods::{
+    check_step, expand_method, find_schema, MethodConfig, MethodStep, WARN_SWEEP,
+};
 use crate::SuiteError;
+use moebench_core::params::{MethodKind, MethodSchema, MIX_PARAM};
 use moebench_core::suggest::unknown_name_hint;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use serde_json::Value;
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,8 @@ pub struct Suite {
     pub calibration_missing: Vec<String>,
     pub report: ReportSpec,
     pub targets: Vec<Target>,
+    /// Things that load but look unintended (a very large sweep), for the runner to show.
+    pub warnings: Vec<String>,
 }
 
 /// The file as written (before sweeps are expanded and paths resolved).
@@ -179,7 +185,7 @@ struct MethodEntry {
     name: String,
     label: Option<String>,
     #[serde(default)]
-    params: BTreeMap<String, serde_json::Value>,
+    params: serde_json::Map<String, serde_json::Value>,
     /// Labels of the models the method applies to (default: all).
     models: Option<Vec<String>>,
     /// Methods applied after this one, in order.
@@ -358,8 +364,9 @@ impl Suite {
     }
 }
 
-/// Reads, parses and validates a suite file.
-pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
+/// Reads, parses and validates a suite file against the method `schemas` (the catalogue's).
+/// Every semantic problem is reported at once, each at its `file:line:column`.
+pub fn load_suite(path: impl AsRef<Path>, schemas: &[&MethodSchema]) -> Result<Suite, SuiteError> {
     let path = path.as_ref();
     let text = read_text(path)?;
     let file: SuiteFile = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &e))?;
@@ -370,19 +377,20 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
         .canonicalize()
         .map_err(SuiteError::read(path))?;
     let at = Locator::new(path, &text);
-    check_file(&file, &at)?;
-    let models = file
+    let mut problems = Problems::default();
+    problems.check(check_file(&file, &at));
+    let models: Vec<ModelSpec> = file
         .models
         .iter()
         .enumerate()
-        .map(|(i, m)| model_spec(m, &file.models[..i], &dir, &at))
-        .collect::<Result<Vec<_>, _>>()?;
+        .filter_map(|(i, m)| problems.check(model_spec(m, &file.models[..i], &dir, &at, schemas)))
+        .collect();
     for (i, model) in models.iter().enumerate() {
         let Some(from) = model.build.as_ref().and_then(|b| b.from.as_ref()) else {
             continue;
         };
         if !models[..i].iter().any(|earlier| &earlier.label == from) {
-            return Err(SuiteError::invalid(
+            problems.push(SuiteError::invalid(
                 at.at(&["label"], &model.label, 0),
                 format!(
                     "models: `{}` is built from `{from}`, which is not the label of a model \
@@ -392,19 +400,66 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
             ));
         }
     }
+    let mut warnings = Vec::new();
     let mut methods = Vec::new();
     for m in &file.methods {
-        let mut configs = expand_method(&m.name, m.label.as_deref(), &m.params).map_err(|e| {
-            SuiteError::invalid(at.at(&["name"], &m.name, 0), format!("methods: {e}"))
-        })?;
+        let here = || at.at(&["name"], &m.name, 0);
+        if m.then
+            .iter()
+            .any(|step| step.params.contains_key(MIX_PARAM))
+        {
+            problems.push(SuiteError::invalid(
+                here(),
+                "methods: `mix` is a parameter of a chain's first method only (it re-weights the \
+                 calibration text the whole chain uses)",
+            ));
+        }
+        let schema = match find_schema(schemas, &m.name) {
+            Ok(schema) => schema,
+            Err(e) => {
+                problems.push(SuiteError::invalid(here(), format!("methods: {e}")));
+                continue;
+            }
+        };
+        let mut then = Vec::new();
+        for step in &m.then {
+            match check_step(schemas, step) {
+                Ok(step) => then.push(step),
+                Err(errors) => {
+                    for e in errors {
+                        problems.push(SuiteError::invalid(
+                            at.at(&["name"], &step.name, 0),
+                            format!("methods: then: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut configs = match expand_method(schema, m.label.as_deref(), &m.params) {
+            Ok(configs) => configs,
+            Err(errors) => {
+                for e in errors {
+                    problems.push(SuiteError::invalid(here(), format!("methods: {e}")));
+                }
+                continue;
+            }
+        };
+        if configs.len() > WARN_SWEEP {
+            warnings.push(format!(
+                "{}: method `{}` sweeps {} configurations",
+                here(),
+                m.name,
+                configs.len()
+            ));
+        }
         if let Some(labels) = &m.models {
             if let Some(unknown) = labels
                 .iter()
                 .find(|l| !models.iter().any(|spec| &spec.label == *l))
             {
                 let known: Vec<&str> = models.iter().map(|spec| spec.label.as_str()).collect();
-                return Err(SuiteError::invalid(
-                    at.at(&["name"], &m.name, 0),
+                problems.push(SuiteError::invalid(
+                    here(),
                     format!(
                         "methods: `{}` names model `{unknown}`, which is not a model label \
                          (labels: {})",
@@ -417,30 +472,22 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
                 .iter_mut()
                 .for_each(|c| c.models = Some(labels.clone()));
         }
-        for step in &m.then {
-            check_step(step).map_err(|e| {
-                SuiteError::invalid(
-                    at.at(&["name"], &step.name, 0),
-                    format!("methods: then: {e}"),
-                )
-            })?;
-        }
-        configs.iter_mut().for_each(|c| c.then = m.then.clone());
+        configs.iter_mut().for_each(|c| c.then = then.clone());
         methods.extend(configs);
     }
-    unique(
+    problems.check(unique(
         "models",
         &["label", "id"],
         models.iter().map(|m| m.label.as_str()),
         &at,
-    )?;
-    unique(
+    ));
+    problems.check(unique(
         "methods",
         &["label", "name"],
         methods.iter().map(|m| m.label.as_str()),
         &at,
-    )?;
-    check_targets(&file.targets, &models, &methods, &at)?;
+    ));
+    problems.check(check_targets(&file.targets, &models, &methods, &at));
     let mut calibration = file.calibration;
     let mut calibration_missing = Vec::new();
     let mut read_source = |source: &Path| -> Result<(PathBuf, String), SuiteError> {
@@ -464,29 +511,56 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
     };
     let mut shas = Vec::new();
     if let Some(source) = &calibration.source {
-        let (resolved, sha) = read_source(source)?;
-        calibration.source = Some(resolved);
-        shas.push(sha);
+        if let Some((resolved, sha)) = problems.check(read_source(source)) {
+            calibration.source = Some(resolved);
+            shas.push(sha);
+        }
     }
     for part in &mut calibration.mix {
-        let (resolved, sha) = read_source(&part.source)?;
+        if let Some((resolved, sha)) = problems.check(read_source(&part.source)) {
+            part.source = resolved;
+            shas.push(format!("{sha}*{}", part.weight));
+        }
         if !(part.weight >= 0.0 && part.weight.is_finite()) {
-            return Err(SuiteError::invalid(
+            problems.push(SuiteError::invalid(
                 at.at(&["weight"], &part.weight.to_string(), 0),
                 "calibration.mix: `weight` must be a number ≥ 0".to_owned(),
             ));
         }
-        part.source = resolved;
-        shas.push(format!("{sha}*{}", part.weight));
+    }
+    if !calibration.mix.is_empty() && calibration.mix.iter().all(|p| p.weight == 0.0) {
+        problems.push(SuiteError::invalid(
+            at.at_key(&["mix"], 0),
+            "calibration.mix: the weights are all 0; at least one must be > 0".to_owned(),
+        ));
+    }
+    for method in &methods {
+        let Some(weights) = method.params.get(MIX_PARAM).and_then(Value::as_array) else {
+            continue;
+        };
+        if weights.len() != calibration.mix.len() {
+            problems.push(SuiteError::invalid(
+                at.at_key(&[MIX_PARAM], 0),
+                format!(
+                    "methods: `{}`: `mix` has {} weights but calibration.mix has {} sources (one \
+                     weight per source, in order)",
+                    method.label,
+                    weights.len(),
+                    calibration.mix.len()
+                ),
+            ));
+        }
     }
     let calibration_sha256 =
         (!shas.is_empty()).then(|| crate::sha256_hex(shas.join(",").as_bytes()));
     if calibration.sequences == 0 || calibration.length < 2 {
-        return Err(SuiteError::invalid(
+        problems.push(SuiteError::invalid(
             at.at(&["calibration"], "", 0),
             "calibration: `sequences` must be ≥ 1 and `length` ≥ 2".to_owned(),
         ));
     }
+    problems.check(check_latency(&file.measure.latency, &at));
+    problems.finish()?;
     Ok(Suite {
         path: path.to_owned(),
         dir,
@@ -503,7 +577,53 @@ pub fn load_suite(path: impl AsRef<Path>) -> Result<Suite, SuiteError> {
         calibration_missing,
         report: file.report,
         targets: file.targets,
+        warnings,
     })
+}
+
+/// `measure.latency`: enough of everything to time.
+fn check_latency(latency: &Latency, at: &Locator) -> Result<(), SuiteError> {
+    if latency.enabled
+        && (latency.new_tokens < 2
+            || latency.prompt_tokens == 0
+            || latency.repeats == 0
+            || latency.batch_sizes.is_empty()
+            || latency.batch_sizes.contains(&0))
+    {
+        return Err(SuiteError::invalid(
+            at.at_key(&["latency"], 0),
+            "measure.latency needs new_tokens ≥ 2, prompt_tokens ≥ 1, repeats ≥ 1 and batch \
+             sizes ≥ 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The problems found so far; one error holding all of them at the end.
+#[derive(Default)]
+struct Problems(Vec<SuiteError>);
+
+impl Problems {
+    fn push(&mut self, e: SuiteError) {
+        match e {
+            SuiteError::Many(many) => self.0.extend(many),
+            e => self.0.push(e),
+        }
+    }
+
+    /// The value, or `None` with its error noted.
+    fn check<T>(&mut self, r: Result<T, SuiteError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    fn finish(self) -> Result<(), SuiteError> {
+        let mut problems = self.0;
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(SuiteError::Many(problems)),
+        }
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, SuiteError> {
@@ -615,6 +735,7 @@ fn model_spec(
     earlier: &[ModelEntry],
     dir: &Path,
     at: &Locator,
+    schemas: &[&MethodSchema],
 ) -> Result<ModelSpec, SuiteError> {
     let (id, build) = match (&entry.id, &entry.build) {
         (Some(id), None) => (id.as_str(), None),
@@ -626,12 +747,14 @@ fn model_spec(
                     "models: a `build` model needs a `label` (it names the model)".to_owned(),
                 ));
             };
-            build.validate().map_err(|e| {
+            let invalid = |e: String| {
                 SuiteError::invalid(
                     at.at(&["label"], label, 0),
                     format!("models: `{label}`: build: {e}"),
                 )
-            })?;
+            };
+            build.validate().map_err(|e| invalid(e.0))?;
+            check_router(schemas, build).map_err(invalid)?;
             let build = build.clone().resolved(dir);
             if let Some(missing) = build.text.iter().find(|p| !p.is_file()) {
                 return Err(SuiteError::invalid(
@@ -685,6 +808,30 @@ fn model_spec(
         label: entry.label.clone().unwrap_or_else(default_label),
         build,
     })
+}
+
+/// A built model's `router` is a router swap of the catalogue and `router_params` fit it.
+fn check_router(schemas: &[&MethodSchema], build: &TrainSpec) -> Result<(), String> {
+    let schema = find_schema(schemas, &build.router).map_err(|e| format!("router: {e}"))?;
+    if schema.kind != MethodKind::RouterSwap {
+        let swaps: Vec<&str> = schemas
+            .iter()
+            .filter(|s| s.kind == MethodKind::RouterSwap)
+            .map(|s| s.name)
+            .collect();
+        return Err(format!(
+            "router: `{}` is not a router swap (router swaps: {})",
+            build.router,
+            swaps.join(", ")
+        ));
+    }
+    schema
+        .check(&build.router_params)
+        .map(drop)
+        .map_err(|errors| {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!("router_params: {}", errors.join("; "))
+        })
 }
 
 /// No label twice in `list`; an error points at the second line writing it under one of `keys`.
@@ -749,7 +896,11 @@ mod tests {
     #[test]
     fn minimal_suite_gets_defaults() {
         let dir = tempfile::tempdir().unwrap();
-        let suite = load_suite(write(dir.path(), MINIMAL)).unwrap();
+        let suite = load_suite(
+            write(dir.path(), MINIMAL),
+            &crate::methods::test_catalogue::schemas(),
+        )
+        .unwrap();
         assert_eq!(suite.defaults.seed, 1234);
         assert_eq!(suite.defaults.device.as_str(), "auto");
         assert_eq!(suite.models[0].label, "org/model");
@@ -769,7 +920,11 @@ mod tests {
             "org/model",
             "models/tiny\n  - id: ./models/tiny\n    label: again",
         );
-        let suite = load_suite(write(dir.path(), &text)).unwrap();
+        let suite = load_suite(
+            write(dir.path(), &text),
+            &crate::methods::test_catalogue::schemas(),
+        )
+        .unwrap();
         let root = dir.path().canonicalize().unwrap();
         assert_eq!(
             suite.models[0].reference,
@@ -784,7 +939,12 @@ mod tests {
 
     fn error(text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
-        load_suite(write(dir.path(), text)).unwrap_err().to_string()
+        load_suite(
+            write(dir.path(), text),
+            &crate::methods::test_catalogue::schemas(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
@@ -848,9 +1008,13 @@ mod tests {
         std::fs::write(dir.path().join("verse.txt"), "shall I compare thee").unwrap();
         let text = MINIMAL.replace(
             "  - id: org/model\n",
-            "  - label: tiny\n    build: {layers: 2, router: dtop_p, router_params: {target: 2}, text: [verse.txt]}\n",
+            "  - label: tiny\n    build: {layers: 2, router: topk, router_params: {k: 2}, text: [verse.txt]}\n",
         );
-        let suite = load_suite(write(dir.path(), &text)).unwrap();
+        let suite = load_suite(
+            write(dir.path(), &text),
+            &crate::methods::test_catalogue::schemas(),
+        )
+        .unwrap();
         let model = &suite.models[0];
         assert_eq!(
             (model.id.as_str(), model.label.as_str()),
@@ -858,7 +1022,7 @@ mod tests {
         );
         let build = model.build.as_ref().unwrap();
         assert_eq!((build.layers, build.hidden_size), (2, 128));
-        assert_eq!(build.router_params["target"], 2);
+        assert_eq!(build.router_params["k"], 2);
         let root = dir.path().canonicalize().unwrap();
         assert_eq!(build.text, vec![root.join("verse.txt")]);
 
@@ -885,6 +1049,14 @@ mod tests {
                 "  - label: x\n    build: {layer: 2}\n",
                 &["unknown field `layer`"],
             ),
+            (
+                "  - label: x\n    build: {router: reap}\n",
+                &["router: `reap` is not a router swap (router swaps: topk)"],
+            ),
+            (
+                "  - label: x\n    build: {router: topk, router_params: {k: 2.5}}\n",
+                &["router_params: method `topk`: parameter `k` must be a whole number, got 2.5"],
+            ),
         ];
         for (models, needles) in cases {
             let e = error(&MINIMAL.replace("  - id: org/model\n", models));
@@ -893,10 +1065,34 @@ mod tests {
     }
 
     #[test]
+    fn every_semantic_problem_is_listed_at_once() {
+        let text = MINIMAL.replace(
+            "  - name: dense\n",
+            "  - name: dense\n  - name: dense\n  - name: reap\n    params: {compression: 1.5, steps: 2}\n    then:\n      - name: upcycle\n        params: {mix: [1]}\n  - name: nope\n",
+        ) + "measure:\n  latency: {enabled: true, new_tokens: 1}\n";
+        let e = error(&text);
+        let lines: Vec<&str> = e.lines().collect();
+        for needle in [
+            "parameter `compression` is 1.5",
+            "parameter `steps` is unknown",
+            "then: method `upcycle`: parameter `mix` is unknown",
+            "unknown method `nope`",
+            "`dense` appears twice",
+            "measure.latency needs new_tokens ≥ 2",
+        ] {
+            assert!(lines.iter().any(|l| l.contains(needle)), "{needle}: {e}");
+        }
+        assert!(lines.iter().all(|l| l.contains("suite.yaml")), "{e}");
+    }
+
+    #[test]
     fn unreadable_file_is_named() {
-        let e = load_suite("/nonexistent/suite.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = load_suite(
+            "/nonexistent/suite.yaml",
+            &crate::methods::test_catalogue::schemas(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("cannot read /nonexistent/suite.yaml"), "{e}");
     }
 }

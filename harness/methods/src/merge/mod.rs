@@ -25,12 +25,15 @@ pub use grouping::{
     pseudo_prune_groups, row_gram,
 };
 pub use primitives::{
-    install_merged, linear_assignment, merge_group, neuron_weight_vectors, pca_neuron_features,
-    permute_neurons, Alignment, MergedExpert, NeuronFeatures, RouterPolicy,
+    assignment_to_perm, install_merged, linear_assignment, merge_group, neuron_weight_vectors,
+    pca_neuron_features, permute_neurons, Alignment, MergedExpert, NeuronFeatures, PcaSolver,
+    RouterPolicy,
 };
-pub use stats::{collect_merge_stats, MergeLayerStats, MergeStats, MergeStatsOptions};
+pub use stats::{
+    collect_block_merge_stats, collect_merge_stats, MergeLayerStats, MergeStats, MergeStatsOptions,
+};
 
-use crate::calibration::{CalibrationOptions, LayerStats};
+use crate::calibration::{BlockStream, CalibrationOptions, LayerStats};
 use crate::error::{MethodError, Result};
 use crate::prune::{top_experts, Keep};
 use moebench_model::{Ffn, Model};
@@ -48,6 +51,8 @@ pub struct MergeSettings {
     pub samples: usize,
     /// PCA dimension of REAM's weight cost (64).
     pub pca_dim: usize,
+    /// How the PCA finds its axes: exact (default) or the REAM code's randomized solver.
+    pub pca_solver: PcaSolver,
     /// Seed of the activation sample (REAM code: 42).
     pub seed: u64,
     pub calibration: CalibrationOptions,
@@ -63,9 +68,42 @@ impl MergeSettings {
             alignment,
             samples: 32768,
             pca_dim: 64,
+            pca_solver: PcaSolver::Exact,
             seed: 42,
             calibration: CalibrationOptions::default(),
         }
+    }
+}
+
+impl MergeSettings {
+    /// Checks the settings that do not depend on the model (`method` names the caller); an
+    /// expert count is checked against the model's N and top-k when it is known.
+    pub fn validate(&self, method: &str) -> Result<()> {
+        match self.keep {
+            Keep::Ratio(r) if !(r > 0.0 && r <= 1.0) => {
+                return Err(MethodError::param(
+                    method,
+                    "keep_ratio",
+                    format!("is {r}; it must be in (0, 1] (fraction of experts kept)"),
+                ))
+            }
+            _ => {}
+        }
+        if self.alignment.uses_activations() && self.samples == 0 {
+            return Err(MethodError::param(
+                method,
+                "samples",
+                "is 0; activation alignment needs at least 1 sampled token (REAM: 32768)",
+            ));
+        }
+        if self.alignment.uses_pca() && self.pca_dim == 0 {
+            return Err(MethodError::param(
+                method,
+                "pca_dim",
+                "is 0; the weight cost needs a PCA dimension ≥ 1 (REAM: 64)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -82,6 +120,20 @@ pub enum Saliency {
     Frequency,
 }
 
+/// Which definitions of REAM's two similarities (§6.3 step 3, §6.7 items 2–3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimilarityForm {
+    /// The official code: δ̃_E = cosine of the token-mean (gated) outputs mapped to [0, 1] by
+    /// `(cos + 1)/2`; δ_g = `1 − d/d_max` of the Euclidean distances between L2-normalised logit
+    /// profiles.
+    #[default]
+    Code,
+    /// The paper's text: δ̃_E = token mean of per-token cosines of the (gated) outputs; δ_g =
+    /// cosine of the logit profiles; both mapped to [0, 1] like the code so they weigh alike.
+    Paper,
+}
+
 /// REAM options; [`Default`] gives the code defaults of §6.4.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReamConfig {
@@ -89,9 +141,10 @@ pub struct ReamConfig {
     /// Group size `C` counting the centroid (code convention, §6.7 item 4), or 0 for
     /// nearest-centroid (MC-SMoE-style) grouping. Default 16 (Qwen3-30B → 96).
     pub group_size: usize,
-    /// Calibrate layer ℓ on the outputs of the already merged layers `< ℓ` (§6.3 step 7): one
-    /// forward per MoE layer, statistics of one layer in memory. Off: one whole-model pass on
-    /// the original model, holding every layer's activation reservoir at once.
+    /// Calibrate layer ℓ on the outputs of the already merged layers `< ℓ` (§6.3 step 7): the
+    /// calibration residual stream is cached block by block, so each block runs twice in all
+    /// (statistics, then its merged output), and one layer's statistics are in memory. Off: one
+    /// whole-model pass on the original model, holding every layer's activation reservoir.
     pub sequential: bool,
     pub saliency: Saliency,
     /// The code's `merging=none`: groups are formed but only the centroids survive, unmerged.
@@ -100,6 +153,16 @@ pub struct ReamConfig {
     pub logit_similarity: bool,
     /// Gate the expert outputs by `σ_i(x)` in δ̃_E (ablation "no softmax gating").
     pub gated_outputs: bool,
+    /// The code's or the paper's similarity definitions (§6.7 item 2).
+    pub similarity: SimilarityForm,
+}
+
+impl ReamConfig {
+    /// Checks the settings that do not depend on the model; the group size against `N/N'` is
+    /// checked when the model is known.
+    pub fn validate(&self) -> Result<()> {
+        self.merge.validate("ream")
+    }
 }
 
 impl Default for ReamConfig {
@@ -112,6 +175,7 @@ impl Default for ReamConfig {
             prune_only: false,
             logit_similarity: true,
             gated_outputs: true,
+            similarity: SimilarityForm::Code,
         }
     }
 }
@@ -177,7 +241,7 @@ pub fn ream(
             .map(|e| e as usize)
             .collect();
         centroids.sort_by(|&a, &b| saliency[b].total_cmp(&saliency[a]).then(a.cmp(&b)));
-        let distance = ream_distance(ms, n, cfg.logit_similarity, cfg.gated_outputs);
+        let distance = ream_distance(ms, n, cfg);
         let groups = if c == 0 {
             nearest_centroid_groups(&distance, n, &centroids)
         } else {
@@ -207,7 +271,7 @@ pub fn ream(
         batches,
         METHOD,
         &merge,
-        true,
+        (true, cfg.similarity == SimilarityForm::Paper),
         cfg.sequential,
         (n, count),
         plan,
@@ -233,24 +297,47 @@ fn ream_saliency(kind: Saliency, cal: &LayerStats, ms: &MergeLayerStats) -> Vec<
         .collect()
 }
 
-/// REAM distance `D = 1 − (δ_g + δ̃_E)/2` (or `1 − δ̃_E` without δ_g), §6.3 step 3.
-fn ream_distance(ms: &MergeLayerStats, n: usize, logits: bool, gated: bool) -> Vec<f64> {
-    let outputs = if gated {
-        &ms.gated_output_sum
-    } else {
-        &ms.output_sum
+/// REAM distance `D = 1 − (δ_g + δ̃_E)/2` (or `1 − δ̃_E` without δ_g), §6.3 step 3, with each
+/// similarity in [0, 1] under `cfg.similarity`.
+fn ream_distance(ms: &MergeLayerStats, n: usize, cfg: &ReamConfig) -> Vec<f64> {
+    let to_unit = |c: f64| (c + 1.0) / 2.0;
+    let output_sim: Vec<f64> = match cfg.similarity {
+        SimilarityForm::Code => {
+            let outputs = if cfg.gated_outputs {
+                &ms.gated_output_sum
+            } else {
+                &ms.output_sum
+            };
+            gram_cosines(&row_gram(outputs, n), n)
+                .into_iter()
+                .map(to_unit)
+                .collect()
+        }
+        SimilarityForm::Paper => {
+            let sums = if cfg.gated_outputs {
+                &ms.gated_cosine_sum
+            } else {
+                &ms.output_cosine_sum
+            };
+            let tokens = ms.tokens.max(1.0);
+            sums.iter().map(|s| to_unit(s / tokens)).collect()
+        }
     };
-    let output_sim = gram_cosines(&row_gram(outputs, n), n)
-        .into_iter()
-        .map(|c| (c + 1.0) / 2.0);
-    if logits {
-        output_sim
-            .zip(logit_similarity(&ms.logit_gram, n))
-            .map(|(e, g)| 1.0 - (e + g) / 2.0)
-            .collect()
-    } else {
-        output_sim.map(|e| 1.0 - e).collect()
+    if !cfg.logit_similarity {
+        return output_sim.into_iter().map(|e| 1.0 - e).collect();
     }
+    let logit_sim: Vec<f64> = match cfg.similarity {
+        SimilarityForm::Code => logit_similarity(&ms.logit_gram, n),
+        SimilarityForm::Paper => gram_cosines(&ms.logit_gram, n)
+            .into_iter()
+            .map(to_unit)
+            .collect(),
+    };
+    output_sim
+        .into_iter()
+        .zip(logit_sim)
+        .map(|(e, g)| 1.0 - (e + g) / 2.0)
+        .collect()
 }
 
 /// M-SMoE options (merging half of MC-SMoE, as REAP/REAM compare it): weight matching and
@@ -300,7 +387,7 @@ pub fn m_smoe(
         batches,
         METHOD,
         &cfg.merge,
-        false,
+        (false, false),
         false,
         (n, count),
         plan,
@@ -361,11 +448,37 @@ pub fn hc_smoe(
         batches,
         METHOD,
         &cfg.merge,
-        true,
+        (true, false),
         false,
         (n, count),
         plan,
     )
+}
+
+/// The neuron permutation of every member of every group (`None` for centroids and without
+/// features): the cost matrices come from libtorch one after another, then the assignments,
+/// plain CPU work with nothing else running, are solved in parallel.
+fn align_groups(groups: &[Group], features: Option<&NeuronFeatures>) -> Vec<Vec<Option<Vec<i64>>>> {
+    use rayon::prelude::*;
+    let costs: Vec<Vec<Option<Vec<f32>>>> = groups
+        .iter()
+        .map(|g| {
+            let c = g.members[0];
+            g.members
+                .iter()
+                .map(|&e| features.filter(|_| e != c).map(|f| f.cost_matrix(c, e)))
+                .collect()
+        })
+        .collect();
+    costs
+        .into_par_iter()
+        .map(|members| {
+            members
+                .into_par_iter()
+                .map(|cost| cost.map(|c| assignment_to_perm(linear_assignment(&c))))
+                .collect()
+        })
+        .collect()
 }
 
 fn group(members: Vec<usize>, weights: Vec<f64>) -> Group {
@@ -389,6 +502,7 @@ fn frequency_group(members: Vec<usize>, freq: &[f64]) -> Group {
 
 /// Checks the model and the settings: returns `(N, N')`. Errors name `method`.
 fn check(model: &Model, method: &str, s: &MergeSettings) -> Result<(usize, usize)> {
+    s.validate(method)?;
     let top_k = match &model.config.moe {
         Some(m) => m.top_k,
         None => return Err(MethodError::unsupported(method, "the model is dense")),
@@ -414,20 +528,6 @@ fn check(model: &Model, method: &str, s: &MergeSettings) -> Result<(usize, usize
         MethodError::Param { param, message, .. } => MethodError::param(method, &param, message),
         other => other,
     })?;
-    if s.alignment.uses_activations() && s.samples == 0 {
-        return Err(MethodError::param(
-            method,
-            "samples",
-            "is 0; activation alignment needs at least 1 sampled token (REAM: 32768)",
-        ));
-    }
-    if s.alignment.uses_pca() && s.pca_dim == 0 {
-        return Err(MethodError::param(
-            method,
-            "pca_dim",
-            "is 0; the weight cost needs a PCA dimension ≥ 1 (REAM: 64)",
-        ));
-    }
     Ok((n, count))
 }
 
@@ -440,14 +540,15 @@ fn run(
     batches: &[(Tensor, Tensor)],
     method: &str,
     s: &MergeSettings,
-    expert_outputs: bool,
+    (expert_outputs, output_cosines): (bool, bool),
     sequential: bool,
     (n, count): (usize, usize),
     plan: impl Fn(&LayerStats, &MergeLayerStats) -> (Vec<f64>, Vec<Group>),
 ) -> Result<MergeReport> {
     let options = MergeStatsOptions {
         calibration: s.calibration,
-        expert_outputs,
+        expert_outputs: expert_outputs || output_cosines,
+        output_cosines,
         samples: if s.alignment.uses_activations() {
             s.samples
         } else {
@@ -458,19 +559,31 @@ fn run(
     let moe_layers: Vec<usize> = (0..model.layers.len())
         .filter(|&l| matches!(model.layers[l].ffn, Ffn::Moe(_)))
         .collect();
-    let whole = match sequential {
-        true => None,
-        false => Some(collect_merge_stats(model, batches, options, None)?),
+    if batches.is_empty() {
+        return Err(MethodError::param(
+            method,
+            "batches",
+            "is empty; merging needs at least one calibration batch",
+        ));
+    }
+    let (whole, mut stream) = match sequential {
+        true => (None, Some(BlockStream::new(model, batches, method)?)),
+        false => (
+            Some(collect_merge_stats(model, batches, options, None)?),
+            None,
+        ),
     };
     let mut layers = Vec::with_capacity(moe_layers.len());
     for &l in &moe_layers {
         let fresh;
-        let stats = match &whole {
-            Some(w) => w,
-            None => {
-                fresh = collect_merge_stats(model, batches, options, Some(l))?;
+        let stats = match (&whole, stream.as_mut()) {
+            (Some(w), _) => w,
+            (None, Some(stream)) => {
+                stream.advance_to(model, l);
+                fresh = collect_block_merge_stats(model, stream, options)?;
                 &fresh
             }
+            (None, None) => unreachable!("one of the two is built above"),
         };
         let (cal, ms) = stats.layer(l)?;
         let (scores, groups) = plan(cal, ms);
@@ -483,26 +596,17 @@ fn run(
                     moe,
                     s.alignment,
                     ms.activation_samples().as_ref(),
-                    s.pca_dim,
+                    (s.pca_dim, s.pca_solver, s.seed),
                 )?)
             } else {
                 None
             };
+        let perms = tch::no_grad(|| align_groups(&groups, features.as_ref()));
         let merged = tch::no_grad(|| {
             groups
                 .iter()
-                .map(|g| {
-                    let c = g.members[0];
-                    let perms: Vec<Option<Vec<i64>>> = g
-                        .members
-                        .iter()
-                        .map(|&e| match &features {
-                            Some(f) if e != c => Some(f.align(c, e)),
-                            _ => None,
-                        })
-                        .collect();
-                    merge_group(moe, &g.members, &g.weights, &perms)
-                })
+                .zip(&perms)
+                .map(|(g, p)| merge_group(moe, &g.members, &g.weights, p))
                 .collect::<Result<Vec<_>>>()
         })?;
         let members: Vec<Vec<i64>> = groups.iter().map(|g| g.members.clone()).collect();

@@ -215,68 +215,91 @@ pub fn install_merged(
 }
 
 /// Minimum-cost perfect matching of a square cost matrix (row-major `n × n`, `n = √len`):
-/// returns `assignment[row] = column`. Shortest augmenting paths with dual potentials
-/// (Hungarian / Jonker–Volgenant), `O(n³)`, in f64 so f32 costs lose nothing.
+/// returns `assignment[row] = column`. The shortest-augmenting-path algorithm of scipy's
+/// `linear_sum_assignment` (Crouse 2016, IEEE TAES 52(4); `rectangular_lsap.cpp`), which REAM's
+/// code calls: one Dijkstra search per row over the columns not yet in its tree, dual
+/// variables updated once per row, ties broken toward a free column as scipy does. `O(n³)`
+/// worst case, in f64 so f32 costs lose nothing. 1.1–1.7× faster than the textbook Hungarian
+/// it replaced (`benches/merge.rs`, docs/performance.md), with the same optimum: on costs
+/// without ties (any real-valued calibration cost) the assignment is the same permutation.
 ///
 /// # Panics
 /// If `cost` is not square or holds a non-finite value.
 pub fn linear_assignment(cost: &[f32]) -> Vec<usize> {
+    const FREE: usize = usize::MAX;
     let n = (cost.len() as f64).sqrt().round() as usize;
     assert_eq!(n * n, cost.len(), "linear_assignment: cost must be n × n");
     assert!(
         cost.iter().all(|c| c.is_finite()),
         "linear_assignment: costs must be finite"
     );
-    // 1-based rows/columns; column 0 is the virtual start of each augmenting path.
-    let (mut u, mut v) = (vec![0.0f64; n + 1], vec![0.0f64; n + 1]);
-    let (mut row_of, mut way) = (vec![0usize; n + 1], vec![0usize; n + 1]);
-    for i in 1..=n {
-        row_of[0] = i;
-        let mut j0 = 0;
-        let mut min_to = vec![f64::INFINITY; n + 1];
-        let mut used = vec![false; n + 1];
+    let c: Vec<f64> = cost.iter().map(|&x| f64::from(x)).collect();
+    let (mut u, mut v) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let mut path_cost = vec![f64::INFINITY; n];
+    let mut path = vec![FREE; n];
+    let (mut col_of_row, mut row_of_col) = (vec![FREE; n], vec![FREE; n]);
+    let (mut in_rows, mut in_cols) = (vec![false; n], vec![false; n]);
+    let mut remaining = vec![0usize; n];
+    for start in 0..n {
+        // Dijkstra from row `start` over the reduced costs until a free column is reached.
+        let mut min_val = 0.0;
+        let mut num_remaining = n;
+        for (it, r) in remaining.iter_mut().enumerate() {
+            *r = n - it - 1;
+        }
+        in_rows.fill(false);
+        in_cols.fill(false);
+        path_cost.fill(f64::INFINITY);
+        let mut i = start;
+        let sink = loop {
+            in_rows[i] = true;
+            let row = &c[i * n..(i + 1) * n];
+            let (mut index, mut lowest) = (0, f64::INFINITY);
+            for (it, &j) in remaining[..num_remaining].iter().enumerate() {
+                let reduced = min_val + row[j] - u[i] - v[j];
+                if reduced < path_cost[j] {
+                    path[j] = i;
+                    path_cost[j] = reduced;
+                }
+                if path_cost[j] < lowest || (path_cost[j] == lowest && row_of_col[j] == FREE) {
+                    lowest = path_cost[j];
+                    index = it;
+                }
+            }
+            min_val = lowest;
+            let j = remaining[index];
+            in_cols[j] = true;
+            num_remaining -= 1;
+            remaining[index] = remaining[num_remaining];
+            if row_of_col[j] == FREE {
+                break j;
+            }
+            i = row_of_col[j];
+        };
+        u[start] += min_val;
+        for r in (0..n).filter(|&r| in_rows[r] && r != start) {
+            u[r] += min_val - path_cost[col_of_row[r]];
+        }
+        for j in (0..n).filter(|&j| in_cols[j]) {
+            v[j] -= min_val - path_cost[j];
+        }
+        // Augment along the path back to `start`.
+        let mut j = sink;
         loop {
-            used[j0] = true;
-            let i0 = row_of[j0];
-            let (mut delta, mut j1) = (f64::INFINITY, 0);
-            for j in 1..=n {
-                if used[j] {
-                    continue;
-                }
-                let reduced = f64::from(cost[(i0 - 1) * n + j - 1]) - u[i0] - v[j];
-                if reduced < min_to[j] {
-                    min_to[j] = reduced;
-                    way[j] = j0;
-                }
-                if min_to[j] < delta {
-                    delta = min_to[j];
-                    j1 = j;
-                }
-            }
-            for j in 0..=n {
-                if used[j] {
-                    u[row_of[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    min_to[j] -= delta;
-                }
-            }
-            j0 = j1;
-            if row_of[j0] == 0 {
+            let i = path[j];
+            row_of_col[j] = i;
+            std::mem::swap(&mut col_of_row[i], &mut j);
+            if i == start {
                 break;
             }
         }
-        while j0 != 0 {
-            let j1 = way[j0];
-            row_of[j0] = row_of[j1];
-            j0 = j1;
-        }
     }
-    let mut assignment = vec![0; n];
-    for j in 1..=n {
-        assignment[row_of[j] - 1] = j - 1;
-    }
-    assignment
+    col_of_row
+}
+
+/// An assignment as the `i64` neuron permutation [`merge_group`] takes.
+pub fn assignment_to_perm(assignment: Vec<usize>) -> Vec<i64> {
+    assignment.into_iter().map(|q| q as i64).collect()
 }
 
 /// Neuron vectors `[W_gate[p,:] ‖ W_up[p,:] ‖ W_down[:,p]]`, `[N, F, 3H]` f32 (REAM §6.3 step 5).
@@ -297,22 +320,60 @@ fn l2_normalise_rows(t: &Tensor) -> Tensor {
         .clamp_min(f64::from(f32::MIN_POSITIVE))
 }
 
+/// How REAM's weight features find their principal axes (§6.3 step 5, §6.7 item 7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PcaSolver {
+    /// The exact top-r axes: eigenvectors of the f64 Gram `X_cᵀX_c` (`3H × 3H`, so the cost
+    /// does not grow with `N·F` beyond the Gram itself).
+    #[default]
+    Exact,
+    /// The REAM code's `torch.pca_lowrank(x, q=r)` (seeded): a randomized range finder with
+    /// q = r columns and 2 power iterations (Halko, Martinsson & Tropp 2011, Alg. 4.4 with QR
+    /// re-orthonormalisation), in f32 as the code; approximate axes at `O(N·F·3H·r)` instead
+    /// of the Gram's `O(N·F·(3H)²)`. The test matrix is drawn from the merge seed, not
+    /// libtorch's generator, so it is reproducible but not the code's exact draw.
+    Randomized,
+}
+
 /// REAM's weight features: row-normalised neuron vectors of all experts of the layer, centred
-/// and projected on their top `dim` principal axes, scaled by the singular values (`X_c V_r =
-/// U_r Σ_r`), `[N, F, r]` with `r = min(dim, 3H)`. The code fits a randomised PCA (seed 0);
-/// this is the exact one, from the SVD of the `3H × 3H` Gram `X_cᵀ X_c` so that the cost does
-/// not grow with `N·F` (`Tensor::svd` wraps `linalg_svd`; the Gram is symmetric PSD so its
-/// left singular vectors are the principal axes).
-pub fn pca_neuron_features(moe: &MoeLayer, dim: usize) -> Tensor {
-    let w = l2_normalise_rows(&neuron_weight_vectors(moe)).to_kind(Kind::Double);
+/// and projected on their top `dim` principal axes (`X_c V_r = U_r Σ_r`, the scores), `[N, F, r]`
+/// with `r = min(dim, 3H)`. [`PcaSolver::Exact`] takes the axes from `linalg_eigh` of the f64
+/// Gram — the same axes as the SVD this replaced (#14), up to sign, which no distance sees, and
+/// rounding (features agree to ~1e-12 relative before the f32 cast; tested), at less than half
+/// the cost; [`PcaSolver::Randomized`] is the REAM code's solver. (The code also scales the
+/// scores by the singular values once more, `x @ (V·s)`; moebench does not.)
+pub fn pca_neuron_features(moe: &MoeLayer, dim: usize, solver: PcaSolver, seed: u64) -> Tensor {
+    let w = l2_normalise_rows(&neuron_weight_vectors(moe));
     let (n, f, d) = (w.size()[0], w.size()[1], w.size()[2]);
-    let x = w.reshape([n * f, d]);
-    let xc = &x - x.mean_dim(0, true, Kind::Double);
-    let (axes, _, _) = xc.tr().mm(&xc).svd(true, true);
     let r = (dim as i64).min(d);
-    xc.mm(&axes.narrow(1, 0, r))
-        .to_kind(Kind::Float)
-        .reshape([n, f, r])
+    let scores = match solver {
+        PcaSolver::Exact => {
+            let x = w.to_kind(Kind::Double).reshape([n * f, d]);
+            let xc = &x - x.mean_dim(0, true, Kind::Double);
+            // Eigenvalues ascending: the last r columns, largest first.
+            let (_, vectors) = xc.tr().mm(&xc).linalg_eigh("L");
+            xc.mm(&vectors.narrow(1, d - r, r).flip([1]))
+        }
+        PcaSolver::Randomized => {
+            let x = w.reshape([n * f, d]);
+            let xc = &x - x.mean_dim(0, true, Kind::Float);
+            let mut rng = super::stats::SplitMix64(seed);
+            let omega: Vec<f32> = (0..d * r).map(|_| rng.normal() as f32).collect();
+            let omega = Tensor::from_slice(&omega)
+                .view([d, r])
+                .to_device(xc.device());
+            let orthonormal = |t: Tensor| Tensor::linalg_qr(&t, "reduced").0;
+            let mut q = orthonormal(xc.mm(&omega));
+            for _ in 0..2 {
+                q = orthonormal(xc.tr().mm(&q));
+                q = orthonormal(xc.mm(&q));
+            }
+            let (_, _, v) = q.tr().mm(&xc).svd(true, true);
+            xc.mm(&v.narrow(1, 0, r))
+        }
+    };
+    scores.to_kind(Kind::Float).reshape([n, f, r])
 }
 
 /// Per-neuron features of one layer, from which alignment costs between two experts follow.
@@ -325,13 +386,13 @@ pub struct NeuronFeatures {
 }
 
 impl NeuronFeatures {
-    /// `samples` are activations `[N, S, F]` (needed by the activation costs); `pca_dim` the
-    /// PCA dimension of the weight cost (REAM: 64).
+    /// `samples` are activations `[N, S, F]` (needed by the activation costs); `pca` the PCA
+    /// dimension of the weight cost (REAM: 64), its solver and seed.
     pub fn new(
         moe: &MoeLayer,
         alignment: Alignment,
         samples: Option<&Tensor>,
-        pca_dim: usize,
+        (pca_dim, solver, seed): (usize, PcaSolver, u64),
     ) -> Result<NeuronFeatures> {
         if alignment == Alignment::Identity {
             return Err(MethodError::param(
@@ -362,7 +423,7 @@ impl NeuronFeatures {
                     "is 0; it must be ≥ 1",
                 ));
             }
-            distances.push(pca_neuron_features(moe, pca_dim));
+            distances.push(pca_neuron_features(moe, pca_dim, solver, seed));
         }
         let raw = (alignment == Alignment::WeightMatching).then(|| neuron_weight_vectors(moe));
         Ok(NeuronFeatures { distances, raw })
@@ -384,14 +445,14 @@ impl NeuronFeatures {
             .expect("alignment other than Identity has a cost term")
     }
 
+    /// [`NeuronFeatures::cost`] on the host, row-major, for [`linear_assignment`].
+    pub fn cost_matrix(&self, centroid: i64, member: i64) -> Vec<f32> {
+        Vec::try_from(self.cost(centroid, member).flatten(0, -1)).expect("f32 alignment cost")
+    }
+
     /// The permutation that lines `member`'s neurons up with `centroid`'s (for
     /// [`permute_neurons`] / [`merge_group`]).
     pub fn align(&self, centroid: i64, member: i64) -> Vec<i64> {
-        let cost: Vec<f32> =
-            Vec::try_from(self.cost(centroid, member).flatten(0, -1)).expect("f32 alignment cost");
-        linear_assignment(&cost)
-            .into_iter()
-            .map(|q| q as i64)
-            .collect()
+        assignment_to_perm(linear_assignment(&self.cost_matrix(centroid, member)))
     }
 }

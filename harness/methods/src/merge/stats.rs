@@ -8,7 +8,7 @@
 //! and sums are streamed, and the activation sample is a seeded uniform reservoir of `S` tokens
 //! (Algorithm R) instead of the code's fixed `32768 / n_chunks` tokens per chunk, which needs the
 //! chunk count up front but gives the same expected coverage.
-use crate::calibration::{observe, CalibrationOptions, CalibrationStats, LayerStats};
+use crate::calibration::{observe, BlockStream, CalibrationOptions, CalibrationStats, LayerStats};
 use crate::error::{MethodError, Result};
 use moebench_model::moe::MoeLayer;
 use moebench_model::observer::{ForwardObserver, MoeEvent};
@@ -24,6 +24,9 @@ pub struct MergeStatsOptions {
     /// Run all N experts on every counted token (REAM §6.3 step 1, HC-SMoE): `N/k` times the
     /// expert cost of a forward pass, so off for methods that do not read output means.
     pub expert_outputs: bool,
+    /// Also sum per-token cosines between every two experts' (gated and ungated) outputs, for
+    /// the paper's δ̃_E (a token mean of cosines, REAM §6.7 item 2); needs `expert_outputs`.
+    pub output_cosines: bool,
     /// Reservoir size `S` (tokens) of intermediate activations per layer; 0 keeps none.
     pub samples: usize,
     /// Seed of the reservoir; each layer draws from its own stream so that a layer's sample does
@@ -49,6 +52,11 @@ pub struct MergeLayerStats {
     /// `Σ_{x∈X_i} σ_i(x)·‖σ_i(x) E_i(x)‖₂`: the REAM code's doubly gated REAP numerator
     /// (METHODS.md §6.7 item 1); empty without `expert_outputs`.
     pub reap_code_sum: Vec<f64>,
+    /// Row-major `N × N`: `Σ_x cos(σ_i(x)E_i(x), σ_j(x)E_j(x))` (a zero output counts 0);
+    /// empty without `output_cosines`.
+    pub gated_cosine_sum: Vec<f64>,
+    /// Row-major `N × N`: `Σ_x cos(E_i(x), E_j(x))`; empty without `output_cosines`.
+    pub output_cosine_sum: Vec<f64>,
     reservoir: Option<Tensor>,
     capacity: usize,
     seen: u64,
@@ -69,6 +77,8 @@ impl MergeLayerStats {
             output_sum: vec![0.0; outputs],
             gated_output_sum: vec![0.0; outputs],
             reap_code_sum: vec![0.0; if options.expert_outputs { n } else { 0 }],
+            gated_cosine_sum: vec![0.0; if options.output_cosines { n * n } else { 0 }],
+            output_cosine_sum: vec![0.0; if options.output_cosines { n * n } else { 0 }],
             reservoir: None,
             capacity: options.samples,
             seen: 0,
@@ -112,11 +122,26 @@ impl MergeLayerStats {
         add(&mut self.logit_gram, &to_vec(&logits.tr().mm(&logits)));
         add(&mut self.prob_gram, &to_vec(&probs.tr().mm(&probs)));
 
+        // The reservoir's rows of this call, drawn first so that their activations can be
+        // read off the all-token intermediates below instead of being recomputed.
+        let draw = self.draw_slots(m as u64);
+        let sampled_rows = draw
+            .as_ref()
+            .map(|(_, rows)| Tensor::from_slice(rows).to_device(x.device()));
+        let mut acts: Vec<Tensor> = Vec::new();
         if options.expert_outputs {
             let mask = counted(event.selection.mask.reshape([-1, n])).to_kind(Kind::Double);
             let h = hidden as usize;
+            let (mut units, mut gated_units) = (Vec::new(), Vec::new());
             for e in 0..n {
-                let out = moe.expert_forward(e, &x).to_kind(Kind::Double);
+                // `expert_forward` in two steps, keeping the intermediate for the reservoir.
+                let intermediate = moe.expert_intermediate(e, &x);
+                if let Some(rows) = &sampled_rows {
+                    acts.push(intermediate.index_select(0, rows).to_kind(Kind::Float));
+                }
+                let out = intermediate
+                    .linear::<Tensor>(&moe.w_down.get(e), None)
+                    .to_kind(Kind::Double);
                 let p = probs.select(1, e).unsqueeze(1);
                 let gated = &out * &p;
                 let norms = gated.norm_scalaropt_dim(2.0, [-1i64], false);
@@ -131,17 +156,32 @@ impl MergeLayerStats {
                     &to_vec(&gated.sum_dim_intlist(0, false, Kind::Double)),
                 );
                 self.reap_code_sum[e] += f64::try_from(code).expect("scalar");
+                if options.output_cosines {
+                    units.push(unit_rows(&out));
+                    gated_units.push(unit_rows(&gated));
+                }
             }
+            if options.output_cosines {
+                add(&mut self.output_cosine_sum, &token_cosine_sums(&units));
+                add(&mut self.gated_cosine_sum, &token_cosine_sums(&gated_units));
+            }
+        } else if let Some(rows) = &sampled_rows {
+            let xs = x.index_select(0, rows);
+            acts = (0..n)
+                .map(|e| moe.expert_intermediate(e, &xs).to_kind(Kind::Float))
+                .collect();
         }
-        self.sample(moe, &x);
+        if let Some((slots, _)) = draw {
+            self.store(&slots, Tensor::stack(&acts, 0));
+        }
     }
 
     /// Algorithm R over the counted tokens: token `t` (0-based over all calls) fills slot `t`
     /// while the reservoir is short, then replaces a uniform slot with probability `S/(t+1)`.
-    fn sample(&mut self, moe: &MoeLayer, x: &Tensor) {
-        let m = x.size()[0] as u64;
+    /// Returns the slots written by this call's `m` tokens and their rows (slot order), if any.
+    fn draw_slots(&mut self, m: u64) -> Option<(Vec<i64>, Vec<i64>)> {
         if self.capacity == 0 || m == 0 {
-            return;
+            return None;
         }
         let s = self.capacity as u64;
         let mut slot_to_row = BTreeMap::new();
@@ -157,17 +197,13 @@ impl MergeLayerStats {
             }
         }
         self.seen += m;
-        if slot_to_row.is_empty() {
-            return;
-        }
-        let slots: Vec<i64> = slot_to_row.keys().copied().collect();
-        let rows: Vec<i64> = slot_to_row.values().copied().collect();
-        let device = x.device();
-        let xs = x.index_select(0, &Tensor::from_slice(&rows).to_device(device));
-        let acts: Vec<Tensor> = (0..moe.num_experts())
-            .map(|e| moe.expert_intermediate(e, &xs).to_kind(Kind::Float))
-            .collect();
-        let acts = Tensor::stack(&acts, 0);
+        (!slot_to_row.is_empty()).then(|| slot_to_row.into_iter().unzip())
+    }
+
+    /// Writes `acts` `[N, R, F]` into the reservoir `slots`.
+    fn store(&mut self, slots: &[i64], acts: Tensor) {
+        let device = acts.device();
+        let s = self.capacity as u64;
         let filled = self.seen.min(s) as i64;
         let reservoir = match self.reservoir.take() {
             None => acts.zeros_like().narrow(1, 0, 0),
@@ -183,7 +219,7 @@ impl MergeLayerStats {
         } else {
             reservoir
         };
-        let slots = Tensor::from_slice(&slots).to_device(device);
+        let slots = Tensor::from_slice(slots).to_device(device);
         self.reservoir = Some(reservoir.index_copy(1, &slots, &acts));
     }
 }
@@ -237,9 +273,8 @@ impl ForwardObserver for MergeStats {
 }
 
 /// Runs the model on `batches` of `(input_ids [B, T], attention_mask [B, T])` and returns the
-/// merge statistics of MoE layer `only` (or of every MoE layer). REAM's sequential pass calls
-/// this once per layer on the partly merged model: simple, and exact because layers `< ℓ` are
-/// already in their merged state (§6.3 step 1), at the price of a full forward per layer.
+/// merge statistics of MoE layer `only` (or of every MoE layer). REAM's sequential pass uses
+/// [`collect_block_merge_stats`] instead, which gives the same statistics from one block.
 pub fn collect_merge_stats(
     model: &Model,
     batches: &[(Tensor, Tensor)],
@@ -264,6 +299,39 @@ pub fn collect_merge_stats(
     Ok(stats)
 }
 
+/// The merge statistics of block `stream.next_block()` alone, from its cached input: what
+/// [`collect_merge_stats`] with `only = Some(that block)` returns on the same model, bit for bit,
+/// for one block's forward instead of the whole model's (REAM §6.3 step 1).
+pub fn collect_block_merge_stats(
+    model: &Model,
+    stream: &BlockStream,
+    options: MergeStatsOptions,
+) -> Result<MergeStats> {
+    let layer = stream.next_block();
+    if !matches!(model.layers.get(layer).map(|b| &b.ffn), Some(Ffn::Moe(_))) {
+        return Err(MethodError::unsupported(
+            "merge",
+            format!("block {layer} is not an MoE layer; advance the stream to one"),
+        ));
+    }
+    let mut stats = MergeStats::new(options, Some(layer));
+    stream.observe(model, &mut stats);
+    Ok(stats)
+}
+
+/// Rows scaled to unit L2 norm; zero rows stay zero.
+fn unit_rows(t: &Tensor) -> Tensor {
+    let norms = t.norm_scalaropt_dim(2.0, [-1i64], true);
+    t / norms.clamp_min(f64::MIN_POSITIVE)
+}
+
+/// `Σ_x ⟨u_i(x), u_j(x)⟩` for per-expert unit rows `units[i]` `[M, H]`: one Gram matrix of the
+/// experts' flattened rows, row-major `N × N`.
+fn token_cosine_sums(units: &[Tensor]) -> Vec<f64> {
+    let u = Tensor::stack(units, 0).flatten(1, -1);
+    to_vec(&u.mm(&u.tr()))
+}
+
 fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::try_from(t.to_kind(Kind::Double).flatten(0, -1)).expect("f64 statistics")
 }
@@ -275,7 +343,7 @@ fn add(acc: &mut [f64], batch: &[f64]) {
 /// SplitMix64: a seeded generator with no dependency, so samples are reproducible across runs
 /// and independent of libtorch's global RNG.
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub(super) struct SplitMix64(pub(super) u64);
 
 impl SplitMix64 {
     fn next(&mut self) -> u64 {
@@ -289,5 +357,12 @@ impl SplitMix64 {
     /// Uniform in `0..n` (modulo bias below 2⁻³⁰ for any realistic `n`).
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+
+    /// A standard normal draw (Box–Muller on two 53-bit uniforms).
+    pub(super) fn normal(&mut self) -> f64 {
+        let uniform = |z: u64| ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let (u1, u2) = (uniform(self.next()), uniform(self.next()));
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 }

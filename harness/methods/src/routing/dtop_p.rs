@@ -12,7 +12,7 @@ use super::controller::{PiController, SharedController};
 use super::topp::top_p_mask;
 use super::{real_tokens, selection};
 use crate::error::{MethodError, Result};
-use moebench_model::moe::{Selection, Selector};
+use moebench_model::moe::{CalibratedState, Selection, Selector};
 use std::sync::{Arc, Mutex};
 use tch::{Kind, Tensor};
 
@@ -32,6 +32,13 @@ pub struct DTopPConfig {
     pub per_layer: bool,
     /// One fixed scale per MoE layer (the calibrated variant); None learns s_ℓ from s = 1.
     pub fixed_scales: Option<Vec<f64>>,
+    /// §5.3 step 1's dynamic routing normalisation: standardise each token's logits over the
+    /// experts before the scale s_ℓ. Off (ablation): `P = softmax(s_ℓ·z)` on the raw logits,
+    /// i.e. Top-p with a learned temperature.
+    pub standardize: bool,
+    /// §5.3 step 2: renormalise the combine weights over the selected experts. Off (ablation):
+    /// the raw P, as Huang et al.'s fixed Top-p uses (§5.7).
+    pub renormalize: bool,
 }
 
 impl DTopPConfig {
@@ -46,7 +53,38 @@ impl DTopPConfig {
             ki: c.ki,
             per_layer: false,
             fixed_scales: None,
+            standardize: true,
+            renormalize: true,
         }
+    }
+
+    /// Checks ranges (§5.4 leaves the gains open, so only their signs are constrained): T in
+    /// [1, N], p0 in (0, 1], Kp, Ki ≥ 0, fixed scales > 0.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |param: &str, msg: String| Err(MethodError::param("dtop_p", param, msg));
+        if !(self.target >= 1.0 && self.target <= self.num_experts as f64) {
+            return bad(
+                "target",
+                format!("is {}; allowed: [1, {}]", self.target, self.num_experts),
+            );
+        }
+        if !(self.p0 > 0.0 && self.p0 <= 1.0) {
+            return bad("p0", format!("is {}; allowed: (0, 1]", self.p0));
+        }
+        for (name, v) in [("kp", self.kp), ("ki", self.ki)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(name, format!("is {v}; it must be finite and ≥ 0"));
+            }
+        }
+        if let Some(s) = self
+            .fixed_scales
+            .iter()
+            .flatten()
+            .find(|s| !(s.is_finite() && **s > 0.0))
+        {
+            return bad("fixed_scales", format!("holds {s}; scales must be > 0"));
+        }
+        Ok(())
     }
 
     fn controller(&self) -> SharedController {
@@ -68,10 +106,13 @@ pub struct DTopP {
     fixed_scale: Option<f64>,
     controller: SharedController,
     per_layer: bool,
+    standardize: bool,
+    renormalize: bool,
 }
 
 impl DTopP {
-    /// A selector reading p from `controller`; `fixed_scale` None learns s from s = 1.
+    /// A selector reading p from `controller`; `fixed_scale` None learns s from s = 1. The
+    /// paper's normalisation (standardised logits, renormalised weights).
     pub fn new(controller: SharedController, fixed_scale: Option<f64>, per_layer: bool) -> Self {
         let log_s = Tensor::zeros([], (Kind::Float, tch::Device::Cpu))
             .set_requires_grad(fixed_scale.is_none());
@@ -80,7 +121,16 @@ impl DTopP {
             fixed_scale,
             controller,
             per_layer,
+            standardize: true,
+            renormalize: true,
         }
+    }
+
+    /// The same selector with the ablation switches of [`DTopPConfig`].
+    pub fn with_normalisation(mut self, standardize: bool, renormalize: bool) -> Self {
+        self.standardize = standardize;
+        self.renormalize = renormalize;
+        self
     }
 
     /// One selector per MoE layer and the controllers to step: one shared by every layer, or
@@ -89,6 +139,7 @@ impl DTopP {
         num_moe_layers: usize,
         cfg: &DTopPConfig,
     ) -> Result<(Vec<Arc<DTopP>>, Vec<SharedController>)> {
+        cfg.validate()?;
         if let Some(scales) = &cfg.fixed_scales {
             if scales.len() != num_moe_layers {
                 return Err(MethodError::param(
@@ -110,7 +161,10 @@ impl DTopP {
             .map(|l| {
                 let controller = controllers[if cfg.per_layer { l } else { 0 }].clone();
                 let scale = cfg.fixed_scales.as_ref().map(|s| s[l]);
-                Arc::new(DTopP::new(controller, scale, cfg.per_layer))
+                Arc::new(
+                    DTopP::new(controller, scale, cfg.per_layer)
+                        .with_normalisation(cfg.standardize, cfg.renormalize),
+                )
             })
             .collect();
         Ok((selectors, controllers))
@@ -140,13 +194,24 @@ impl Selector for DTopP {
         } else {
             "global"
         };
-        format!("dtop_p(p={p:.4},s={scale:.4},{controller},{variant})")
+        let mut ablations = String::new();
+        if !self.standardize {
+            ablations.push_str(",raw_logits");
+        }
+        if !self.renormalize {
+            ablations.push_str(",raw_weights");
+        }
+        format!("dtop_p(p={p:.4},s={scale:.4},{controller},{variant}{ablations})")
     }
 
     fn select(&self, logits: &Tensor, token_mask: Option<&Tensor>) -> Selection {
-        let mean = logits.mean_dim(-1, true, Kind::Float);
-        let std = logits.std_dim(-1, false, true);
-        let z_hat = (logits - mean) / (std + STD_EPS);
+        let z_hat = if self.standardize {
+            let mean = logits.mean_dim(-1, true, Kind::Float);
+            let std = logits.std_dim(-1, false, true);
+            (logits - mean) / (std + STD_EPS)
+        } else {
+            logits.shallow_clone()
+        };
         let scaled = match self.fixed_scale {
             Some(s) => z_hat * s,
             // `to_device` is differentiable: the gradient reaches the CPU leaf from any device.
@@ -163,7 +228,7 @@ impl Selector for DTopP {
             let tokens = f64::try_from(real.sum(Kind::Double)).expect("scalar");
             controller.record(active, tokens);
         }
-        selection(&probs, mask, true)
+        selection(&probs, mask, self.renormalize)
     }
 
     fn parameters(&self) -> Vec<Tensor> {
@@ -171,6 +236,13 @@ impl Selector for DTopP {
             Some(_) => Vec::new(),
             None => vec![self.log_s.lock().unwrap().shallow_clone()],
         }
+    }
+
+    fn calibrated_state(&self) -> Option<CalibratedState> {
+        Some(CalibratedState {
+            threshold: self.controller.lock().unwrap().p,
+            scale: self.scale(),
+        })
     }
 }
 
@@ -259,6 +331,37 @@ mod tests {
         let s = dtopp.select(&logits, None);
         let expected = logits.softmax(-1, Kind::Float);
         assert!(s.weights.allclose(&expected, 1e-4, 1e-5, false));
+    }
+
+    /// The ablation switches (§5.3 steps 1–2): without standardisation P is the softmax of the
+    /// scaled raw logits; without renormalisation the weights are P itself at the selection.
+    #[test]
+    fn normalisation_switches() {
+        tch::manual_seed(8);
+        let logits = Tensor::randn([1, 3, 6], (Kind::Float, Device::Cpu)) * 3.0;
+        let raw = DTopP::new(fixed_p(0.5, 6), Some(0.7), false).with_normalisation(false, false);
+        let s = raw.select(&logits, None);
+        let probs = (&logits * 0.7).softmax(-1, Kind::Float);
+        let expected = &probs * s.mask.to_kind(Kind::Float);
+        assert!(s.weights.allclose(&expected, 1e-6, 1e-7, false));
+        assert!(
+            raw.describe().ends_with(",raw_logits,raw_weights)"),
+            "{}",
+            raw.describe()
+        );
+        let paper = DTopP::new(fixed_p(0.5, 6), Some(0.7), false);
+        assert!(!paper.describe().contains("raw"));
+        let sums = paper
+            .select(&logits, None)
+            .weights
+            .sum_dim_intlist(-1, false, Kind::Float);
+        assert!(sums.allclose(&sums.ones_like(), 1e-5, 1e-6, false));
+        let bad = DTopPConfig {
+            p0: 0.0,
+            ..DTopPConfig::new(6, 2.0)
+        };
+        let err = DTopP::for_model(1, &bad).unwrap_err().to_string();
+        assert!(err.contains("`p0` is 0; allowed: (0, 1]"), "{err}");
     }
 
     /// Mean active experts of the synthetic router at the controller's current p.

@@ -4,10 +4,22 @@
 pub mod selector;
 
 use crate::layers::{Linear, Mlp};
-use crate::observer::{ForwardObserver, MoeEvent};
-pub use selector::{Selection, Selector, TopK};
+pub use selector::{CalibratedState, Selection, Selector, TopK};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
+
+/// What an MoE layer saw and chose for one forward call (what observers receive).
+pub struct MoeEvent<'a> {
+    /// The model layer index.
+    pub layer: usize,
+    /// MoE input (after the pre-FFN norm), `[B, T, H]`.
+    pub input: &'a Tensor,
+    /// Router logits, `[B, T, N]` f32.
+    pub router_logits: &'a Tensor,
+    pub selection: &'a Selection,
+    /// `[B, T]` bool, true for real (non-padding) tokens; `None` when there is no padding.
+    pub token_mask: Option<&'a Tensor>,
+}
 
 /// Qwen2-MoE's always-on expert, scaled by `sigmoid(gate(x))` when a gate is present.
 #[derive(Debug)]
@@ -60,7 +72,7 @@ impl MoeLayer {
         x: &Tensor,
         token_mask: Option<&Tensor>,
         route_override: Option<i64>,
-        observer: Option<&mut (dyn ForwardObserver + 'o)>,
+        on_event: Option<&mut (dyn FnMut(&MoeEvent<'_>) + 'o)>,
     ) -> Tensor {
         let size = x.size();
         let logits = self.router_logits(x);
@@ -68,17 +80,14 @@ impl MoeLayer {
             Some(e) => Selection::forced(&logits, e),
             None => self.selector.select(&logits, token_mask),
         };
-        if let Some(obs) = observer {
-            obs.on_moe(
+        if let Some(on_event) = on_event {
+            on_event(&MoeEvent {
                 layer,
-                self,
-                &MoeEvent {
-                    input: x,
-                    router_logits: &logits,
-                    selection: &selection,
-                    token_mask,
-                },
-            );
+                input: x,
+                router_logits: &logits,
+                selection: &selection,
+                token_mask,
+            });
         }
         let hidden = size[2];
         let flat = x.view([-1, hidden]);

