@@ -29,7 +29,8 @@ demo: deps
 	./target/release/moebench run suites/smoke.yaml
 
 # The Python environment lm-eval task hooks run against in the tests: lm-eval 0.4.13 and its
-# dependencies, no torch (scripts/lm_eval_venv.sh; ~750 MB, a few minutes to install).
+# dependencies, no torch (scripts/lm_eval_venv.sh; ~760 MB, about 3 min on a clean machine
+# without a pip cache, which is what it adds to CI).
 # Idempotent. Where it cannot be made (no network, no venv module), hook tests skip visibly.
 HOOK_VENV := .venv-hooks
 hook-venv:

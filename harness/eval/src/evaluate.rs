@@ -272,7 +272,7 @@ pub fn score_task(
         let failed = |source| moebench_tasks::TaskError::Score {
             task: task.name().to_owned(),
             doc: None,
-            source,
+            source: Box::new(source),
         };
         metrics.insert(
             key.clone(),

@@ -116,8 +116,7 @@ fn describe(py: Python<'_>, error: &PyErr) -> String {
         if let Ok(text) = traceback.format() {
             let frame = text
                 .lines()
-                .filter(|line| line.trim_start().starts_with("File "))
-                .next_back()
+                .rfind(|line| line.trim_start().starts_with("File "))
                 .map(str::trim)
                 .unwrap_or_default();
             if !frame.is_empty() {

@@ -52,7 +52,9 @@ pub enum TaskError {
     Score {
         task: String,
         doc: Option<usize>,
-        source: ScoreError,
+        /// Boxed: it holds a whole [`HookError`], and every `Result<_, TaskError>` pays for
+        /// the largest variant.
+        source: Box<ScoreError>,
     },
 
     /// A Python hook that cannot be imported, is not available, or failed.

@@ -59,7 +59,7 @@ pub fn score_doc(
     let error = |source| TaskError::Score {
         task: task.name().to_owned(),
         doc: Some(instance.doc_id),
-        source,
+        source: Box::new(source),
     };
     task.scorer()
         .score(instance, responses)
@@ -85,6 +85,6 @@ pub fn score_docs(
         .map_err(|source| TaskError::Score {
             task: task.name().to_owned(),
             doc: None,
-            source,
+            source: Box::new(source),
         })
 }

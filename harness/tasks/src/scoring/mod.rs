@@ -471,7 +471,7 @@ impl Scorer {
         &self,
         instance: &DocInstance,
         responses: &[Response],
-    ) -> Result<(Vec<Loglikelihood>, Vec<(f64, bool, usize)>), ScoreError> {
+    ) -> Result<(Vec<Loglikelihood>, Vec<ParsedLoglikelihood>), ScoreError> {
         let parsed = responses
             .iter()
             .map(as_loglikelihood)
@@ -521,7 +521,10 @@ impl Scorer {
     }
 }
 
-fn as_loglikelihood(response: &Response) -> Result<(f64, bool, usize), ScoreError> {
+/// A log-likelihood response: `(loglikelihood, is_greedy, continuation tokens)`.
+type ParsedLoglikelihood = (f64, bool, usize);
+
+fn as_loglikelihood(response: &Response) -> Result<ParsedLoglikelihood, ScoreError> {
     match *response {
         Response::Loglikelihood {
             loglikelihood,
