@@ -28,7 +28,9 @@ demo: deps
 	./target/release/moebench prepare
 	./target/release/moebench run suites/smoke.yaml
 
-# The Python environment lm-eval task hooks run against in the tests: lm-eval 0.4.13 and its
+# The Python environment lm-eval task hooks run against in the tests, and in which
+# tests/lm_eval_outputs.rs runs lm-eval's own readers of moebench's output files
+# (lm_eval.utils.make_table, the results/sample file helpers): lm-eval 0.4.13 and its
 # dependencies, no torch (scripts/lm_eval_venv.sh; ~760 MB, about 3 min on a clean machine
 # without a pip cache, which is what it adds to CI).
 # Idempotent. Where it cannot be made (no network, no venv module), hook tests skip visibly.

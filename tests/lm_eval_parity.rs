@@ -149,21 +149,33 @@ fn check_samples(run: &str, ours: &[Value], theirs: &[Value]) {
             assert_eq!(o[h], t[h], "{run}: {h} of doc {doc}");
         }
         let reqs = t["requests"].as_array().unwrap();
-        let resps = o["responses"].as_array().unwrap();
+        // lm-eval's `resps`: one list per request, its first entry the answer.
+        let resps = o["resps"].as_array().unwrap();
         assert_eq!(resps.len(), reqs.len(), "{run}: requests of doc {doc}");
         for (r, want) in resps.iter().zip(reqs) {
+            let r = &r[0];
             if let Some(text) = want.get("generation") {
                 assert_eq!(r, text, "{run}: generation of doc {doc}");
                 continue;
             }
-            let ll = r[0].as_f64().unwrap();
+            // Log-likelihoods are `[str(ll), str(is_greedy)]`, rolling ones `str(ll)`.
+            let (ll, greedy) = match r {
+                Value::Array(pair) => (&pair[0], Some(&pair[1])),
+                one => (one, None),
+            };
+            let ll: f64 = ll.as_str().unwrap().parse().unwrap();
             let want_ll = want["loglikelihood"].as_f64().unwrap();
             assert!(
                 close(ll, want_ll),
                 "{run}: loglikelihood of doc {doc}: {ll} vs {want_ll}"
             );
-            if let Some(g) = want.get("is_greedy") {
-                assert_eq!(r[1], *g, "{run}: is_greedy of doc {doc}");
+            if let (Some(g), Some(greedy)) = (want.get("is_greedy"), greedy) {
+                let g = if g.as_bool().unwrap() {
+                    "True"
+                } else {
+                    "False"
+                };
+                assert_eq!(greedy, g, "{run}: is_greedy of doc {doc}");
             }
         }
     }
@@ -232,11 +244,13 @@ fn check_run(run: &Run) {
             .filter(|s| s.get("filter").cloned() == first_filter)
             .cloned()
             .collect();
-        check_samples(
-            run.fixture,
-            &read_jsonl(&out.path().join(format!("samples_{mine}.jsonl"))),
-            &samples,
-        );
+        let ours = lm_eval_samples(out.path(), mine);
+        let first_filter = ours[0]["filter"].clone();
+        let ours: Vec<Value> = ours
+            .into_iter()
+            .filter(|s| s["filter"] == first_filter)
+            .collect();
+        check_samples(run.fixture, &ours, &samples);
     }
 }
 

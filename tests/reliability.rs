@@ -353,3 +353,59 @@ fn compare_exits_3_on_a_regression_and_1_on_an_error() {
     let usage = moebench(&["compare"]);
     assert_eq!(usage.status.code(), Some(2), "clap usage errors exit 2");
 }
+
+/// A task that executes model-generated code is refused before any job unless the suite
+/// confirms it (`code_execution.confirm_run_unsafe_code`, lm-eval's --confirm_run_unsafe_code);
+/// confirmed, `run` executes the generations (of a suite-built byte-level model trained on
+/// Python) in the sandbox and records pass@1.
+#[test]
+fn code_tasks_run_only_when_the_suite_confirms_it() {
+    if !repo_root()
+        .join("../shared/datasets/humaneval/HumanEval.jsonl.gz")
+        .exists()
+    {
+        eprintln!("SKIP code_tasks_run_only_when_the_suite_confirms_it: ../shared/datasets/humaneval is absent");
+        return;
+    }
+    let text = |extra: &str| {
+        format!(
+            "name: t\nmodels:\n  - label: dense\n    build: {{layers: 1, hidden_size: 32, heads: 2, intermediate_size: 32, steps: 1, batch_size: 2, seq_len: 32, warmup: 0, text: [{}]}}\nmethods:\n  - name: dense\ntasks:\n  - name: humaneval_shared\n    limit: 1\nmeasure:\n  routing: false\n{extra}",
+            repo_root().join("harness/sandbox/src/python/runner.py").display()
+        )
+    };
+    assert_checked_before_running(
+        &text(""),
+        &[
+            "task `humaneval_shared` executes model-generated code",
+            "code_execution: {confirm_run_unsafe_code: true}",
+        ],
+    );
+    let (_dir, path, run_dir) = suite(&text(
+        "code_execution:\n  confirm_run_unsafe_code: true\n  allow_unisolated: true\n",
+    ));
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = std::fs::read_to_string(run_dir.join("records.jsonl")).unwrap();
+    let pass_at_1: Vec<f64> = records
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["metric"] == "pass@1,create_test")
+        .map(|r| r["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(pass_at_1.len(), 1, "one pass@1 record");
+    assert!((0.0..=1.0).contains(&pass_at_1[0]), "{pass_at_1:?}");
+}
+
+/// A target that names no job of the plan (here a task the suite does not run) is a pre-run
+/// problem, so a gate can never pass by checking nothing.
+#[test]
+fn a_target_naming_no_job_is_refused() {
+    let text = format!(
+        "{}targets:\n  - {{model: moe, method: dense, task: arc_challenge_shared, metric: acc, value: 0.5}}\n",
+        tiny_suite("  - name: dense\n")
+    );
+    assert_checked_before_running(
+        &text,
+        &["targets[0] (moe/dense/arc_challenge_shared) names no job of the plan"],
+    );
+}

@@ -594,3 +594,33 @@ fn suites_build_and_reuse_their_own_models() {
     assert!(!todo.iter().any(|l| l.contains("|verse|dense|")), "{plan}");
     assert!(!todo.iter().any(|l| l.contains("|moe|")), "{plan}");
 }
+
+/// USMoE and Expert Choice with `mode: causal` and no threshold fit one threshold per layer on
+/// the calibration text (§4.7.1's causal fallback), so on that text every layer spends exactly
+/// the budget; a given threshold is used as is.
+#[test]
+fn causal_routing_without_a_threshold_is_fitted_to_the_budget() {
+    let _lock = model_lock();
+    let text = format!(
+        "name: t\nmodels:\n  - id: {}\n    label: moe\nmethods:\n  - name: usmoe\n    label: usmoe-fitted\n    params: {{k: 2, mode: causal}}\n  - name: expert_choice\n    label: ec-fitted\n    params: {{capacity: 1.5, mode: causal}}\n  - name: usmoe\n    label: usmoe-given\n    params: {{k: 2, mode: causal, threshold: 0.1}}\ntasks:\n  - name: arc_easy_shared\n    limit: 1\ncalibration:\n  source: {}\n  sequences: 4\n  length: 32\n",
+        repo_root().join("tests/fixtures/tiny/mixtral").display(),
+        repo_root().join("README.md").display()
+    );
+    let (_d, path, run_dir) = suite(&text);
+    let out = run(&path, &run_dir, &["--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let active = |method: &str| {
+        records(&run_dir)
+            .iter()
+            .find(|r| r["method_label"] == method && r["metric"] == "active_experts_mean")
+            .map(|r| r["value"].as_f64().unwrap())
+            .unwrap()
+    };
+    assert_eq!(active("usmoe-fitted"), 2.0);
+    assert_eq!(active("ec-fitted"), 1.5);
+    assert_ne!(
+        active("usmoe-given"),
+        2.0,
+        "a given threshold is not refitted"
+    );
+}

@@ -103,3 +103,33 @@ pub fn assert_clean_failure(o: &Output, needle: &str) {
         "one error line expected: {err}"
     );
 }
+
+/// The lines of `moebench eval --log-samples`'s lm-eval sample file for `task` under `out`
+/// (`out/<model>/samples_<task>_<date>.jsonl`).
+pub fn lm_eval_samples(out: &Path, task: &str) -> Vec<serde_json::Value> {
+    let prefix = format!("samples_{task}_");
+    let mut found = Vec::new();
+    for model_dir in std::fs::read_dir(out).unwrap().flatten() {
+        let Ok(files) = std::fs::read_dir(model_dir.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let date = name.strip_prefix(&prefix).unwrap_or_default();
+            if date.starts_with(|c: char| c.is_ascii_digit()) && date.ends_with(".jsonl") {
+                found.push(file.path());
+            }
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "samples of {task} under {}: {found:?}",
+        out.display()
+    );
+    std::fs::read_to_string(&found[0])
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}

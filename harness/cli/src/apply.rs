@@ -41,6 +41,9 @@ pub struct Args {
     /// Output checkpoint directory (replaced atomically).
     #[arg(long)]
     out: PathBuf,
+    /// Print what was saved as JSON (`out`, `router`, `note`) instead of the directory.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The key of `config.json` that says how a moebench router relates to transformers.
@@ -100,17 +103,29 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     moebench_model::save::save_pretrained(&model, Some(&loaded.checkpoint.dir), &args.out)?;
-    if let Some(router) = router {
+    let mut note = None;
+    if let Some(router) = &router {
         router.write(&args.out)?;
-        let note = format!(
+        let text = format!(
             "routes with `{}` in moebench ({ROUTER_FILE}); transformers ignores that file and \
              runs this checkpoint with the config's top-k",
             router.name
         );
-        annotate_config(&args.out, &note)?;
-        eprintln!("note: {note}");
+        annotate_config(&args.out, &text)?;
+        eprintln!("note: {text}");
+        note = Some(text);
     }
-    println!("{}", args.out.display());
+    match args.json {
+        true => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "out": args.out,
+                "router": router.as_ref().map(|r| &r.name),
+                "note": note,
+            }))?
+        ),
+        false => println!("{}", args.out.display()),
+    }
     Ok(())
 }
 

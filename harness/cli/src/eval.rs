@@ -1,15 +1,21 @@
-//! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written as lm-eval's
-//! `results.json` (+ per-sample JSONL with `--log-samples`) and a markdown table on stdout.
+//! `moebench eval MODEL --tasks …`: lm-eval compatible evaluation, written in lm-eval's
+//! layout (`OUT/<model>/results_<date>.json`, and `samples_<task>_<date>.jsonl` with
+//! `--log-samples`), the results also as `OUT/results.json`, and a markdown table on stdout.
 use crate::common::ModelArgs;
 use anyhow::{Context, Result};
-use moebench_eval::results::{markdown_table, results_json, RunConfig};
+use moebench_eval::lm::DEFAULT_SAMPLING_SEED;
+use moebench_eval::results::{
+    markdown_table, results_json, write_lm_eval_outputs, RunConfig, RunGroup, TokenizerTokens,
+};
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
 use moebench_model::cost::param_counts;
 use moebench_model::device::{device_name, kind_name};
+use moebench_runner::code::{check_confirmed, enable_code_execution, CodePolicy};
 use moebench_runner::loaded::TokenBudget;
 use moebench_runner::paths::task_dirs;
 use moebench_suite::write_atomic;
-use moebench_tasks::{GroupSpec, Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
+use moebench_tasks::{Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -44,12 +50,31 @@ pub struct Args {
     /// Bootstrap replicates for stderrs of non-mean metrics.
     #[arg(long, default_value_t = 1000)]
     bootstrap_iters: usize,
-    /// Output directory for results.json (and samples_<task>.jsonl).
+    /// Output directory, laid out as lm-eval's `--output_path`: OUT/<model>/results_<date>.json
+    /// (+ samples_<task>_<date>.jsonl), and OUT/results.json; a path ending in .json writes
+    /// <stem>_<date>.json (and the samples) next to it.
     #[arg(long)]
     out: PathBuf,
     /// Also write per-sample records.
     #[arg(long)]
     log_samples: bool,
+    /// Print lm-eval's results document on stdout instead of the markdown table.
+    #[arg(long)]
+    json: bool,
+    /// Seed of sampled generations (tasks with `do_sample: true`).
+    #[arg(long, default_value_t = DEFAULT_SAMPLING_SEED)]
+    sampling_seed: u64,
+    /// Run tasks that execute model-generated code (`unsafe_code: true`: HumanEval, MBPP),
+    /// in moebench's sandbox (lm-eval's --confirm_run_unsafe_code).
+    #[arg(long)]
+    confirm_run_unsafe_code: bool,
+    /// Where the OS forbids the sandbox's namespaces, run generated code anyway with resource
+    /// limits only: the code can then reach the network and write wherever you can.
+    #[arg(long, requires = "confirm_run_unsafe_code")]
+    allow_unisolated_code: bool,
+    /// Python interpreter that runs generated code.
+    #[arg(long, default_value = "python3")]
+    code_python: OsString,
     /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` (token-level
     /// perplexity of the concatenated documents) instead of lm-eval's rolling windows.
     #[arg(long)]
@@ -59,11 +84,7 @@ pub struct Args {
 /// Flattens resolved nodes into tasks (in order, each once) and the groups to aggregate,
 /// each over all its leaf tasks (lm-eval's `Group.aggregate` over `get_all_tasks()`, so a
 /// group of groups gets its own score).
-fn flatten(
-    node: TaskNode,
-    tasks: &mut Vec<moebench_tasks::TaskSpec>,
-    groups: &mut Vec<(GroupSpec, Vec<String>)>,
-) {
+fn flatten(node: TaskNode, tasks: &mut Vec<moebench_tasks::TaskSpec>, groups: &mut Vec<RunGroup>) {
     match node {
         TaskNode::Task(spec) => {
             if !tasks.iter().any(|t| t.name == spec.name) {
@@ -74,14 +95,26 @@ fn flatten(
             children.into_iter().for_each(|c| flatten(c, tasks, groups))
         }
         TaskNode::Group { spec, children } => {
-            let names = children
-                .iter()
-                .flat_map(TaskNode::tasks)
-                .map(|t| t.name.clone())
-                .collect();
-            groups.push((spec, names));
+            groups.push(RunGroup {
+                tasks: children
+                    .iter()
+                    .flat_map(TaskNode::tasks)
+                    .map(|t| t.name.clone())
+                    .collect(),
+                members: children.iter().flat_map(member_names).collect(),
+                spec,
+            });
             children.into_iter().for_each(|c| flatten(c, tasks, groups));
         }
+    }
+}
+
+/// A group's members as lm-eval lists them (`group_subtasks`): tasks and groups, with tags
+/// replaced by their tasks.
+fn member_names(node: &TaskNode) -> Vec<String> {
+    match node {
+        TaskNode::Tag { children, .. } => children.iter().flat_map(member_names).collect(),
+        other => vec![other.name().to_owned()],
     }
 }
 
@@ -102,11 +135,27 @@ pub fn run(args: Args) -> Result<()> {
     for name in &args.tasks {
         flatten(index.resolve(name)?, &mut specs, &mut groups);
     }
+    let code_policy = CodePolicy {
+        confirmed: args.confirm_run_unsafe_code,
+        python: args.code_python.clone(),
+        allow_unisolated: args.allow_unisolated_code,
+    };
+    let executing = specs.iter().filter(|s| s.config.unsafe_code);
+    check_confirmed(
+        &code_policy,
+        executing.map(|s| s.name.as_str()),
+        "pass --confirm-run-unsafe-code",
+    )?;
     // Load every task (data, templates) before the model: bad tasks fail fast.
-    let tasks = specs
+    let mut tasks = specs
         .into_iter()
         .map(|s| Task::load(s, &hub, args.num_fewshot))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(warning) =
+        enable_code_execution(&mut tasks.iter_mut().collect::<Vec<_>>(), &code_policy)?
+    {
+        eprintln!("warning: {warning}");
+    }
     let loaded = args.model.load()?;
     let tokenizer = loaded.tokenizer()?;
     let model = &loaded.model;
@@ -119,7 +168,8 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size.max(1),
         token_budget,
     };
-    let lm = LanguageModel::new(model, &tokenizer, settings.clone());
+    let lm = LanguageModel::new(model, &tokenizer, settings.clone())
+        .with_sampling_seed(args.sampling_seed);
     let opts = EvalOptions {
         limit: args.limit,
         fewshot_seed: args.seed,
@@ -130,16 +180,29 @@ pub fn run(args: Args) -> Result<()> {
             .map(moebench_eval::protocols::PplProtocol::parse)
             .transpose()?,
     };
+    let progress = TaskProgress::new(tasks.len());
     let outcomes: Vec<TaskOutcome> = tasks
         .iter()
-        .map(|t| evaluate_task(&lm, t, &opts).with_context(|| format!("task {}", t.name())))
+        .enumerate()
+        .map(|(i, t)| {
+            let started = progress.start(i, t.name());
+            let outcome =
+                evaluate_task(&lm, t, &opts).with_context(|| format!("task {}", t.name()))?;
+            progress.done(i, t.name(), started, outcome.n_effective);
+            Ok(outcome)
+        })
         .collect::<Result<_>>()?;
+    progress.finish();
+    let reference = loaded.checkpoint.reference.clone();
+    let dtype = kind_name(model.kind);
     let run = RunConfig {
-        model: loaded.checkpoint.reference.clone(),
+        model: "moebench".into(),
+        model_args: format!("pretrained={reference},dtype={dtype}"),
+        model_name: reference,
         model_repo: loaded.checkpoint.repo_id.clone(),
         model_sha: loaded.checkpoint.commit.clone(),
         model_num_parameters: param_counts(model, None).total,
-        model_dtype: kind_name(model.kind).into(),
+        model_dtype: dtype.into(),
         device: device_name(model.device),
         batch_size: settings.batch_size,
         token_budget,
@@ -148,29 +211,91 @@ pub fn run(args: Args) -> Result<()> {
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
         fewshot_seed: args.seed,
+        sampling_seed: args.sampling_seed,
+        tokenizer: TokenizerTokens::of(&tokenizer),
         tokenizer_sha256: tokenizer.file_sha256()?,
         harness_version: env!("CARGO_PKG_VERSION").into(),
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let doc = results_json(&outcomes, &groups, &run, (start, now()));
-    write_atomic(
-        &args.out.join("results.json"),
-        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    let timing = (start, now());
+    let files = write_lm_eval_outputs(
+        &args.out,
+        &outcomes,
+        &groups,
+        &run,
+        timing,
+        args.log_samples,
     )?;
-    if args.log_samples {
-        for t in &outcomes {
-            let lines: Vec<String> = t
-                .samples
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<_, _>>()?;
-            write_atomic(
-                &args.out.join(format!("samples_{}.jsonl", t.name)),
-                (lines.join("\n") + "\n").as_bytes(),
-            )?;
+    if args.out.extension().is_none_or(|e| e != "json") {
+        let doc = results_json(&outcomes, &groups, &run, timing);
+        write_atomic(
+            &args.out.join("results.json"),
+            serde_json::to_string_pretty(&doc)?.as_bytes(),
+        )?;
+    }
+    eprintln!("results: {}", files.results.display());
+    match args.json {
+        true => println!(
+            "{}",
+            serde_json::to_string_pretty(&results_json(&outcomes, &groups, &run, timing))?
+        ),
+        false => print!("{}", markdown_table(&outcomes)),
+    }
+    Ok(())
+}
+
+/// Which task is being evaluated and how long the finished ones took: a spinner with the
+/// elapsed time on a terminal, one line per task otherwise (no ANSI codes when piped).
+struct TaskProgress {
+    bar: indicatif::ProgressBar,
+    total: usize,
+    terminal: bool,
+}
+
+impl TaskProgress {
+    fn new(total: usize) -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = match terminal {
+            true => indicatif::ProgressBar::new_spinner(),
+            false => indicatif::ProgressBar::hidden(),
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .expect("valid template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self {
+            bar,
+            total,
+            terminal,
         }
     }
-    print!("{}", markdown_table(&outcomes));
-    Ok(())
+
+    fn start(&self, i: usize, name: &str) -> std::time::Instant {
+        let message = format!("task {}/{}: {name}", i + 1, self.total);
+        match self.terminal {
+            true => {
+                self.bar.reset_elapsed();
+                self.bar.set_message(message);
+            }
+            false => eprintln!("{message} …"),
+        }
+        std::time::Instant::now()
+    }
+
+    fn done(&self, i: usize, name: &str, started: std::time::Instant, docs: usize) {
+        let line = format!(
+            "task {}/{}: {name}: {docs} documents in {:.1} s",
+            i + 1,
+            self.total,
+            started.elapsed().as_secs_f64()
+        );
+        match self.terminal {
+            true => self.bar.println(line),
+            false => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

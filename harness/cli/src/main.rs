@@ -4,6 +4,7 @@
 mod apply;
 mod bench;
 mod common;
+mod doctor;
 mod eval;
 mod generate;
 mod inspect;
@@ -60,6 +61,9 @@ enum Command {
     /// List the tasks, groups and tags of the task directories; `tasks validate PATH…` checks
     /// task YAMLs without their data.
     Tasks(tasks::Args),
+    /// What this machine gives moebench: libtorch, CUDA, bf16, the Hub cache, shipped data,
+    /// the code sandbox (exit 1 when something is missing).
+    Doctor(doctor::Args),
 }
 
 /// The process's exit status (docs/architecture.md, "Exit codes").
@@ -83,9 +87,12 @@ fn main() {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
+            // RUST_LOG as usual; MOEBENCH_LOG, the older name, wins when both are set.
             tracing_subscriber::EnvFilter::try_from_env("MOEBENCH_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| "warn".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -106,6 +113,7 @@ fn main() {
         Command::Report(a) => ok(report::run_report(a)),
         Command::Compare(a) => report::run_compare(a),
         Command::Tasks(a) => tasks::run(a),
+        Command::Doctor(a) => doctor::run(a),
     };
     let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

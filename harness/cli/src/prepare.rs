@@ -23,7 +23,11 @@ fn default_gguf() -> Vec<PathBuf> {
         .into_iter()
         .collect();
     c.push(PathBuf::from(GGUF_RELATIVE));
-    c.extend(moebench_runner::paths::checkout_root().map(|root| root.join(GGUF_RELATIVE)));
+    c.extend(
+        moebench_runner::paths::data_roots()
+            .into_iter()
+            .map(|root| root.join(GGUF_RELATIVE)),
+    );
     c
 }
 

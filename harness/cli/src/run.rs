@@ -8,7 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use moebench_report::{render, REPORT_SPEC_FILE, TARGETS_FILE};
 use moebench_runner::engine::{prepare, run as run_plan};
 use moebench_runner::events::{Event, RunEvents};
-use moebench_suite::leaderboard::leaderboard_markdown;
+use moebench_suite::leaderboard::{best_per_model, leaderboard_markdown, Best};
 use moebench_suite::store::finished_jobs;
 use moebench_suite::{read_records, write_atomic, RunInfo, RunStore};
 use std::cell::RefCell;
@@ -37,6 +37,10 @@ pub struct Args {
     /// Print the full leaderboard table at the end.
     #[arg(long)]
     table: bool,
+    /// Print the summary as one JSON object on stdout (jobs, failures, best method per model,
+    /// report path) instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     hub: HubArgs,
 }
@@ -81,27 +85,74 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.table {
         print!("{}", leaderboard_markdown(&records));
     }
-    println!(
-        "{} jobs: {} ran, {} failed, {} done earlier, {} skipped, in {:.0} s",
-        outcome.jobs,
-        outcome.ran,
-        outcome.failed.len(),
-        outcome.done_earlier,
-        outcome.skipped,
-        outcome.wall_s
-    );
-    for (job, error) in &outcome.failed {
-        println!("failed {job}: {error}");
-    }
-    if !records.is_empty() {
-        let report_path = prepared.plan.suite.report_path(&run_dir);
-        let written = render(&run_dir, &[], Some(&report_path)).context("rendering the report")?;
-        println!("report: {}", written.html.display());
+    let report = match records.is_empty() {
+        true => None,
+        false => {
+            let report_path = prepared.plan.suite.report_path(&run_dir);
+            Some(
+                render(&run_dir, &[], Some(&report_path))
+                    .context("rendering the report")?
+                    .html,
+            )
+        }
+    };
+    let best = best_per_model(&records);
+    if args.json {
+        let summary = serde_json::json!({
+            "jobs": outcome.jobs,
+            "ran": outcome.ran,
+            "failed": outcome.failed.iter().map(|(job, error)| serde_json::json!({"job": job, "error": error.to_string()})).collect::<Vec<_>>(),
+            "done_earlier": outcome.done_earlier,
+            "skipped": outcome.skipped,
+            "wall_s": outcome.wall_s,
+            "best": best,
+            "run_dir": run_dir,
+            "report": report,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{} jobs: {} ran, {} failed, {} done earlier, {} skipped, in {:.0} s",
+            outcome.jobs,
+            outcome.ran,
+            outcome.failed.len(),
+            outcome.done_earlier,
+            outcome.skipped,
+            outcome.wall_s
+        );
+        for (job, error) in &outcome.failed {
+            println!("failed {job}: {error}");
+        }
+        for b in &best {
+            println!("{}", best_line(b));
+        }
+        if let Some(report) = &report {
+            println!("report: {}", report.display());
+        }
     }
     Ok(match outcome.failed.is_empty() {
         true => ExitCode::Ok,
         false => ExitCode::Error,
     })
+}
+
+/// `best on arc/acc: smol → reap 0.6100 ± 0.0100 (dense 0.5900)`.
+fn best_line(b: &Best) -> String {
+    let stderr = b.stderr.map(|e| format!(" ± {e:.4}")).unwrap_or_default();
+    let reference = match &b.reference {
+        Some((method, value)) if *method != b.method => format!(" ({method} {value:.4})"),
+        _ => String::new(),
+    };
+    match b.tie {
+        true => format!(
+            "best on {}: {}: tie at {:.4}{stderr}",
+            b.metric, b.model, b.value
+        ),
+        false => format!(
+            "best on {}: {} → {} {:.4}{stderr}{reference}",
+            b.metric, b.model, b.method, b.value
+        ),
+    }
 }
 
 /// Progress bars (overall with ETA, one spinner per step) on a terminal, plain lines otherwise;

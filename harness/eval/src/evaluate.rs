@@ -4,7 +4,7 @@ use crate::lm::LanguageModel;
 use crate::EvalError;
 use moebench_core::metrics::Gold;
 use moebench_tasks::{
-    build_instances, score_docs, DocInstance, Expected, Request, Response, SampleScore, Task,
+    build_instances, DocInstance, Expected, Request, Response, SampleScore, ScoredDoc, Task,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -35,6 +35,13 @@ pub struct MetricValue {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SampleRecord {
     pub doc_id: usize,
+    /// The document, which lm-eval's sample files carry (not stored with suite results).
+    #[serde(skip)]
+    pub doc: Value,
+    /// Generation tasks: each filter's output, shaped as lm-eval's `filtered_resps` entry
+    /// (not stored with suite results).
+    #[serde(skip)]
+    pub filtered: Vec<(String, Value)>,
     pub doc_hash: String,
     pub prompt_hash: String,
     pub target_hash: String,
@@ -76,8 +83,16 @@ fn request_args(r: &Request) -> Value {
             context,
             until,
             max_gen_toks,
+            sampling,
         } => {
-            json!({"arg_0": context, "arg_1": {"until": until, "max_gen_toks": max_gen_toks, "do_sample": false}})
+            let mut kwargs = json!({"until": until, "max_gen_toks": max_gen_toks, "do_sample": sampling.is_some()});
+            if let Some(s) = sampling {
+                kwargs["temperature"] = json!(s.temperature);
+                kwargs["top_p"] = json!(s.top_p);
+                kwargs["top_k"] = json!(s.top_k);
+                kwargs["draw"] = json!(s.draw);
+            }
+            json!({"arg_0": context, "arg_1": kwargs})
         }
     }
 }
@@ -143,6 +158,13 @@ pub fn evaluate_task(
     task: &Task,
     opts: &EvalOptions,
 ) -> Result<TaskOutcome, EvalError> {
+    if task.executes_code() && !task.code_execution_allowed() {
+        return Err(EvalError::Invalid(format!(
+            "task `{}` ({}) executes model-generated code (`unsafe_code: true`); confirm that you want it run, in moebench's sandbox, with --confirm-run-unsafe-code",
+            task.name(),
+            task.spec().path.display()
+        )));
+    }
     let rolling =
         task.spec().config.output_type == moebench_tasks::config::OutputType::LoglikelihoodRolling;
     let instances = build_instances(task, opts.fewshot_seed, opts.limit)?;
@@ -245,10 +267,18 @@ pub fn score_task(
         .iter()
         .map(|(inst, resp)| (*inst, resp.as_slice()))
         .collect();
-    let all_scores = score_docs(task, &pairs)?;
-    for ((inst, resp), scores) in docs.iter().zip(all_scores) {
+    let scored = task.scorer().score_documents(&pairs).map_err(|source| {
+        moebench_tasks::TaskError::Score {
+            task: task.name().to_owned(),
+            doc: None,
+            source: Box::new(source),
+        }
+    })?;
+    for ((inst, resp), ScoredDoc { scores, filtered }) in docs.iter().zip(scored) {
         samples.push(SampleRecord {
             doc_id: inst.doc_id,
+            doc: inst.doc.clone(),
+            filtered,
             doc_hash: inst.hashes.doc.clone(),
             prompt_hash: inst.hashes.prompt.clone(),
             target_hash: inst.hashes.target.clone(),

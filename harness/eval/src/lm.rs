@@ -5,8 +5,9 @@
 //!   tokens are taken from the joint encoding, an empty context becomes the prefix token, inputs
 //!   are left-truncated to `max_length + 1` tokens and the last one dropped;
 //! - rolling: disjoint windows of `max_length` tokens ([`crate::windows`]);
-//! - generation: greedy, left-truncated to `max_length - max_gen_toks`, cut at the first `until`
-//!   string (EOS is always a stop string).
+//! - generation: greedy (or, with `do_sample`, seeded sampling: each draw's stream depends
+//!   only on the sampling seed, the context and the draw number), left-truncated to
+//!   `max_length - max_gen_toks`, cut at the first `until` string (EOS is always a stop string).
 //!
 //! Throughput: requests are deduplicated, a request whose input is a prefix of another's is read
 //! off that forward pass (causal attention makes the logits identical), inputs are sorted longest
@@ -15,14 +16,20 @@
 use crate::windows::rolling_windows;
 use crate::EvalError;
 use moebench_core::pystr;
-use moebench_model::generate::{greedy_batch, StopCondition};
+use moebench_model::generate::{generate_batch, PerSequence, StopCondition};
+use moebench_model::sampling::{Sampler, Sampling as ModelSampling};
 use moebench_model::{Model, Tokenizer};
-use moebench_tasks::{Request, Response};
+use moebench_tasks::{Request, Response, Sampling};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 /// lm-eval's `DEFAULT_MAX_LENGTH` when neither the config nor the tokenizer says.
 pub const DEFAULT_MAX_LENGTH: usize = 2048;
+
+/// Seed of sampled generations unless set: lm-eval's `torch_random_seed` default
+/// (`lm_eval/defaults.py` `DEFAULT_OTHER_SEED`).
+pub const DEFAULT_SAMPLING_SEED: u64 = 1234;
 
 #[derive(Debug, Clone)]
 pub struct LmSettings {
@@ -38,6 +45,7 @@ pub struct LanguageModel<'a> {
     pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     pub settings: LmSettings,
+    sampling_seed: u64,
 }
 
 /// One scoring job: input ids and how many of the last positions predict the continuation.
@@ -60,7 +68,33 @@ impl<'a> LanguageModel<'a> {
             model,
             tokenizer,
             settings,
+            sampling_seed: DEFAULT_SAMPLING_SEED,
         }
+    }
+
+    /// Seeds sampled generations (`do_sample: true`) with `seed` instead of
+    /// [`DEFAULT_SAMPLING_SEED`].
+    pub fn with_sampling_seed(mut self, seed: u64) -> Self {
+        self.sampling_seed = seed;
+        self
+    }
+
+    /// The sampler of one draw: its stream depends only on the seed, the context and the draw
+    /// number, not on batching.
+    fn sampler(&self, context: &str, sampling: &Sampling) -> Sampler {
+        let digest = Sha256::new()
+            .chain_update(self.sampling_seed.to_le_bytes())
+            .chain_update((sampling.draw as u64).to_le_bytes())
+            .chain_update(context.as_bytes())
+            .finalize();
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&digest[..8]);
+        Sampler::new(ModelSampling {
+            temperature: sampling.temperature,
+            top_k: sampling.top_k,
+            top_p: sampling.top_p,
+            seed: u64::from_le_bytes(seed),
+        })
     }
 
     /// lm-eval's max_length resolution (`models/utils.py` `resolve_max_length`): the config's
@@ -354,10 +388,12 @@ impl<'a> LanguageModel<'a> {
                 context,
                 until,
                 max_gen_toks,
+                sampling,
             } = &requests[i]
             else {
                 unreachable!()
             };
+            let sampler = sampling.as_ref().map(|s| self.sampler(context, s));
             let mut stops: Vec<String> = until.clone();
             stops.extend(eos.clone());
             let mut ids = self.encode(context)?;
@@ -369,7 +405,7 @@ impl<'a> LanguageModel<'a> {
             if ids.len() > max_ctx {
                 ids.drain(..ids.len() - max_ctx);
             }
-            jobs.push((ids, stops, *max_gen_toks));
+            jobs.push((ids, stops, *max_gen_toks, sampler));
         }
         // Same-budget requests are generated together, longest prompt first.
         let mut order: Vec<usize> = (0..jobs.len()).collect();
@@ -380,13 +416,14 @@ impl<'a> LanguageModel<'a> {
             let prompts: Vec<Vec<i64>> = chunk.iter().map(|&j| jobs[j].0.clone()).collect();
             let stops: Vec<Vec<String>> = chunk.iter().map(|&j| jobs[j].1.clone()).collect();
             let limits: Vec<usize> = chunk.iter().map(|&j| jobs[j].2).collect();
+            let mut picker = PerSequence(chunk.iter().map(|&j| jobs[j].3.clone()).collect());
             let mut stop = StopStrings {
                 tokenizer: self.tokenizer,
                 stops: &stops,
                 limits: &limits,
                 eos: self.tokenizer.eos_id,
             };
-            let generated = greedy_batch(self.model, &prompts, max_new, &mut stop);
+            let generated = generate_batch(self.model, &prompts, max_new, &mut picker, &mut stop);
             for ((&j, ids), stops) in chunk.iter().zip(generated).zip(&stops) {
                 let ids = &ids[..ids.len().min(jobs[j].2)];
                 let mut text = self.tokenizer.decode(ids, true)?;

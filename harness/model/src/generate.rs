@@ -1,6 +1,9 @@
-//! Greedy decoding with a KV cache, batched with left padding (transformers' `generate` with
-//! `do_sample=False`): prefill once, then one token per step for every unfinished sequence.
+//! Decoding with a KV cache, batched with left padding (transformers' `generate`): prefill
+//! once, then one token per step for every unfinished sequence. Each step's next tokens come
+//! from a [`TokenPicker`]: the argmax (`do_sample=False`, [`greedy_batch`]) or, per sequence,
+//! seeded sampling ([`PerSequence`], [`crate::sampling`]).
 use crate::model::{KvCache, Model};
+use crate::sampling::Sampler;
 use tch::{Device, Kind, Tensor};
 
 /// Decides when a sequence is finished, given its generated ids so far.
@@ -17,10 +20,45 @@ impl StopCondition for StopOnIds {
     }
 }
 
-/// One batch of sequences being decoded greedily, one forward per call: [`GreedyDecoder::prefill`]
+/// Picks each sequence's next token from the last position's logits `[B, V]`.
+pub trait TokenPicker {
+    fn pick(&mut self, logits: &Tensor) -> Vec<i64>;
+}
+
+/// Greedy decoding: the argmax of every row.
+pub struct Argmax;
+
+impl TokenPicker for Argmax {
+    fn pick(&mut self, logits: &Tensor) -> Vec<i64> {
+        Vec::try_from(logits.argmax(-1, false)).expect("argmax")
+    }
+}
+
+/// One choice per sequence: `None` decodes greedily, `Some` samples with the sequence's own
+/// seeded sampler.
+pub struct PerSequence(pub Vec<Option<Sampler>>);
+
+impl TokenPicker for PerSequence {
+    fn pick(&mut self, logits: &Tensor) -> Vec<i64> {
+        let mut next = Argmax.pick(logits);
+        if self.0.iter().any(Option::is_some) {
+            let rows = logits.to_kind(Kind::Float).to_device(Device::Cpu);
+            for (i, sampler) in self.0.iter_mut().enumerate() {
+                if let Some(sampler) = sampler {
+                    let row = Vec::<f32>::try_from(rows.get(i as i64)).expect("logits");
+                    next[i] = sampler.sample(&row);
+                }
+            }
+        }
+        next
+    }
+}
+
+/// One batch of sequences being decoded, one forward per call: [`GreedyDecoder::prefill`]
 /// runs the prompts, [`GreedyDecoder::step`] feeds one token per sequence; both return the argmax
-/// next id of every sequence (reading it back is the only host synchronisation). This is the one
-/// decoding loop: [`greedy_batch`] drives it, and benchmarks time its two calls separately.
+/// next id of every sequence (reading it back is the only host synchronisation), and their
+/// `_with` forms the ids a [`TokenPicker`] chooses. This is the one decoding loop:
+/// [`generate_batch`] drives it, and benchmarks time its two calls separately.
 pub struct GreedyDecoder<'m> {
     model: &'m Model,
     cache: KvCache,
@@ -31,27 +69,43 @@ pub struct GreedyDecoder<'m> {
 impl<'m> GreedyDecoder<'m> {
     /// Forward of the left-padded `prompts` (at least one, not all empty) that fills the cache.
     pub fn prefill(model: &'m Model, prompts: &[Vec<i64>]) -> (GreedyDecoder<'m>, Vec<i64>) {
+        Self::prefill_with(model, prompts, &mut Argmax)
+    }
+
+    /// [`Self::prefill`], the next ids chosen by `picker`.
+    pub fn prefill_with(
+        model: &'m Model,
+        prompts: &[Vec<i64>],
+        picker: &mut dyn TokenPicker,
+    ) -> (GreedyDecoder<'m>, Vec<i64>) {
         let (input, attention) = left_pad(prompts, model.device);
         let mut decoder = GreedyDecoder {
             model,
             cache: KvCache::new(model.num_layers()),
             attention,
         };
-        let next = decoder.forward(&input);
+        let next = picker.pick(&decoder.forward(&input));
         (decoder, next)
     }
 
     /// Forward of one new token per sequence (`tokens.len()` = batch size).
     pub fn step(&mut self, tokens: &[i64]) -> Vec<i64> {
+        self.step_with(tokens, &mut Argmax)
+    }
+
+    /// [`Self::step`], the next ids chosen by `picker`.
+    pub fn step_with(&mut self, tokens: &[i64], picker: &mut dyn TokenPicker) -> Vec<i64> {
         let (b, dev) = (tokens.len() as i64, self.model.device);
         self.attention = self
             .attention
             .take()
             .map(|m| Tensor::cat(&[m, Tensor::ones([b, 1], (Kind::Int64, dev))], 1));
-        self.forward(&Tensor::from_slice(tokens).view([b, 1]).to_device(dev))
+        let logits = self.forward(&Tensor::from_slice(tokens).view([b, 1]).to_device(dev));
+        picker.pick(&logits)
     }
 
-    fn forward(&mut self, input: &Tensor) -> Vec<i64> {
+    /// The logits `[B, V]` at the last position.
+    fn forward(&mut self, input: &Tensor) -> Tensor {
         let _guard = tch::no_grad_guard();
         let hidden = self.model.forward_hidden(
             input,
@@ -60,7 +114,7 @@ impl<'m> GreedyDecoder<'m> {
             &mut Default::default(),
         );
         let last = hidden.narrow(1, hidden.size()[1] - 1, 1);
-        Vec::try_from(self.model.logits(&last).squeeze_dim(1).argmax(-1, false)).expect("argmax")
+        self.model.logits(&last).squeeze_dim(1)
     }
 }
 
@@ -89,16 +143,28 @@ pub fn greedy_batch(
     max_new_tokens: usize,
     stop: &mut dyn StopCondition,
 ) -> Vec<Vec<i64>> {
+    generate_batch(model, prompts, max_new_tokens, &mut Argmax, stop)
+}
+
+/// Continuation of each prompt with the tokens `picker` chooses, at most `max_new_tokens`
+/// ids per prompt.
+pub fn generate_batch(
+    model: &Model,
+    prompts: &[Vec<i64>],
+    max_new_tokens: usize,
+    picker: &mut dyn TokenPicker,
+    stop: &mut dyn StopCondition,
+) -> Vec<Vec<i64>> {
     let b = prompts.len();
     let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
     if b == 0 || max_new_tokens == 0 {
         return out;
     }
-    let (mut decoder, mut next) = GreedyDecoder::prefill(model, prompts);
+    let (mut decoder, mut next) = GreedyDecoder::prefill_with(model, prompts, picker);
     let mut done = vec![false; b];
     for step in 0..max_new_tokens {
         if step > 0 {
-            next = decoder.step(&next);
+            next = decoder.step_with(&next, picker);
         }
         for (i, &tok) in next.iter().enumerate() {
             if !done[i] {

@@ -13,6 +13,7 @@ pub mod model;
 pub mod moe;
 pub mod observer;
 pub mod rope;
+pub mod sampling;
 pub mod save;
 pub mod tokenizer;
 pub mod weights;

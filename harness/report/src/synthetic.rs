@@ -85,6 +85,7 @@ impl Synthetic {
                 metric: "acc,none".into(),
                 value: 0.6,
                 tolerance: 0.05,
+                source: None,
             }],
             interrupted_job: true,
         }

@@ -6,6 +6,7 @@
 //! and the run goes on.
 use crate::apply::{apply_method, mix_weights, plan_method};
 use crate::calibration::{calibration_data, with_mix_weights, CalibrationData};
+use crate::code::{check_confirmed, enable_code_execution, CodePolicy};
 use crate::env::RunEnv;
 use crate::error::{Context, Result, RunnerError};
 use crate::events::{Event, RunEvents};
@@ -92,7 +93,25 @@ pub fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prep
     let loaded_tasks = load_tasks(&suite, hub, &mut |message| {
         unavailable(&mut problems, message)
     })?;
-    let (resolved, tasks): (Vec<_>, Vec<_>) = loaded_tasks.into_iter().unzip();
+    let (resolved, mut tasks): (Vec<_>, Vec<_>) = loaded_tasks.into_iter().unzip();
+    let code_policy = CodePolicy {
+        confirmed: suite.code_execution.confirm_run_unsafe_code,
+        python: suite.code_execution.python.clone().into(),
+        allow_unisolated: suite.code_execution.allow_unisolated,
+    };
+    let executing = resolved.iter().zip(&tasks).filter_map(|(r, t)| {
+        t.as_ref()
+            .is_some_and(Task::executes_code)
+            .then_some(r.name.as_str())
+    });
+    if let Err(e) = check_confirmed(
+        &code_policy,
+        executing,
+        "set `code_execution: {confirm_run_unsafe_code: true}` in the suite",
+    ) {
+        problems.push(format!("{}: {e}", suite.path.display()));
+    }
+    let mut warnings = suite.warnings.clone();
     let mut facts: Vec<Option<ModelFacts>> = Vec::new();
     let mut bad_models = Vec::new();
     let (checkpoints, models) =
@@ -107,9 +126,14 @@ pub fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prep
             false => "cpu",
         };
         let plan = Plan::new(suite.clone(), models, resolved, device_kind)?;
+        problems.extend(plan.target_problems());
         if problems.is_empty() {
+            if !dry_run {
+                let mut loaded: Vec<&mut Task> = tasks.iter_mut().flatten().collect();
+                warnings.extend(enable_code_execution(&mut loaded, &code_policy)?);
+            }
             return Ok(Prepared {
-                warnings: suite.warnings.clone(),
+                warnings,
                 plan,
                 tasks,
                 checkpoints,

@@ -18,6 +18,8 @@ pub enum RunnerError {
     Task(Box<moebench_tasks::TaskError>),
     #[error(transparent)]
     Hub(Box<moebench_hub::HubError>),
+    #[error(transparent)]
+    Sandbox(#[from] moebench_sandbox::SandboxError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
     #[error("{}: {source}", path.display())]

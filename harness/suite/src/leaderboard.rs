@@ -46,6 +46,65 @@ pub fn leaderboard_markdown(records: &[Record]) -> String {
     s
 }
 
+/// The best method of one base model on the run's headline metric.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Best {
+    pub model: String,
+    /// `task/metric`.
+    pub metric: String,
+    pub method: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+    /// The same metric of the model's first method (the suite's reference, usually `dense`).
+    pub reference: Option<(String, f64)>,
+    /// More than one method reached the best value: no winner.
+    pub tie: bool,
+}
+
+/// Per base model, the best method on the headline metric: the first task metric (in record
+/// order) that says which direction is better. NaN values never win.
+pub fn best_per_model(records: &[Record]) -> Vec<Best> {
+    let metrics = || {
+        records
+            .iter()
+            .filter(|r| r.kind == RecordKind::Metric && r.higher_is_better.is_some())
+    };
+    let Some(headline) = metrics().next() else {
+        return Vec::new();
+    };
+    let (task, metric) = (headline.task.clone(), headline.metric.clone());
+    let mut models: Vec<String> = Vec::new();
+    for r in metrics() {
+        index(&mut models, r.model_label.clone());
+    }
+    models
+        .into_iter()
+        .filter_map(|model| {
+            let rows: Vec<&Record> = metrics()
+                .filter(|r| r.model_label == model && r.task == task && r.metric == metric)
+                .collect();
+            let higher = rows.first()?.higher_is_better == Some(true);
+            let better = |a: f64, b: f64| if higher { a > b } else { a < b };
+            let best =
+                rows.iter()
+                    .filter(|r| !r.value.is_nan())
+                    .fold(None::<&&Record>, |best, r| match best {
+                        Some(b) if !better(r.value, b.value) => Some(b),
+                        _ => Some(r),
+                    })?;
+            Some(Best {
+                model,
+                metric: format!("{}/{}", task.as_deref().unwrap_or_default(), metric),
+                method: best.method_label.clone(),
+                value: best.value,
+                stderr: best.stderr,
+                reference: rows.first().map(|r| (r.method_label.clone(), r.value)),
+                tie: rows.iter().filter(|r| r.value == best.value).count() > 1,
+            })
+        })
+        .collect()
+}
+
 /// Position of `item` in `list`, appended if absent.
 fn index<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
     match list.iter().position(|x| *x == item) {
@@ -116,5 +175,27 @@ mod tests {
             table,
             "|model|method|params_active|arc acc↑|\n|---|---|---:|---:|\n|a|dense|134.52M|0.5000 ± 0.0100|\n|b|dense|1.50k||\n"
         );
+    }
+
+    fn metric(method: &str, value: f64) -> Record {
+        let mut r = record(RecordKind::Metric, "m", Some("arc"), "acc,none", value);
+        r.method_label = method.into();
+        r
+    }
+
+    #[test]
+    fn best_method_is_named_against_the_first_method_and_ties_are_flagged() {
+        let best = best_per_model(&[
+            metric("dense", 0.5),
+            metric("reap", 0.6),
+            metric("freq", f64::NAN),
+        ]);
+        assert_eq!(best.len(), 1);
+        assert_eq!(best[0].method, "reap");
+        assert_eq!(best[0].metric, "arc/acc,none");
+        assert_eq!(best[0].reference, Some(("dense".into(), 0.5)));
+        assert!(!best[0].tie);
+        let tied = best_per_model(&[metric("dense", 0.5), metric("reap", 0.5)]);
+        assert!(tied[0].tie, "equal values are a tie, not a win");
     }
 }

@@ -75,6 +75,40 @@ pub struct Group<'a> {
 }
 
 impl Plan {
+    /// Targets that name no job of the plan (a typo in a task name, a method restricted to
+    /// other models), each as a problem to fix before anything runs. A target's task may be
+    /// a task or the suite entry (group) it comes from; without a task it names the measures.
+    pub fn target_problems(&self) -> Vec<String> {
+        let suite = &self.suite;
+        let names_job = |t: &crate::suite::Target, job: &Job| {
+            suite.models[job.model].label == t.model
+                && suite.methods[job.method].label == t.method
+                && match (&t.task, job.kind) {
+                    (None, JobKind::Measure) => true,
+                    (Some(name), JobKind::Task(i)) => {
+                        let task = &self.tasks[i];
+                        &task.name == name || &suite.tasks[task.entry].name == name
+                    }
+                    _ => false,
+                }
+        };
+        suite
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !self.jobs.iter().any(|job| names_job(t, job)))
+            .map(|(i, t)| {
+                format!(
+                    "{}: targets[{i}] ({}/{}/{}) names no job of the plan: check the task name and that the method runs on that model (`models:` of the method)",
+                    suite.path.display(),
+                    t.model,
+                    t.method,
+                    t.task.as_deref().unwrap_or("measure")
+                )
+            })
+            .collect()
+    }
+
     /// Expands models × methods × (measures + tasks). `models` follows the suite's models;
     /// two tasks with one name (from two entries) are an error.
     pub fn new(

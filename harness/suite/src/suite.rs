@@ -42,6 +42,7 @@ pub struct Suite {
     pub calibration_missing: Vec<String>,
     pub report: ReportSpec,
     pub targets: Vec<Target>,
+    pub code_execution: CodeExecution,
     /// Things that load but look unintended (a very large sweep), for the runner to show.
     pub warnings: Vec<String>,
 }
@@ -66,6 +67,8 @@ struct SuiteFile {
     report: ReportSpec,
     #[serde(default)]
     targets: Vec<Target>,
+    #[serde(default)]
+    code_execution: CodeExecution,
 }
 
 /// Run settings shared by every job.
@@ -299,6 +302,30 @@ impl Default for Latency {
     }
 }
 
+/// Running model-generated code (HumanEval, MBPP: tasks with lm-eval's `unsafe_code: true`).
+/// Not part of any job hash: where the code runs does not change what a test decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodeExecution {
+    /// lm-eval's `--confirm_run_unsafe_code`: without it such tasks are refused before any job.
+    pub confirm_run_unsafe_code: bool,
+    /// Python interpreter that runs the generated programs.
+    pub python: String,
+    /// Where the OS forbids the sandbox's namespaces, run the code with resource limits only
+    /// (it can then reach the network and write wherever the user can).
+    pub allow_unisolated: bool,
+}
+
+impl Default for CodeExecution {
+    fn default() -> Self {
+        Self {
+            confirm_run_unsafe_code: false,
+            python: "python3".into(),
+            allow_unisolated: false,
+        }
+    }
+}
+
 /// HTML report options.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -334,6 +361,9 @@ pub struct Target {
     pub value: f64,
     #[serde(default)]
     pub tolerance: f64,
+    /// Where the value comes from (paper, table, row), shown beside a missed target.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 impl Suite {
@@ -577,6 +607,7 @@ pub fn load_suite(path: impl AsRef<Path>, schemas: &[&MethodSchema]) -> Result<S
         calibration_missing,
         report: file.report,
         targets: file.targets,
+        code_execution: file.code_execution,
         warnings,
     })
 }

@@ -281,8 +281,9 @@ pub struct FewshotConfig {
     pub fewshot_delimiter: Option<String>,
 }
 
-/// `generation_kwargs`. Only greedy decoding is supported; sampling-only keys (`top_p`,
-/// `top_k`, …) are kept in `other` and have no effect on greedy decoding.
+/// `generation_kwargs`: stop strings and token budget, and transformers' sampling settings
+/// (`do_sample: true` with `temperature`, `top_p`, `top_k`), which lm-eval's HF backend passes
+/// to `generate`. Other keys are kept in `other`; those that change decoding are rejected.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GenerationKwargs {
@@ -291,11 +292,31 @@ pub struct GenerationKwargs {
     pub max_gen_toks: Option<usize>,
     pub do_sample: Option<bool>,
     pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
 
-/// `generation_kwargs` keys that change greedy decoding, which is not implemented.
+/// `do_sample: true` settings of a generation request (transformers' warpers, see
+/// [`GenerationKwargs`]), and which of its document's `repeats` draws it is: the model side
+/// seeds each draw differently and reproducibly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_p: f64,
+    /// `None`: no top-k filtering.
+    pub top_k: Option<usize>,
+    pub draw: usize,
+}
+
+/// transformers' `GenerationConfig.top_k` default, in force when sampling without `top_k`.
+pub const DEFAULT_TOP_K: usize = 50;
+
+/// `generation_kwargs` keys that change decoding in ways not implemented (beam search,
+/// penalties, other length controls).
 const DECODING_KEYS: &[&str] = &[
     "num_beams",
     "repetition_penalty",
@@ -388,7 +409,8 @@ pub struct TaskConfig {
     pub doc_to_image: Option<Value>,
     /// Rejected by [`TaskConfig::check`], as `doc_to_image`.
     pub doc_to_audio: Option<Value>,
-    /// Tasks that execute generated code; rejected by [`TaskConfig::check`].
+    /// lm-eval's mark of tasks that execute model output (HumanEval, MBPP): they run only when
+    /// the user confirms (`--confirm-run-unsafe-code`), and then only in moebench's sandbox.
     pub unsafe_code: bool,
     pub process_results: Option<HookRef>,
     /// promptsource prompts; rejected by [`TaskConfig::check`].
@@ -402,6 +424,8 @@ pub struct TaskConfig {
     pub filter_list: Option<Vec<FilterPipeline>>,
     pub metric_list: Option<Vec<MetricConfig>>,
     pub metadata: Option<Map<String, Value>>,
+    /// Generations per document (`generate_until`); the filters see them all, e.g. pass@k
+    /// over sampled programs.
     pub repeats: usize,
     /// Accepted and ignored (decontamination is not implemented).
     pub should_decontaminate: bool,
@@ -474,6 +498,22 @@ impl TaskConfig {
                 .unwrap_or_else(|| vec![self.fewshot_delimiter.clone()]),
             kwargs.max_gen_toks.unwrap_or(DEFAULT_MAX_GEN_TOKS),
         )
+    }
+
+    /// Sampling settings when `do_sample: true` (else greedy decoding), for the document's
+    /// first draw; [`crate::requests`] numbers the `repeats` draws.
+    pub fn sampling(&self) -> Option<Sampling> {
+        let kwargs = self.generation_kwargs.as_ref()?;
+        (kwargs.do_sample == Some(true)).then(|| Sampling {
+            temperature: kwargs.temperature.unwrap_or(1.0),
+            top_p: kwargs.top_p.unwrap_or(1.0),
+            top_k: match kwargs.top_k {
+                None => Some(DEFAULT_TOP_K),
+                Some(0) => None,
+                Some(k) => Some(k),
+            },
+            draw: 0,
+        })
     }
 
     /// The split documents are evaluated on (`Task.eval_docs`: test, else validation).
@@ -612,19 +652,17 @@ impl TaskConfig {
                 self.use_prompt.is_some(),
                 "promptsource prompts are not supported",
             ),
-            (
-                "unsafe_code",
-                self.unsafe_code,
-                "tasks that execute generated code are not supported",
-            ),
         ] {
             if present {
                 return fail(format!("`{key}`: {why}"));
             }
         }
-        if self.repeats != 1 {
+        if self.repeats == 0 {
+            return fail("`repeats: 0`: at least one generation per document".to_owned());
+        }
+        if self.repeats > 1 && self.output_type != OutputType::GenerateUntil {
             return fail(format!(
-                "`repeats: {}` is not supported (only 1: greedy decoding)",
+                "`repeats: {}` only applies to generate_until tasks",
                 self.repeats
             ));
         }
@@ -683,15 +721,25 @@ impl TaskConfig {
         let Some(kwargs) = &self.generation_kwargs else {
             return Ok(());
         };
-        if kwargs.do_sample == Some(true) {
-            return Err(ConfigError(
-                "`generation_kwargs.do_sample: true` is not supported (greedy only)".to_owned(),
-            ));
+        match (kwargs.do_sample, kwargs.temperature) {
+            (Some(true), Some(t)) if t > 0.0 => {}
+            (Some(true), _) => {
+                return Err(ConfigError(
+                    "`generation_kwargs.do_sample: true` needs a `temperature` above 0 (transformers rejects 0)"
+                        .to_owned(),
+                ))
+            }
+            (None, Some(t)) if t != 0.0 => {
+                return Err(ConfigError(format!(
+                    "`generation_kwargs.temperature: {t}` without `do_sample`: lm-eval's HF backend then decodes as the model's generation_config says; write `do_sample: true` to sample or `do_sample: false` for greedy decoding"
+                )))
+            }
+            _ => {}
         }
-        if kwargs.temperature.is_some_and(|t| t != 0.0) && kwargs.do_sample != Some(false) {
-            return Err(ConfigError(
-                "`generation_kwargs.temperature` must be 0 (greedy only)".to_owned(),
-            ));
+        if let Some(p) = kwargs.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(ConfigError(format!(
+                "`generation_kwargs.top_p: {p}` must be in (0, 1]"
+            )));
         }
         if let Some(key) = kwargs
             .other
@@ -699,7 +747,7 @@ impl TaskConfig {
             .find(|key| DECODING_KEYS.contains(&key.as_str()))
         {
             return Err(ConfigError(format!(
-                "`generation_kwargs.{key}` is not supported (plain greedy decoding only)"
+                "`generation_kwargs.{key}` is not supported (greedy decoding or sampling with temperature, top_p, top_k only)"
             )));
         }
         Ok(())

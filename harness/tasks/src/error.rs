@@ -15,6 +15,12 @@ pub enum ScoreError {
     Core(#[from] CoreError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    /// A code metric (`pass_at_k`, `pass_at_1`) without [`crate::Task::allow_code_execution`].
+    #[error("this task executes generated code, which was not allowed (confirm with --confirm-run-unsafe-code)")]
+    CodeExecutionNotAllowed,
+    /// The sandbox failed to run a generated program (not: the program failed its tests).
+    #[error(transparent)]
+    Sandbox(#[from] moebench_sandbox::SandboxError),
     #[error("{0}")]
     Invalid(String),
 }

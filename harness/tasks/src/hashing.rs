@@ -151,7 +151,7 @@ fn json_string(s: &str, out: &mut String) {
 }
 
 /// `str(value)` of a target: strings as they are, anything else as Python's `repr`.
-pub(crate) fn python_str(value: &Value) -> String {
+pub fn python_str(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => crate::template::py_str(&minijinja::Value::from(minijinja::value::Serde(other))),

@@ -1,5 +1,6 @@
 //! What a document turns into: the model calls it needs ([`Request`]), what its answers are
 //! compared with ([`Expected`]), and lm-eval's sample hashes ([`DocInstance`]).
+use crate::config::Sampling;
 use crate::hashing::{HasSampleHashes, SampleHashes};
 use moebench_core::metrics::Gold;
 use serde_json::Value;
@@ -17,11 +18,13 @@ pub enum Request {
     },
     /// `loglikelihood_rolling(text)` of the whole target, without context.
     Rolling { text: String },
-    /// `generate_until(context, until, max_gen_toks)`, greedy.
+    /// `generate_until(context, until, max_gen_toks)`: greedy, or sampled with `sampling`.
+    /// A task with `repeats: n` asks for n of these per document.
     Generate {
         context: String,
         until: Vec<String>,
         max_gen_toks: usize,
+        sampling: Option<Sampling>,
     },
 }
 

@@ -2,10 +2,11 @@
 //! prompt templates ([`template`]), datasets ([`data`]), Python hooks ([`hooks`]: the
 //! boundary, called through a runtime the binary installs) and the built-in ports of
 //! lm-eval's standard hooks ([`processors`]), request construction ([`requests`]),
-//! per-document scoring ([`scoring`]) and lm-eval's hashes ([`hashing`]).
+//! per-document scoring ([`scoring`]), lm-eval's hashes ([`hashing`]) and the code benchmarks'
+//! ports and sandboxed execution ([`code`]).
 //!
 //! Modules depend only on the ones listed before them here: `template`, `hashing`, `hooks`,
-//! `processors`, `data` → `config` → `instance` → `scoring` → `fields` → `yaml` →
+//! `code`, `processors`, `data` → `config` → `instance` → `scoring` → `fields` → `yaml` →
 //! `registry` → `task` → `requests` → `validate`.
 //!
 //! ```no_run
@@ -20,6 +21,7 @@
 //! }
 //! # Ok(()) }
 //! ```
+pub mod code;
 pub mod config;
 pub mod data;
 mod error;
@@ -36,12 +38,12 @@ pub mod template;
 pub mod validate;
 mod yaml;
 
-pub use config::{GroupSpec, TaskConfig, TaskSpec};
+pub use config::{GroupSpec, Sampling, TaskConfig, TaskSpec};
 pub use error::TaskError;
 pub use instance::{DocInstance, Expected, Request};
 pub use registry::{TaskIndex, TaskNode};
 pub use requests::{build_instances, DEFAULT_FEWSHOT_SEED};
-pub use scoring::{Response, SampleScore, ScoreError, Scorer};
+pub use scoring::{Response, SampleScore, ScoreError, ScoredDoc, Scorer};
 pub use task::Task;
 pub use yaml::{load_yaml, LoadedYaml};
 

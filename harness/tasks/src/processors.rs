@@ -17,13 +17,25 @@ pub enum Processor {
     /// `lm_eval/tasks/winogrande/preprocess_winogrande.py`: multiple-input scoring, one partial
     /// sentence per option as context and the rest of the sentence as the shared target.
     Winogrande,
+    /// `lm_eval/tasks/humaneval/utils.py`: the `custom` filter `build_predictions` (prompt +
+    /// generation); the metric `pass_at_k` is [`crate::code::CodeMetric`].
+    Humaneval,
+    /// `lm_eval/tasks/mbpp/utils.py`: the few-shot `samples` `list_fewshot_samples`; the
+    /// metric `pass_at_1` is [`crate::code::CodeMetric`].
+    Mbpp,
 }
 
 /// A value one of the fields produced, or why it could not.
 pub(crate) type FieldResult = Result<Value, String>;
 
 impl Processor {
-    const ALL: [Self; 3] = [Self::Hellaswag, Self::Wikitext, Self::Winogrande];
+    const ALL: [Self; 5] = [
+        Self::Hellaswag,
+        Self::Wikitext,
+        Self::Winogrande,
+        Self::Humaneval,
+        Self::Mbpp,
+    ];
 
     /// The name used in YAML.
     pub fn name(self) -> &'static str {
@@ -31,6 +43,8 @@ impl Processor {
             Self::Hellaswag => "hellaswag",
             Self::Wikitext => "wikitext",
             Self::Winogrande => "winogrande",
+            Self::Humaneval => "humaneval",
+            Self::Mbpp => "mbpp",
         }
     }
 
@@ -40,6 +54,8 @@ impl Processor {
             Self::Hellaswag => "lm_eval/tasks/hellaswag/utils.py",
             Self::Wikitext => "lm_eval/tasks/wikitext/preprocess_wikitext.py",
             Self::Winogrande => "lm_eval/tasks/winogrande/preprocess_winogrande.py",
+            Self::Humaneval => "lm_eval/tasks/humaneval/utils.py",
+            Self::Mbpp => "lm_eval/tasks/mbpp/utils.py",
         }
     }
 
@@ -62,7 +78,7 @@ impl Processor {
     /// The `doc_to_*` fields the processor computes, which the YAML must therefore not set.
     pub(crate) fn provided_fields(self) -> &'static [&'static str] {
         match self {
-            Self::Hellaswag => &[],
+            Self::Hellaswag | Self::Humaneval | Self::Mbpp => &[],
             Self::Wikitext => &["doc_to_target"],
             Self::Winogrande => &["doc_to_text", "doc_to_target", "doc_to_choice"],
         }
@@ -72,7 +88,29 @@ impl Processor {
     pub(crate) fn process_doc(self, doc: Value) -> FieldResult {
         match self {
             Self::Hellaswag => hellaswag_doc(doc),
-            Self::Wikitext | Self::Winogrande => Ok(doc),
+            Self::Wikitext | Self::Winogrande | Self::Humaneval | Self::Mbpp => Ok(doc),
+        }
+    }
+
+    /// The few-shot examples (`fewshot_config.samples`) the processor provides.
+    pub(crate) fn fewshot_samples(self) -> Option<Vec<Value>> {
+        (self == Self::Mbpp).then(crate::code::mbpp_fewshot_samples)
+    }
+
+    /// Whether the processor ports a `custom` filter (`filter_fn`) of a `filter_list`.
+    pub(crate) fn has_custom_filter(self) -> bool {
+        self == Self::Humaneval
+    }
+
+    /// The ported `custom` filter, on one document's responses.
+    pub(crate) fn custom_filter(
+        self,
+        doc: &Value,
+        responses: Vec<String>,
+    ) -> Result<Vec<String>, String> {
+        match self {
+            Self::Humaneval => crate::code::humaneval_build_predictions(doc, responses),
+            other => Err(format!("`{}` ports no `custom` filter", other.name())),
         }
     }
 
@@ -108,7 +146,7 @@ impl Processor {
     pub(crate) fn counted_text(self, doc: &Value) -> Option<Result<&str, String>> {
         match self {
             Self::Wikitext => Some(string(doc, "page")),
-            Self::Hellaswag | Self::Winogrande => None,
+            Self::Hellaswag | Self::Winogrande | Self::Humaneval | Self::Mbpp => None,
         }
     }
 }

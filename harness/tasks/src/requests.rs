@@ -15,7 +15,7 @@
 //!   delimiter (when neither side has whitespace at the join) and the prefix; a shot's answer
 //!   is the prefix and the answer joined by a space (`maybe_delimit`);
 //! - requests (`construct_requests`): see [`Request`].
-use crate::config::{OutputType, Sampler};
+use crate::config::{OutputType, Sampler, Sampling};
 use crate::hashing::{python_str, SampleHashes};
 pub use crate::instance::{DocInstance, Expected, Request};
 use crate::task::{Formatting, Task};
@@ -134,16 +134,19 @@ impl Builder<'_> {
             }
             OutputType::GenerateUntil => {
                 let context = self.context(doc, rng)?.remove(0);
-                let (until, max_gen_toks) = task.spec().config.generation();
+                let config = &task.spec().config;
+                let (until, max_gen_toks) = config.generation();
+                let sampling = config.sampling();
                 let references = self.references(&target, &choices)?;
-                (
-                    vec![Request::Generate {
-                        context,
-                        until,
+                let requests = (0..config.repeats)
+                    .map(|draw| Request::Generate {
+                        context: context.clone(),
+                        until: until.clone(),
                         max_gen_toks,
-                    }],
-                    Expected::References(references),
-                )
+                        sampling: sampling.map(|s| Sampling { draw, ..s }),
+                    })
+                    .collect();
+                (requests, Expected::References(references))
             }
             OutputType::MultipleChoice => self.multiple_choice(doc, &target, &choices, rng)?,
         };

@@ -235,6 +235,23 @@ impl Task {
         &self.scorer
     }
 
+    /// Whether the task executes model output (lm-eval's `unsafe_code: true`), which needs
+    /// the user's confirmation and [`Self::allow_code_execution`].
+    pub fn executes_code(&self) -> bool {
+        self.spec.config.unsafe_code
+    }
+
+    /// Whether [`Self::allow_code_execution`] was called.
+    pub fn code_execution_allowed(&self) -> bool {
+        self.scorer.executes_code()
+    }
+
+    /// Lets the task's code metrics run generated programs with `executor` (the user
+    /// confirmed; without this they refuse to score).
+    pub fn allow_code_execution(&mut self, executor: std::sync::Arc<crate::code::CodeExecutor>) {
+        self.scorer.set_code_executor(executor);
+    }
+
     /// sha256 of everything the requests depend on: the resolved configuration, the shot
     /// count, the content of every data file read and of every hook module. Use it as a
     /// cache key.
@@ -291,6 +308,13 @@ fn fewshot_pool(
             }
         };
         (docs, Vec::new())
+    } else if let Some(samples) = config
+        .moebench_processor
+        .filter(|_| config.fewshot_cfg_split().is_none())
+        .and_then(|processor| processor.fewshot_samples())
+    {
+        // A ported `samples` hook (MBPP's `list_fewshot_samples`).
+        (samples, Vec::new())
     } else {
         let split = config.fewshot_source_split().ok_or_else(|| {
             TaskError::config(

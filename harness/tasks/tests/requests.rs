@@ -125,10 +125,11 @@ generation_kwargs:
                 context,
                 until,
                 max_gen_toks,
+                sampling,
             } => {
                 assert_eq!(
-                    (until.as_slice(), *max_gen_toks),
-                    (&["\n".to_owned()][..], 16)
+                    (until.as_slice(), *max_gen_toks, sampling),
+                    (&["\n".to_owned()][..], 16, &None)
                 );
                 context.as_str()
             }

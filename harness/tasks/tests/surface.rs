@@ -232,3 +232,37 @@ fn a_group_named_as_an_inline_task_takes_overrides() {
         .collect();
     assert_eq!(got, [("a", Some(2)), ("b", Some(2)), ("a", Some(3))]);
 }
+
+/// Code metrics execute programs only in moebench's sandbox: they need `unsafe_code: true`
+/// and enough generations, and an `unsafe_code` task may not score through Python (lm-eval's
+/// own `!function utils.pass_at_k` would run the programs unsandboxed).
+#[test]
+fn code_metrics_are_checked_against_their_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = |yaml: &str| {
+        let path = dir.path().join("code.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "task: c\n{DATA}output_type: generate_until\ndoc_to_text: q\ndoc_to_target: a\n{yaml}"
+            ),
+        )
+        .unwrap();
+        load_yaml(&path).unwrap_err().to_string()
+    };
+    let sandboxed = "metric_list:\n  - metric: pass_at_k\n    aggregation: mean\n    k: [2]\n";
+    let message = error(sandboxed);
+    assert!(
+        message.contains("must say `unsafe_code: true`"),
+        "{message}"
+    );
+    let message = error(&format!("unsafe_code: true\n{sandboxed}"));
+    assert!(message.contains("`repeats: 1`"), "{message}");
+    let python = "unsafe_code: true\nmetric_list:\n  - metric: !function utils.pass_at_k\n    \
+                  aggregation: mean\n";
+    let message = error(python);
+    assert!(message.contains("outside moebench's sandbox"), "{message}");
+    let custom = "filter_list:\n  - name: create_test\n    filter:\n      - function: custom\n";
+    let message = error(custom);
+    assert!(message.contains("filter_fn"), "{message}");
+}

@@ -225,7 +225,15 @@ mod tests {
         assert!(err("usmoe", json!({"k": 0.5})).contains("`k` is 0.5; allowed: [1, ∞)"));
         assert!(err("usmoe", json!({"r": -0.1})).contains("`r` is -0.1; allowed: [0, 1]"));
         assert!(err("usmoe", json!({"mode": "batch"})).contains("`mode` is \"batch\""));
-        assert!(err("usmoe", json!({"mode": "causal"})).contains("`threshold` is required"));
+        // Causal without a threshold is fitted when applied; only building it bare is refused.
+        assert!(err("usmoe", json!({"mode": "causal"}))
+            .contains("`threshold` is fitted on the calibration text when the method is applied"));
+        assert!(err(
+            "usmoe",
+            json!({"mode": "causal", "threshold": [0.1, 0.2, 0.3]})
+        )
+        .contains("`threshold` has 3 values"));
+        assert!(err("usmoe", json!({"threshold": 0.1})).contains("only used with mode=causal"));
         assert!(err("expert_choice", json!({"capacity": 0})).contains("`capacity` is 0"));
         assert!(err("dtop_p", json!({"fixed_scale": [1.0, 2.0, 3.0]}))
             .contains("`fixed_scale` has 3 values"));

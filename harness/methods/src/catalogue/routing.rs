@@ -6,7 +6,10 @@ use crate::method::{
     at_most_experts, install, moe_config, moe_layers, shared, swap, MethodEnv, ModelFacts,
     SavedRouterParts, TypedMethod,
 };
-use crate::routing::{measure_logit_std, DTopPConfig, GroupMode, LayerSelectors};
+use crate::routing::{
+    fit_causal_thresholds, measure_logit_std, DTopPConfig, GroupMode, LayerSelectors,
+    ThresholdRouting,
+};
 use moebench_core::params::{
     MethodKind, MethodSchema, ParamDefault as D, ParamSpec as P, ParamType as T,
 };
@@ -24,30 +27,142 @@ const MODE: P = P::new(
 );
 const THRESHOLD: P = P::new(
     "threshold",
-    T::Float {
+    T::FloatOrList {
         min: None,
         max: None,
     },
     D::Unset,
-    "score threshold of mode=causal (fit on calibration data with routing::fit_threshold)",
+    "score threshold(s) of mode=causal (one, or one per MoE layer); unset: fitted layer by layer on the calibration text so each layer spends the budget (§4.7.1)",
 );
 
-/// `mode` + `threshold` → the group mode.
-fn group_mode(method: &str, mode: &str, threshold: Option<f64>) -> Result<GroupMode> {
-    match (mode, threshold) {
-        ("causal", Some(threshold)) => Ok(GroupMode::Causal { threshold }),
-        ("causal", None) => Err(MethodError::param(
+/// One number for every MoE layer, or one per layer (`fixed_scale`, `threshold`).
+fn per_layer_values(
+    method: &str,
+    name: &str,
+    value: Option<&serde_json::Value>,
+    layers: usize,
+) -> Result<Option<Vec<f64>>> {
+    let bad = |got: usize| {
+        MethodError::param(
             method,
-            "threshold",
-            "is required with mode=causal (fit it on calibration data with routing::fit_threshold)",
-        )),
-        (_, Some(_)) => Err(MethodError::param(
-            method,
-            "threshold",
-            "is only used with mode=causal",
-        )),
-        ("decode_batch", None) => Ok(GroupMode::DecodeBatch),
-        _ => Ok(GroupMode::FullSequence),
+            name,
+            format!("has {got} values; give one number, or one per MoE layer ({layers})"),
+        )
+    };
+    match value {
+        None => Ok(None),
+        Some(serde_json::Value::Array(items)) => {
+            let values: Vec<f64> = items.iter().filter_map(serde_json::Value::as_f64).collect();
+            match values.len() == layers {
+                true => Ok(Some(values)),
+                false => Err(bad(values.len())),
+            }
+        }
+        Some(v) => Ok(Some(vec![v.as_f64().ok_or_else(|| bad(0))?; layers])),
+    }
+}
+
+/// The budget-sharing rule of USMoE and Expert Choice: `mode` and `threshold` as given.
+struct Grouping<'a> {
+    method: &'static str,
+    mode: &'a str,
+    threshold: Option<&'a serde_json::Value>,
+}
+
+impl Grouping<'_> {
+    /// Plan-time checks: a threshold only with mode=causal.
+    fn check(&self) -> Result<()> {
+        match (self.mode, self.threshold) {
+            ("causal", _) | (_, None) => Ok(()),
+            (_, Some(_)) => Err(MethodError::param(
+                self.method,
+                "threshold",
+                "is only used with mode=causal",
+            )),
+        }
+    }
+
+    /// Causal without a threshold: fitted on calibration data when the method is applied.
+    fn fitted(&self) -> bool {
+        self.mode == "causal" && self.threshold.is_none()
+    }
+
+    /// One group mode per MoE layer.
+    fn modes(&self, model: &Model) -> Result<Vec<GroupMode>> {
+        self.check()?;
+        let layers = moe_layers(model, self.method)?.len();
+        let mode = match self.mode {
+            "decode_batch" => GroupMode::DecodeBatch,
+            _ => GroupMode::FullSequence,
+        };
+        match (self.mode, per_layer_values(self.method, "threshold", self.threshold, layers)?) {
+            ("causal", Some(thresholds)) => Ok(thresholds
+                .into_iter()
+                .map(|threshold| GroupMode::Causal { threshold })
+                .collect()),
+            ("causal", None) => Err(MethodError::param(
+                self.method,
+                "threshold",
+                "is fitted on the calibration text when the method is applied (`moebench run`, `moebench apply`); to train with a causal router or build it without calibration, give `threshold` (one, or one per MoE layer)",
+            )),
+            _ => Ok(vec![mode; layers]),
+        }
+    }
+
+    /// Applies `selector_for(mode)` per layer, or with a causal mode and no threshold fits the
+    /// thresholds layer by layer on the calibration text (§4.7.1's causal fallback).
+    fn apply<S: ThresholdRouting + Selector + 'static>(
+        &self,
+        mut model: Model,
+        env: &dyn MethodEnv,
+        selector_for: impl Fn(GroupMode) -> S,
+    ) -> Result<Model> {
+        if self.fitted() {
+            fit_causal_thresholds(
+                &mut model,
+                env.calibration(),
+                &selector_for(GroupMode::FullSequence),
+            )?;
+            return Ok(model);
+        }
+        let selectors = self
+            .modes(&model)?
+            .into_iter()
+            .map(|mode| Arc::new(selector_for(mode)) as Arc<dyn Selector>)
+            .collect();
+        install(
+            &mut model,
+            LayerSelectors {
+                selectors,
+                controllers: Vec::new(),
+            },
+        )?;
+        Ok(model)
+    }
+
+    /// The saved router of a causal mode records each layer's threshold (fitted or given).
+    fn saved_router(
+        &self,
+        model: &Model,
+        checked: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<SavedRouterParts> {
+        let mut params = checked.clone();
+        if self.mode == "causal" {
+            let thresholds: Vec<f64> = model
+                .layers
+                .iter()
+                .filter_map(|b| match &b.ffn {
+                    moebench_model::Ffn::Moe(m) => m.selector.calibrated_state(),
+                    moebench_model::Ffn::Dense(_) => None,
+                })
+                .map(|s| s.threshold)
+                .collect();
+            params.insert("threshold".into(), serde_json::json!(thresholds));
+        }
+        Some(SavedRouterParts {
+            params,
+            frozen_p: Vec::new(),
+        })
     }
 }
 
@@ -161,7 +276,30 @@ pub struct ExpertChoice;
 pub struct ExpertChoiceParams {
     capacity: Option<f64>,
     mode: String,
-    threshold: Option<f64>,
+    threshold: Option<serde_json::Value>,
+}
+
+impl ExpertChoiceParams {
+    fn grouping(&self) -> Grouping<'_> {
+        Grouping {
+            method: "expert_choice",
+            mode: &self.mode,
+            threshold: self.threshold.as_ref(),
+        }
+    }
+
+    fn capacity(&self, model: &Model) -> Result<f64> {
+        let moe = moe_config(model, "expert_choice")?;
+        let capacity = self.capacity.unwrap_or(moe.top_k as f64);
+        match capacity > moe.num_experts as f64 {
+            true => Err(MethodError::param(
+                "expert_choice",
+                "capacity",
+                format!("is {capacity}; the model has {} experts", moe.num_experts),
+            )),
+            false => Ok(capacity),
+        }
+    }
 }
 
 impl TypedMethod for ExpertChoice {
@@ -189,32 +327,50 @@ impl TypedMethod for ExpertChoice {
             p.capacity.unwrap_or(0.0),
             before,
         )?;
-        group_mode("expert_choice", &p.mode, p.threshold)?;
+        p.grouping().check()?;
         Ok(before.clone())
     }
 
-    fn apply(&self, model: Model, p: &ExpertChoiceParams, _env: &dyn MethodEnv) -> Result<Model> {
-        swap(self, model, p)
+    fn apply(&self, model: Model, p: &ExpertChoiceParams, env: &dyn MethodEnv) -> Result<Model> {
+        let capacity = p.capacity(&model)?;
+        p.grouping().apply(model, env, |mode| {
+            crate::routing::ExpertChoice::new(capacity, mode)
+        })
     }
 
     fn selectors(&self, model: &Model, p: &ExpertChoiceParams) -> Option<Result<LayerSelectors>> {
         Some((|| {
-            let moe = moe_config(model, "expert_choice")?;
-            let capacity = p.capacity.unwrap_or(moe.top_k as f64);
-            if capacity > moe.num_experts as f64 {
-                return Err(MethodError::param(
-                    "expert_choice",
-                    "capacity",
-                    format!("is {capacity}; the model has {} experts", moe.num_experts),
-                ));
-            }
-            let mode = group_mode("expert_choice", &p.mode, p.threshold)?;
-            shared(
-                model,
-                "expert_choice",
-                Arc::new(crate::routing::ExpertChoice::new(capacity, mode)),
-            )
+            let capacity = p.capacity(model)?;
+            Ok(LayerSelectors {
+                selectors: p
+                    .grouping()
+                    .modes(model)?
+                    .into_iter()
+                    .map(|mode| {
+                        Arc::new(crate::routing::ExpertChoice::new(capacity, mode))
+                            as Arc<dyn Selector>
+                    })
+                    .collect(),
+                controllers: Vec::new(),
+            })
         })())
+    }
+
+    fn saved_router(
+        &self,
+        model: &Model,
+        checked: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<SavedRouterParts> {
+        let mode = checked
+            .get("mode")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        Grouping {
+            method: "expert_choice",
+            mode,
+            threshold: None,
+        }
+        .saved_router(model, checked)
     }
 }
 
@@ -228,7 +384,32 @@ pub struct UsmoeParams {
     r: f64,
     renormalize: bool,
     mode: String,
-    threshold: Option<f64>,
+    threshold: Option<serde_json::Value>,
+}
+
+impl UsmoeParams {
+    fn grouping(&self) -> Grouping<'_> {
+        Grouping {
+            method: "usmoe",
+            mode: &self.mode,
+            threshold: self.threshold.as_ref(),
+        }
+    }
+
+    /// The selector with group mode `mode`, after checking k against the model.
+    fn selector_for(&self, model: &Model) -> Result<impl Fn(GroupMode) -> crate::routing::Usmoe> {
+        let moe = moe_config(model, "usmoe")?;
+        let k = self.k.unwrap_or(moe.top_k as f64);
+        if k > moe.num_experts as f64 {
+            return Err(MethodError::param(
+                "usmoe",
+                "k",
+                format!("is {k}; the model has {} experts", moe.num_experts),
+            ));
+        }
+        let (r, renormalize, norm) = (self.r, self.renormalize, moe.router_norm);
+        Ok(move |mode| crate::routing::Usmoe::new(k, r, renormalize, norm, mode))
+    }
 }
 
 impl TypedMethod for Usmoe {
@@ -253,29 +434,45 @@ impl TypedMethod for Usmoe {
 
     fn plan(&self, p: &UsmoeParams, before: &ModelFacts) -> Result<ModelFacts> {
         at_most_experts("usmoe", "k", p.k.unwrap_or(1.0), before)?;
-        group_mode("usmoe", &p.mode, p.threshold)?;
+        p.grouping().check()?;
         Ok(before.clone())
     }
 
-    fn apply(&self, model: Model, p: &UsmoeParams, _env: &dyn MethodEnv) -> Result<Model> {
-        swap(self, model, p)
+    fn apply(&self, model: Model, p: &UsmoeParams, env: &dyn MethodEnv) -> Result<Model> {
+        let selector_for = p.selector_for(&model)?;
+        p.grouping().apply(model, env, selector_for)
     }
 
     fn selectors(&self, model: &Model, p: &UsmoeParams) -> Option<Result<LayerSelectors>> {
         Some((|| {
-            let moe = moe_config(model, "usmoe")?;
-            let k = p.k.unwrap_or(moe.top_k as f64);
-            if k > moe.num_experts as f64 {
-                return Err(MethodError::param(
-                    "usmoe",
-                    "k",
-                    format!("is {k}; the model has {} experts", moe.num_experts),
-                ));
-            }
-            let mode = group_mode("usmoe", &p.mode, p.threshold)?;
-            let selector = crate::routing::Usmoe::new(k, p.r, p.renormalize, moe.router_norm, mode);
-            shared(model, "usmoe", Arc::new(selector))
+            let selector_for = p.selector_for(model)?;
+            Ok(LayerSelectors {
+                selectors: p
+                    .grouping()
+                    .modes(model)?
+                    .into_iter()
+                    .map(|mode| Arc::new(selector_for(mode)) as Arc<dyn Selector>)
+                    .collect(),
+                controllers: Vec::new(),
+            })
         })())
+    }
+
+    fn saved_router(
+        &self,
+        model: &Model,
+        checked: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<SavedRouterParts> {
+        let mode = checked
+            .get("mode")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        Grouping {
+            method: "usmoe",
+            mode,
+            threshold: None,
+        }
+        .saved_router(model, checked)
     }
 }
 
@@ -377,24 +574,7 @@ pub struct DTopPParams {
 impl DTopPParams {
     /// `fixed_scale`: one number for every MoE layer, or one per layer.
     fn scales(&self, layers: usize) -> Result<Option<Vec<f64>>> {
-        let bad = |got: usize| {
-            MethodError::param(
-                "dtop_p",
-                "fixed_scale",
-                format!("has {got} values; give one number, or one per MoE layer ({layers})"),
-            )
-        };
-        match &self.fixed_scale {
-            None => Ok(None),
-            Some(serde_json::Value::Array(items)) => {
-                let scales: Vec<f64> = items.iter().filter_map(serde_json::Value::as_f64).collect();
-                match scales.len() == layers {
-                    true => Ok(Some(scales)),
-                    false => Err(bad(scales.len())),
-                }
-            }
-            Some(v) => Ok(Some(vec![v.as_f64().ok_or_else(|| bad(0))?; layers])),
-        }
+        per_layer_values("dtop_p", "fixed_scale", self.fixed_scale.as_ref(), layers)
     }
 }
 

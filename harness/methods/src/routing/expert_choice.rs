@@ -4,7 +4,7 @@
 //! the experts that chose it, so it may get 0 or many experts. Non-causal in
 //! [`GroupMode::FullSequence`].
 use super::{real_tokens, selection, GroupBudget, GroupMode};
-use moebench_model::moe::{Selection, Selector};
+use moebench_model::moe::{CalibratedState, Selection, Selector};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -47,6 +47,18 @@ impl Selector for ExpertChoice {
 
     fn is_causal(&self) -> bool {
         self.mode.is_causal()
+    }
+
+    /// A causal threshold (fitted on calibration data) is what a saved router must record; the
+    /// scores are not rescaled.
+    fn calibrated_state(&self) -> Option<CalibratedState> {
+        match self.mode {
+            GroupMode::Causal { threshold } => Some(CalibratedState {
+                threshold,
+                scale: 1.0,
+            }),
+            _ => None,
+        }
     }
 }
 

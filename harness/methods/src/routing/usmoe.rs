@@ -10,7 +10,7 @@
 //! - `renormalize` (documented variant): F rescaled to sum 1 over each token's selected experts.
 use super::{real_tokens, selection, GroupBudget, GroupMode};
 use moebench_model::config::RouterNorm;
-use moebench_model::moe::{Selection, Selector};
+use moebench_model::moe::{CalibratedState, Selection, Selector};
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -80,6 +80,18 @@ impl Selector for Usmoe {
 
     fn is_causal(&self) -> bool {
         self.mode.is_causal()
+    }
+
+    /// A causal threshold (fitted on calibration data) is what a saved router must record; the
+    /// scores are not rescaled.
+    fn calibrated_state(&self) -> Option<CalibratedState> {
+        match self.mode {
+            GroupMode::Causal { threshold } => Some(CalibratedState {
+                threshold,
+                scale: 1.0,
+            }),
+            _ => None,
+        }
     }
 }
 

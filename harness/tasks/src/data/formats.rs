@@ -46,8 +46,12 @@ impl Format {
         }
     }
 
-    /// The format of a data file, by extension.
+    /// The format of a data file, by extension (before a `.gz`).
     pub(crate) fn from_path(path: &Path) -> Option<Self> {
+        let path = match path.extension()?.to_str()? {
+            "gz" => Path::new(path.file_stem()?),
+            _ => path,
+        };
         match path.extension()?.to_str()? {
             "json" | "jsonl" => Some(Self::Json),
             "csv" => Some(Self::Csv),
@@ -66,9 +70,18 @@ impl Format {
     }
 }
 
-/// Reads a whole file as text, with Python's universal newlines (`\r\n` and `\r` → `\n`).
+/// Reads a whole file as text, with Python's universal newlines (`\r\n` and `\r` → `\n`);
+/// a `.gz` file is decompressed first, as `datasets` does.
 pub(crate) fn read_text(path: &Path) -> Result<String, TaskError> {
-    let text = std::fs::read_to_string(path).map_err(TaskError::io(path))?;
+    let text = if path.extension().is_some_and(|e| e == "gz") {
+        let file = File::open(path).map_err(TaskError::io(path))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(file), &mut text)
+            .map_err(TaskError::io(path))?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(TaskError::io(path))?
+    };
     Ok(universal_newlines(text))
 }
 

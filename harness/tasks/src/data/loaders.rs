@@ -47,16 +47,25 @@ pub enum Loader {
     /// WikiText's tokenized `wiki.*.tokens` text → `EleutherAI/wikitext_document_level`
     /// `{page}` documents (see [`wikitext_pages`]).
     WikitextTokens,
+    /// OpenAI's HumanEval release (`HumanEval.jsonl.gz`, whose columns are in another order)
+    /// → `openai/openai_humaneval`: `{task_id, prompt, canonical_solution, test, entry_point}`.
+    HumanevalJsonl,
+    /// MBPP's full release (`mbpp.jsonl`, task ids 1-974) → the split asked for of
+    /// `google-research-datasets/mbpp` (`full`): `prompt` 1-10, `test` 11-510, `validation`
+    /// 511-600, `train` 601-974 (the release's README), columns in the Hub's order
+    /// `{task_id, text, code, test_list, test_setup_code, challenge_test_list}`.
+    MbppJsonl,
     /// JSON Lines (or a JSON array) passed through.
     Jsonl,
 }
 
 impl Loader {
-    /// Reads one split from `files`.
+    /// Reads split `split` from `files`.
     pub(crate) fn read(
         self,
         files: &[PathBuf],
         dataset_name: Option<&str>,
+        split: &str,
     ) -> Result<SplitData, TaskError> {
         let files = match self {
             Self::MmluCsv => expand_mmlu_dirs(files, dataset_name)?,
@@ -90,6 +99,42 @@ impl Loader {
                     .map(|page| json!({ "page": page }))
                     .collect())
             })?,
+            Self::HumanevalJsonl => map_jsonl(&files, |row| {
+                reorder(
+                    row,
+                    &[
+                        "task_id",
+                        "prompt",
+                        "canonical_solution",
+                        "test",
+                        "entry_point",
+                    ],
+                )
+            })?,
+            Self::MbppJsonl => {
+                let ids = mbpp_split(split).ok_or_else(|| {
+                    TaskError::data(
+                        files.first().cloned().unwrap_or_default(),
+                        format!("MBPP has no split `{split}` (prompt, test, validation, train)"),
+                    )
+                })?;
+                map_jsonl(&files, |row| {
+                    reorder(
+                        row,
+                        &[
+                            "task_id",
+                            "text",
+                            "code",
+                            "test_list",
+                            "test_setup_code",
+                            "challenge_test_list",
+                        ],
+                    )
+                })?
+                .into_iter()
+                .filter(|row| row["task_id"].as_u64().is_some_and(|id| ids.contains(&id)))
+                .collect()
+            }
             Self::Jsonl => unify_columns(concat(&files, read_json)?),
         };
         Ok(SplitData { docs, files })
@@ -159,6 +204,26 @@ fn ai2_row(row: &Value, question_column: &str) -> Result<Value, String> {
         json!({ "text": column("text")?, "label": column("label")? }),
     );
     out.insert("answerKey".to_owned(), json!(text(row, &["answerKey"])?));
+    Ok(Value::Object(out))
+}
+
+/// The task ids of an MBPP split.
+fn mbpp_split(split: &str) -> Option<std::ops::RangeInclusive<u64>> {
+    match split {
+        "prompt" => Some(1..=10),
+        "test" => Some(11..=510),
+        "validation" => Some(511..=600),
+        "train" => Some(601..=974),
+        _ => None,
+    }
+}
+
+/// The row with exactly `columns`, in that order.
+fn reorder(row: &Value, columns: &[&str]) -> Result<Value, String> {
+    let mut out = serde_json::Map::new();
+    for key in columns {
+        out.insert((*key).to_owned(), field(row, &[key])?.clone());
+    }
     Ok(Value::Object(out))
 }
 

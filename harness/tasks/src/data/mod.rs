@@ -69,7 +69,7 @@ pub fn load_split(
             .collect())
     };
     if let Some(loader) = source.loader {
-        return loader.read(&local_files()?, source.dataset_name);
+        return loader.read(&local_files()?, source.dataset_name, split);
     }
     let dataset_path = source.dataset_path.unwrap_or_default();
     if let Some(format) = Format::from_builder(dataset_path) {

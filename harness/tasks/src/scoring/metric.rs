@@ -2,6 +2,7 @@
 //! function, its aggregation and `higher_is_better`, each from the entry or from lm-eval's
 //! registry (`lm_eval/api/metrics.py`).
 use super::SampleScore;
+use crate::code::CodeMetric;
 use crate::config::{closest_name, ConfigError, MetricConfig, NameOrHook, OutputType, TaskConfig};
 use crate::hooks::{
     self, json_number, HookError, PyGenerationMetric, PyTarget, Registry, FLOAT_MARKER,
@@ -34,6 +35,9 @@ pub(crate) enum Source {
     Python(PyGenerationMetric),
     /// The task's `process_results` hook reports it.
     FromProcessResults,
+    /// A metric that executes the filtered candidates in the sandbox (HumanEval's
+    /// `pass_at_k`, MBPP's `pass_at_1`); it reports [`CodeMetric::keys`].
+    Code(CodeMetric),
 }
 
 /// A metric the task reports, with its aggregation over documents.
@@ -102,9 +106,23 @@ fn metric_spec(
         .or(registered.map(MetricName::higher_is_better))
         .unwrap_or(true);
     let output_type = task.output_type;
+    let code = match &config.metric {
+        NameOrHook::Name(name) => CodeMetric::from_config(name, &config.kwargs),
+        NameOrHook::Hook(_) => None,
+    };
     let source = if task.process_results.is_some() {
+        if task.unsafe_code {
+            return Err(ConfigError(
+                "`process_results` of an `unsafe_code: true` task would execute generated code \
+                 in Python, outside moebench's sandbox; use the ported metrics (`pass_at_k`, \
+                 `pass_at_1`) instead"
+                    .to_owned(),
+            ));
+        }
         // lm-eval then ignores metric functions and their keyword arguments.
         Source::FromProcessResults
+    } else if let Some(code) = code {
+        Source::Code(code_metric(code.map_err(ConfigError)?, task)?)
     } else if output_type != OutputType::GenerateUntil {
         // The built-in `process_results` of the log-likelihood types computes its fixed set
         // of metrics and calls no metric function: keyword arguments, `hf_evaluate` and
@@ -123,6 +141,14 @@ fn metric_spec(
     } else {
         generation_source(config, &name, registered)?
     };
+    if let (true, Source::Python(python)) = (task.unsafe_code, &source) {
+        return Err(ConfigError(format!(
+            "metric `{name}` of an `unsafe_code: true` task would run {} in Python, where \
+             generated code executes outside moebench's sandbox; use the ported metrics \
+             (`pass_at_k`, `pass_at_1`) instead",
+            python.function
+        )));
+    }
     let aggregation = match &config.aggregation {
         Some(NameOrHook::Hook(hook)) => AggregationSpec::Python(PyTarget::Hook(hook.clone())),
         Some(NameOrHook::Name(aggregation)) => {
@@ -144,6 +170,32 @@ fn metric_spec(
         higher_is_better,
         source,
     })
+}
+
+/// Checks a code metric against its task: generation, `unsafe_code: true`, enough draws.
+fn code_metric(metric: CodeMetric, config: &TaskConfig) -> Result<CodeMetric, ConfigError> {
+    if config.output_type != OutputType::GenerateUntil {
+        return Err(ConfigError(format!(
+            "metric `{}` scores generated programs; the task's output_type is {}",
+            metric.name(),
+            config.output_type.name()
+        )));
+    }
+    if !config.unsafe_code {
+        return Err(ConfigError(format!(
+            "metric `{}` executes generated code: the task must say `unsafe_code: true`",
+            metric.name()
+        )));
+    }
+    if metric.max_k() > config.repeats {
+        return Err(ConfigError(format!(
+            "metric `{}` with k = {} needs at least that many generations per problem (`repeats: {}`)",
+            metric.name(),
+            metric.max_k(),
+            config.repeats
+        )));
+    }
+    Ok(metric)
 }
 
 fn unregistered(name: &str, output_type: OutputType, supported: &[MetricName]) -> ConfigError {

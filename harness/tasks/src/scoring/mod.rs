@@ -2,7 +2,9 @@
 //! on moebench-core's metric and filter implementations, with Python where the task says so:
 //! a `process_results` hook replaces the built-in scoring, generation metrics without a port
 //! (`metric: !function …`, Hugging Face style metric functions) and aggregation functions run
-//! in Python, and so do filter steps without a port ([`pipeline`]).
+//! in Python, and so do filter steps without a port ([`pipeline`]). Code metrics (`pass_at_k`,
+//! `pass_at_1`) run the filtered programs in moebench's sandbox ([`crate::code`]), and only
+//! once the user allowed it.
 //!
 //! Keys are lm-eval's `"<metric>,<filter>"`; every pipeline of `filter_list` (the implicit
 //! `none` = `take_first` without one) scores every document.
@@ -27,6 +29,7 @@ impl SampleScore {
     }
 }
 
+use crate::code::CodeExecutor;
 use crate::config::{ConfigError, OutputType, TaskConfig};
 use crate::hooks::{self, HookError, HookRef, PyResponse, PyTarget};
 use crate::instance::{DocInstance, Expected};
@@ -38,6 +41,7 @@ use moebench_core::metrics::{
 use pipeline::Pipeline;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One model answer to one request of a document, in the order of
 /// [`DocInstance::requests`].
@@ -84,6 +88,19 @@ pub struct Scorer {
     /// Keys that a Python metric's dict result reported, → that metric's name: they take its
     /// aggregation and `higher_is_better` (`ConfigurableTask.process_results`).
     expanded: ExpandedKeys,
+    /// Set once the user allowed code execution ([`crate::Task::allow_code_execution`]).
+    code_executor: Option<Arc<CodeExecutor>>,
+}
+
+/// One document's scores, and each pipeline's filtered responses (generation tasks; lm-eval's
+/// `filtered_resps`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoredDoc {
+    /// Keyed `"<metric>,<filter>"`.
+    pub scores: BTreeMap<String, SampleScore>,
+    /// `(filter name, filtered value)` in `filter_list` order: a bare string after
+    /// `take_first`, else the list. Empty for the log-likelihood output types.
+    pub filtered: Vec<(String, Value)>,
 }
 
 /// The keys Python metric functions reported besides their own name.
@@ -113,7 +130,9 @@ impl Scorer {
             None => vec![Pipeline::none()],
             Some(list) => list
                 .iter()
-                .map(|pipeline| Pipeline::from_config(pipeline, config.output_type))
+                .map(|pipeline| {
+                    Pipeline::from_config(pipeline, config.output_type, config.moebench_processor)
+                })
                 .collect::<Result<_, _>>()?,
         };
         Ok(Self {
@@ -123,7 +142,17 @@ impl Scorer {
             process_results: config.process_results.clone(),
             multiple_target: false,
             expanded: ExpandedKeys::default(),
+            code_executor: None,
         })
+    }
+
+    pub(crate) fn set_code_executor(&mut self, executor: Arc<CodeExecutor>) {
+        self.code_executor = Some(executor);
+    }
+
+    /// Whether code metrics may run programs (an executor was set).
+    pub(crate) fn executes_code(&self) -> bool {
+        self.code_executor.is_some()
     }
 
     /// The metrics, in `metric_list` order.
@@ -142,6 +171,15 @@ impl Scorer {
         };
         if let Some(spec) = listed(name) {
             return spec;
+        }
+        let code = self.metrics.iter().find(|metric| {
+            matches!(&metric.source, Source::Code(code) if code.keys().iter().any(|key| key == name))
+        });
+        if let Some(spec) = code {
+            return MetricSpec {
+                name: name.to_owned(),
+                ..spec.clone()
+            };
         }
         let source = self.expanded.lock().get(name).cloned();
         match source.and_then(|source| listed(&source)) {
@@ -203,6 +241,36 @@ impl Scorer {
         &self,
         docs: &[(&DocInstance, &[Response])],
     ) -> Result<Vec<BTreeMap<String, SampleScore>>, ScoreError> {
+        Ok(self
+            .score_documents(docs)?
+            .into_iter()
+            .map(|doc| doc.scores)
+            .collect())
+    }
+
+    /// Each filter's output on a generation document's responses, in `filter_list` order,
+    /// shaped as lm-eval's `filtered_resps` entry: a bare string after `take_first`, else
+    /// the list. Runs no metric (and no generated code).
+    pub fn filtered_responses(
+        &self,
+        instance: &DocInstance,
+        responses: &[Response],
+    ) -> Result<Vec<(String, Value)>, ScoreError> {
+        let texts = vec![generated_texts(responses)?];
+        self.pipelines
+            .iter()
+            .map(|pipeline| {
+                let mut filtered = pipeline.apply(texts.clone(), &[&instance.doc])?;
+                Ok((pipeline.name().to_owned(), filtered.remove(0)))
+            })
+            .collect()
+    }
+
+    /// [`Self::score_all`] with each document's filtered responses.
+    pub fn score_documents(
+        &self,
+        docs: &[(&DocInstance, &[Response])],
+    ) -> Result<Vec<ScoredDoc>, ScoreError> {
         for (instance, responses) in docs {
             if responses.len() != instance.requests.len() {
                 return Err(ScoreError::ResponseCount {
@@ -211,19 +279,11 @@ impl Scorer {
                 });
             }
         }
-        let mut out = vec![BTreeMap::new(); docs.len()];
+        let mut out = vec![ScoredDoc::default(); docs.len()];
         let generated = if self.output_type == OutputType::GenerateUntil {
             Some(
                 docs.iter()
-                    .map(|(_, responses)| {
-                        responses
-                            .iter()
-                            .map(|response| match response {
-                                Response::Generated(text) => Ok(text.clone()),
-                                _ => Err(ScoreError::ResponseKind("generated")),
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    })
+                    .map(|(_, responses)| generated_texts(responses))
                     .collect::<Result<Vec<_>, _>>()?,
             )
         } else {
@@ -246,8 +306,11 @@ impl Scorer {
             };
             for (doc_out, scores) in out.iter_mut().zip(scores) {
                 for (name, score) in scores {
-                    doc_out.insert(format!("{name},{filter}"), score);
+                    doc_out.scores.insert(format!("{name},{filter}"), score);
                 }
+            }
+            for (doc_out, value) in out.iter_mut().zip(filtered.into_iter().flatten()) {
+                doc_out.filtered.push((filter.to_owned(), value));
             }
         }
         Ok(out)
@@ -408,6 +471,31 @@ impl Scorer {
                         doc_out.extend(self.convert(&map, target)?);
                     }
                 }
+                Source::Code(code) => {
+                    let executor = self
+                        .code_executor
+                        .as_ref()
+                        .ok_or(ScoreError::CodeExecutionNotAllowed)?;
+                    for (d, doc_out) in out.iter_mut().enumerate() {
+                        // lm-eval passes the one gold string (`doc_to_target`) and every
+                        // filtered candidate.
+                        let candidates = match &filtered[d] {
+                            Value::Array(items) => items
+                                .iter()
+                                .map(|item| item.as_str().unwrap_or_default().to_owned())
+                                .collect(),
+                            Value::String(one) => vec![one.clone()],
+                            _ => Vec::new(),
+                        };
+                        let reference = references[d].first().map(String::as_str);
+                        let passed = executor.passes(&candidates, reference.unwrap_or_default())?;
+                        doc_out.extend(
+                            code.score(&passed).into_iter().map(|(key, value)| {
+                                (key, SampleScore::Score(DocScore::Value(value)))
+                            }),
+                        );
+                    }
+                }
                 Source::FromProcessResults | Source::Absent => {}
             }
         }
@@ -519,6 +607,17 @@ impl Scorer {
         };
         Ok(score_multiple_choice(&doc, gold)?)
     }
+}
+
+/// The texts of a generation document's responses (one per `repeats` draw).
+fn generated_texts(responses: &[Response]) -> Result<Vec<String>, ScoreError> {
+    responses
+        .iter()
+        .map(|response| match response {
+            Response::Generated(text) => Ok(text.clone()),
+            _ => Err(ScoreError::ResponseKind("generated")),
+        })
+        .collect()
 }
 
 /// A log-likelihood response: `(loglikelihood, is_greedy, continuation tokens)`.

@@ -3,10 +3,13 @@
 //! output to the next step. Steps with a native port (`moebench_core::Filter`) run per
 //! document; the others — `!function` filter classes, `function: custom` with `filter_fn`,
 //! and lm-eval's registered filters without a port (`multi_choice_regex`, `map`, …) — run in
-//! Python, once per step for the whole task.
+//! Python, once per step for the whole task. A `function: custom` step without `filter_fn`
+//! is the ported `filter_fn` of the task's `moebench_processor` (HumanEval's
+//! `build_predictions`).
 use super::ScoreError;
 use crate::config::{ConfigError, FilterPipeline as PipelineConfig, NameOrHook, OutputType};
 use crate::hooks::{self, PyFilterStep, PyTarget, Registry};
+use crate::processors::Processor;
 use moebench_core::Filter;
 use serde_json::Value;
 
@@ -23,6 +26,8 @@ fn is_native(name: &str) -> bool {
 enum Step {
     Native(Filter),
     Python(PyFilterStep),
+    /// A `custom` filter whose function the processor ports; it sees the document.
+    Ported(Processor),
 }
 
 /// A named filter pipeline; its name is the `,<filter>` suffix of the metric keys it feeds.
@@ -47,9 +52,11 @@ impl Pipeline {
         }
     }
 
+    /// `processor`: the task's `moebench_processor`, which may port a `custom` step.
     pub(crate) fn from_config(
         config: &PipelineConfig,
         output_type: OutputType,
+        processor: Option<Processor>,
     ) -> Result<Self, ConfigError> {
         let fail = |message: String| ConfigError(format!("filter `{}`: {message}", config.name));
         let mut steps = Vec::new();
@@ -64,17 +71,27 @@ impl Pipeline {
             };
             steps.push(match &step.function {
                 NameOrHook::Hook(hook) => python(PyTarget::Hook(hook.clone())),
-                NameOrHook::Name(name) if name == "custom" => {
-                    if step.filter_fn.is_none() {
-                        return Err(fail(
-                            "`function: custom` needs `filter_fn: !function module.fn`".to_owned(),
-                        ));
+                NameOrHook::Name(name) if name == "custom" && step.filter_fn.is_none() => {
+                    let port = processor.filter(|p| p.has_custom_filter()).ok_or_else(|| {
+                        fail(
+                            "`function: custom` needs `filter_fn: !function module.fn` (or a \
+                             `moebench_processor` that ports it: humaneval)"
+                                .to_owned(),
+                        )
+                    })?;
+                    if let Some(key) = step.args.keys().next() {
+                        return Err(fail(format!(
+                            "`{key}` of the `custom` step: `moebench_processor: {}` provides \
+                             the function, remove `{key}`",
+                            port.name()
+                        )));
                     }
-                    python(PyTarget::Registered {
-                        registry: Registry::Filter,
-                        name: name.clone(),
-                    })
+                    Step::Ported(port)
                 }
+                NameOrHook::Name(name) if name == "custom" => python(PyTarget::Registered {
+                    registry: Registry::Filter,
+                    name: name.clone(),
+                }),
                 NameOrHook::Name(name) if is_native(name) => {
                     Step::Native(Filter::from_config(name, &args).map_err(|e| fail(e.to_string()))?)
                 }
@@ -126,7 +143,7 @@ impl Pipeline {
                 targets.extend(python.filter_fn.clone().map(PyTarget::Hook));
                 targets
             }
-            Step::Native(_) => Vec::new(),
+            Step::Native(_) | Step::Ported(_) => Vec::new(),
         })
     }
 
@@ -156,6 +173,22 @@ impl Pipeline {
                     })
                     .collect::<Result<_, ScoreError>>()?,
                 Step::Python(python) => self.python_step(python, state, docs)?,
+                Step::Ported(processor) => state
+                    .into_iter()
+                    .zip(docs)
+                    .map(|(responses, doc)| match responses {
+                        Responses::List(list) => processor
+                            .custom_filter(doc, list)
+                            .map(Responses::List)
+                            .map_err(|message| {
+                                ScoreError::Invalid(format!("filter `{}`: {message}", self.name))
+                            }),
+                        Responses::One(_) => Err(ScoreError::Invalid(format!(
+                            "filter `{}`: a step after the responses were unwrapped",
+                            self.name
+                        ))),
+                    })
+                    .collect::<Result<_, ScoreError>>()?,
             };
         }
         Ok(state
@@ -242,7 +275,7 @@ mod tests {
                 step("take_first", Value::Null),
             ],
         };
-        let pipeline = Pipeline::from_config(&config, OutputType::GenerateUntil).unwrap();
+        let pipeline = Pipeline::from_config(&config, OutputType::GenerateUntil, None).unwrap();
         let doc = json!({});
         let out = pipeline
             .apply(vec![vec!["so #### 42".into()]], &[&doc])
@@ -252,7 +285,7 @@ mod tests {
             name: "k".into(),
             filter: vec![step("take_first_k", json!({"k": 1}))],
         };
-        let out = Pipeline::from_config(&keep, OutputType::GenerateUntil)
+        let out = Pipeline::from_config(&keep, OutputType::GenerateUntil, None)
             .unwrap()
             .apply(vec![vec!["a".into(), "b".into()]], &[&doc])
             .unwrap();
@@ -268,7 +301,7 @@ mod tests {
                 step("take_first", Value::Null),
             ],
         };
-        let pipeline = Pipeline::from_config(&config, OutputType::GenerateUntil).unwrap();
+        let pipeline = Pipeline::from_config(&config, OutputType::GenerateUntil, None).unwrap();
         let targets: Vec<PyTarget> = pipeline.python_targets().collect();
         assert_eq!(
             targets,
@@ -281,7 +314,7 @@ mod tests {
             name: "c".into(),
             filter: vec![step("custom", Value::Null)],
         };
-        let error = Pipeline::from_config(&custom, OutputType::GenerateUntil).unwrap_err();
+        let error = Pipeline::from_config(&custom, OutputType::GenerateUntil, None).unwrap_err();
         assert!(error.0.contains("filter_fn"), "{error}");
         let early = PipelineConfig {
             name: "e".into(),
@@ -290,14 +323,39 @@ mod tests {
                 step("lowercase", Value::Null),
             ],
         };
-        assert!(Pipeline::from_config(&early, OutputType::GenerateUntil)
-            .unwrap_err()
-            .0
-            .contains("last step"));
+        assert!(
+            Pipeline::from_config(&early, OutputType::GenerateUntil, None)
+                .unwrap_err()
+                .0
+                .contains("last step")
+        );
+        let ported = Pipeline::from_config(
+            &custom,
+            OutputType::GenerateUntil,
+            Some(Processor::Humaneval),
+        )
+        .unwrap();
+        assert_eq!(ported.python_targets().count(), 0);
+        let doc = json!({"prompt": "def f():\n"});
+        let out = ported
+            .apply(vec![vec!["    return 1".into()]], &[&doc])
+            .unwrap();
+        assert_eq!(out, vec![json!(["def f():\n    return 1"])]);
+        let with_args = PipelineConfig {
+            name: "c".into(),
+            filter: vec![step("custom", json!({"x": 1}))],
+        };
+        let error = Pipeline::from_config(
+            &with_args,
+            OutputType::GenerateUntil,
+            Some(Processor::Humaneval),
+        )
+        .unwrap_err();
+        assert!(error.0.contains("remove `x`"), "{error}");
         let mc = PipelineConfig {
             name: "m".into(),
             filter: vec![step("lowercase", Value::Null)],
         };
-        assert!(Pipeline::from_config(&mc, OutputType::MultipleChoice).is_err());
+        assert!(Pipeline::from_config(&mc, OutputType::MultipleChoice, None).is_err());
     }
 }

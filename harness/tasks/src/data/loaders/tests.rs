@@ -17,7 +17,7 @@ fn shared(relative: &str) -> Option<PathBuf> {
 
 fn read(loader: Loader, relative: &[&str], name: Option<&str>) -> Option<Vec<Value>> {
     let files: Option<Vec<PathBuf>> = relative.iter().map(|r| shared(r)).collect();
-    Some(loader.read(&files?, name).unwrap().docs)
+    Some(loader.read(&files?, name, "test").unwrap().docs)
 }
 
 #[test]
@@ -209,4 +209,68 @@ fn jsonl_passthrough() {
         .as_str()
         .unwrap()
         .starts_with("In my palm is a clear stone"));
+}
+
+#[test]
+fn mbpp_splits_by_task_id_in_hub_column_order() {
+    let Some(path) = shared("mbpp/mbpp.jsonl") else {
+        return;
+    };
+    let split = |name| Loader::MbppJsonl.read(std::slice::from_ref(&path), None, name);
+    let test = split("test").unwrap().docs;
+    assert_eq!(test.len(), 500);
+    assert_eq!(
+        (test[0]["task_id"].as_u64(), test[499]["task_id"].as_u64()),
+        (Some(11), Some(510))
+    );
+    let columns: Vec<&String> = test[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        columns,
+        [
+            "task_id",
+            "text",
+            "code",
+            "test_list",
+            "test_setup_code",
+            "challenge_test_list"
+        ]
+    );
+    assert_eq!(test[0]["test_list"].as_array().unwrap().len(), 3);
+    let sizes: Vec<usize> = ["prompt", "validation", "train"]
+        .iter()
+        .map(|name| split(name).unwrap().docs.len())
+        .collect();
+    assert_eq!(sizes, [10, 90, 374]);
+    let error = split("dev").unwrap_err().to_string();
+    assert!(error.contains("no split `dev`"), "{error}");
+}
+
+#[test]
+fn humaneval_from_the_gzip_release_in_hub_column_order() {
+    let Some(docs) = read(
+        Loader::HumanevalJsonl,
+        &["humaneval/HumanEval.jsonl.gz"],
+        None,
+    ) else {
+        return;
+    };
+    assert_eq!(docs.len(), 164);
+    assert_eq!(docs[0]["task_id"], "HumanEval/0");
+    assert_eq!(docs[0]["entry_point"], "has_close_elements");
+    let columns: Vec<&String> = docs[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        columns,
+        [
+            "task_id",
+            "prompt",
+            "canonical_solution",
+            "test",
+            "entry_point"
+        ]
+    );
+    let path = shared("humaneval/HumanEval.jsonl.gz").unwrap();
+    assert_eq!(
+        super::super::formats::Format::from_path(&path),
+        Some(super::super::formats::Format::Json)
+    );
 }
