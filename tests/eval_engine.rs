@@ -42,6 +42,7 @@ fn results_do_not_depend_on_batch_size() {
             max_length: 64,
             batch_size,
             token_budget: 4096,
+            prefix_cache: true,
         };
         let lm = LanguageModel::new(&model, &tok, settings);
         runs.push(

@@ -102,6 +102,18 @@ const RUNS: &[Run] = &[
         limit: 10,
         extra: &[],
     },
+    // `first_n` few-shot examples: one preamble per subject, shared by its documents (the
+    // prefix KV cache encodes it once).
+    Run {
+        fixture: "mmlu_5shot",
+        tasks: &[
+            ("mmlu_abstract_algebra", "mmlu_shared_abstract_algebra"),
+            ("mmlu_anatomy", "mmlu_shared_anatomy"),
+            ("mmlu_marketing", "mmlu_shared_marketing"),
+        ],
+        limit: 20,
+        extra: &["--num-fewshot", "5"],
+    },
 ];
 
 fn close(a: f64, b: f64) -> bool {
@@ -266,4 +278,5 @@ parity_tests! {
     arc_easy => 0, arc_challenge => 1, arc_easy_3shot => 2, hellaswag => 3, winogrande => 4,
     piqa => 5, boolq => 6, openbookqa => 7, lambada_openai => 8, wikitext => 9,
     wikitext_max_length_512 => 10, mmlu_three_subjects => 11, gsm8k_5shot_greedy => 12,
+    mmlu_three_subjects_5shot => 13,
 }

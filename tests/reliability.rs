@@ -409,3 +409,31 @@ fn a_target_naming_no_job_is_refused() {
         &["targets[0] (moe/dense/arc_challenge_shared) names no job of the plan"],
     );
 }
+
+/// `run --check-targets` gates on the suite's targets: a missed target exits 3 with the table
+/// (target / obtained / Δ / source), a met one exits 0.
+#[test]
+fn run_check_targets_exits_3_on_a_missed_target() {
+    let suite_with = |tolerance: &str| {
+        format!(
+            "{}targets:\n  - {{model: moe, method: dense, metric: params_total, value: 0, tolerance: {tolerance}, source: \"made up\"}}\n",
+            tiny_suite("  - name: dense\n")
+        )
+    };
+    let (_dir, path, run_dir) = suite(&suite_with("0"));
+    let out = run(&path, &run_dir, &["--quiet", "--check-targets"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("params_total") && table.contains("made up"),
+        "{table}"
+    );
+    assert!(
+        stderr(&out).contains("targets missed: 1 of 1"),
+        "{}",
+        stderr(&out)
+    );
+    let (_dir, path, run_dir) = suite(&suite_with("1e12"));
+    let out = run(&path, &run_dir, &["--quiet", "--check-targets"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -43,6 +43,7 @@ fn draws(
         max_length: 512,
         batch_size,
         token_budget: 4096,
+        prefix_cache: true,
     };
     let lm = LanguageModel::new(model, tok, settings).with_sampling_seed(seed);
     let opts = EvalOptions {

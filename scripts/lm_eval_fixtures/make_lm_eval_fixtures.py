@@ -113,6 +113,9 @@ RUNS = {
     "wikitext": dict(tasks=["wikitext"], limit=5),
     "wikitext_len512": dict(tasks=["wikitext"], limit=5, max_length=512),
     "mmlu": dict(tasks=[f"mmlu_{s}" for s in MMLU_SUBJECTS], limit=20, num_fewshot=0, group="mmlu_subset"),
+    # 5-shot with MMLU's `first_n` sampler: every document of a subject shares one preamble
+    # (moebench's prefix KV cache encodes it once per subject).
+    "mmlu_5shot": dict(tasks=[f"mmlu_{s}" for s in MMLU_SUBJECTS], limit=20, num_fewshot=5, group="mmlu_subset"),
     "gsm8k": dict(tasks=["gsm8k"], limit=10, fewshot_from_test=True),
     "arc_easy_3shot": dict(tasks=["arc_easy"], limit=30, num_fewshot=3, fewshot_from_test=True),
     # lm-eval's hellaswag WITH its utils.py process_docs, on rows in the Rowan/hellaswag schema

@@ -104,6 +104,107 @@ pub fn assert_clean_failure(o: &Output, needle: &str) {
     );
 }
 
+/// A small suite of tiny offline models in `dir` (`suite.yaml` plus its training and task
+/// files), for the sharding and cluster tests: two models the suite builds (a byte-level MoE
+/// and a dense model), the tiny Qwen3-MoE fixture (no tokenizer: measures only), three methods
+/// and a perplexity task on `docs` documents — 7 (model, method) groups, 14 jobs of which 11
+/// run.
+pub fn write_tiny_cluster_suite(dir: &Path, docs: usize) -> PathBuf {
+    let build = |extra: &str| {
+        format!("{{layers: 1, hidden_size: 32, heads: 2, intermediate_size: 32, steps: 3, batch_size: 2, seq_len: 32, warmup: 1, text: [train.txt]{extra}}}")
+    };
+    let qwen = repo_root().join("tests/fixtures/tiny/qwen3_moe");
+    let text = format!(
+        "name: cluster\ndefaults:\n  bootstrap_iters: 10\n  max_length: 32\nmodels:\n  - label: moe\n    build: {}\n  - label: verse\n    build: {}\n  - id: {}\n    label: qwen3-moe\nmethods:\n  - name: dense\n  - name: reap\n    params: {{compression: 0.5}}\n    models: [moe, qwen3-moe]\n  - name: topk\n    params: {{k: 1}}\n    models: [moe, qwen3-moe]\ncalibration:\n  sequences: 4\n  length: 32\n  source: train.txt\nmeasure:\n  flops: true\n  params: true\n  routing: true\ntasks:\n  - name: eval.yaml\n",
+        build(", experts: 4, top_k: 2"),
+        build(", experts: 0"),
+        qwen.display(),
+    );
+    let corpus =
+        "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.\n";
+    std::fs::write(dir.join("train.txt"), corpus.repeat(40)).unwrap();
+    let lines = [
+        "{\"text\": \"Rough winds do shake the darling buds of May.\"}\n",
+        "{\"text\": \"And summer's lease hath all too short a date.\"}\n",
+    ];
+    let eval: String = (0..docs).map(|i| lines[i % 2]).collect();
+    std::fs::write(dir.join("eval.jsonl"), eval).unwrap();
+    std::fs::write(
+        dir.join("eval.yaml"),
+        "task: eval_ppl\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: eval.jsonl\ntest_split: test\noutput_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\nmetric_list:\n  - metric: bits_per_byte\n  - metric: word_perplexity\n",
+    )
+    .unwrap();
+    let path = dir.join("suite.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// What must be equal between two runs of one suite: the metric rows of `results.csv` (written
+/// by `moebench report`) without their wall time and finishing time, sorted, and the
+/// deterministic measures (parameters, FLOPs, bytes, routing statistics) of the records.
+pub fn comparable_results(run_dir: &Path) -> (Vec<String>, Vec<String>) {
+    let out = moebench(&["report", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "report: {}", stderr(&out));
+    let csv = std::fs::read_to_string(run_dir.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let timing: Vec<usize> = ["wall_s", "time"]
+        .iter()
+        .map(|c| header.iter().position(|h| h == c).unwrap())
+        .collect();
+    // `wall_s` and `time` are the last two columns and hold no commas.
+    assert_eq!(timing, [header.len() - 2, header.len() - 1]);
+    let mut rows: Vec<String> = lines
+        .map(|l| {
+            let cut = l.rmatch_indices(',').nth(1).unwrap().0;
+            l[..cut].to_owned()
+        })
+        .collect();
+    rows.sort();
+    let records = read_all_records(run_dir);
+    let mut measures: Vec<String> = records
+        .iter()
+        .filter(|r| r["kind"] == "measure")
+        .filter(|r| {
+            let exact = [
+                "params_total",
+                "params_active",
+                "flops_per_token",
+                "bytes_per_decode_token",
+                "active_experts_mean",
+                "active_experts_std",
+                "load_cv",
+                "max_violation",
+                "load_entropy",
+                "dead_experts",
+            ];
+            exact.contains(&r["metric"].as_str().unwrap())
+        })
+        .map(|r| {
+            format!(
+                "{}/{}/{} = {}",
+                r["model_label"], r["method_label"], r["metric"], r["value"]
+            )
+        })
+        .collect();
+    measures.sort();
+    (rows, measures)
+}
+
+/// Every line of every records segment of a run directory (`records.jsonl` and the shards'
+/// `records.shard-I-of-N.jsonl`), parsed.
+pub fn read_all_records(run_dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(run_dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("records") && name.ends_with(".jsonl") {
+            let text = std::fs::read_to_string(run_dir.join(&name)).unwrap();
+            out.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+        }
+    }
+    out
+}
+
 /// The lines of `moebench eval --log-samples`'s lm-eval sample file for `task` under `out`
 /// (`out/<model>/samples_<task>_<date>.jsonl`).
 pub fn lm_eval_samples(out: &Path, task: &str) -> Vec<serde_json::Value> {

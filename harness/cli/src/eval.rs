@@ -75,6 +75,10 @@ pub struct Args {
     /// Python interpreter that runs generated code.
     #[arg(long, default_value = "python3")]
     code_python: OsString,
+    /// Encode every prefix from scratch instead of once per group of requests sharing it (A/B
+    /// comparisons of the prefix KV cache; the results are the same up to float rounding).
+    #[arg(long)]
+    no_prefix_cache: bool,
     /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` (token-level
     /// perplexity of the concatenated documents) instead of lm-eval's rolling windows.
     #[arg(long)]
@@ -167,6 +171,7 @@ pub fn run(args: Args) -> Result<()> {
         max_length,
         batch_size: args.batch_size.max(1),
         token_budget,
+        prefix_cache: !args.no_prefix_cache,
     };
     let lm = LanguageModel::new(model, &tokenizer, settings.clone())
         .with_sampling_seed(args.sampling_seed);
@@ -208,6 +213,7 @@ pub fn run(args: Args) -> Result<()> {
         token_budget,
         token_budget_source,
         max_length: settings.max_length,
+        prefix_cache: lm.prefix_cache().to_string(),
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
         fewshot_seed: args.seed,
@@ -244,7 +250,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Which task is being evaluated and how long the finished ones took: a spinner with the
-/// elapsed time on a terminal, one line per task otherwise (no ANSI codes when piped).
+/// elapsed time on a terminal, one line per finished task otherwise (no ANSI codes when piped).
 struct TaskProgress {
     bar: indicatif::ProgressBar,
     total: usize,
@@ -271,13 +277,11 @@ impl TaskProgress {
     }
 
     fn start(&self, i: usize, name: &str) -> std::time::Instant {
-        let message = format!("task {}/{}: {name}", i + 1, self.total);
-        match self.terminal {
-            true => {
-                self.bar.reset_elapsed();
-                self.bar.set_message(message);
-            }
-            false => eprintln!("{message} …"),
+        // Piped, only finished tasks are reported (one line each).
+        if self.terminal {
+            self.bar.reset_elapsed();
+            self.bar
+                .set_message(format!("task {}/{}: {name}", i + 1, self.total));
         }
         std::time::Instant::now()
     }

@@ -8,11 +8,13 @@ mod doctor;
 mod eval;
 mod generate;
 mod inspect;
+mod k8s;
 mod methods;
 mod prepare;
 mod report;
 mod rescore;
 mod run;
+mod slurm;
 mod tasks;
 mod train;
 
@@ -53,7 +55,8 @@ enum Command {
     Run(run::Args),
     /// Recompute a run's task metrics from its stored samples, without the model.
     Rescore(rescore::Args),
-    /// Self-contained HTML report of a run directory, plus results.csv and results.json.
+    /// Self-contained HTML report of a run directory, plus results.csv and results.json
+    /// (--check-targets: exit 3 when a target of the suite is missed).
     Report(report::ReportArgs),
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
@@ -64,6 +67,10 @@ enum Command {
     /// What this machine gives moebench: libtorch, CUDA, bf16, the Hub cache, shipped data,
     /// the code sandbox (exit 1 when something is missing).
     Doctor(doctor::Args),
+    /// Slurm job array running a suite's shards (`run --shard`) plus a report job after it.
+    Slurm(slurm::Args),
+    /// Kubernetes Indexed Job running a suite's shards (`run --shard`), as YAML.
+    K8s(k8s::Args),
 }
 
 /// The process's exit status (docs/architecture.md, "Exit codes").
@@ -110,10 +117,12 @@ fn main() {
         Command::Methods(a) => ok(methods::run(a)),
         Command::Run(a) => run::run(a),
         Command::Rescore(a) => ok(rescore::run(a)),
-        Command::Report(a) => ok(report::run_report(a)),
+        Command::Report(a) => report::run_report(a),
         Command::Compare(a) => report::run_compare(a),
         Command::Tasks(a) => tasks::run(a),
         Command::Doctor(a) => doctor::run(a),
+        Command::Slurm(a) => ok(slurm::run(a)),
+        Command::K8s(a) => ok(k8s::run(a)),
     };
     let code = result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

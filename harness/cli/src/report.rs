@@ -1,9 +1,10 @@
 //! `moebench report RUN_DIR`: the self-contained HTML report of a run (plus `results.csv` and
-//! `results.json`); `moebench compare BASE NEW`: regressions between two runs.
+//! `results.json`), with `--check-targets` a gate on the suite's targets; `moebench compare
+//! BASE NEW`: regressions between two runs.
 use crate::ExitCode;
-use anyhow::Result;
-use moebench_report::{compare, render, CompareOptions};
-use std::path::PathBuf;
+use anyhow::{bail, Result};
+use moebench_report::{compare, render_with, CompareOptions, RenderOptions, TargetCheck};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -15,17 +16,84 @@ pub struct ReportArgs {
     /// Where to write the HTML [default: RUN_DIR/report.html].
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// The quality on the charts' y axis: `accuracy_avg` or TASK/METRIC (e.g.
+    /// `wikitext/word_perplexity`) [default: the suite's `report.quality`, else the accuracy
+    /// average, else the first task's headline metric].
+    #[arg(long, value_name = "QUALITY")]
+    quality: Option<String>,
+    /// Model labels to chart and compare together, comma-separated (repeatable; replaces the
+    /// suite's `report.groups`). Each group is compared with the dense row of its first model.
+    #[arg(long = "group", value_name = "LABEL,LABEL", value_parser = parse_group)]
+    groups: Vec<ModelGroup>,
+    /// Paired bootstrap replicates of the Δ-vs-base tests (0: z-test on the standard errors).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap_iters: usize,
+    /// Check the suite's targets: print target / obtained / Δ / source and exit with status 3
+    /// when one is missed (outside its tolerance, not a number, or its job did not finish).
+    #[arg(long)]
+    check_targets: bool,
 }
 
-pub fn run_report(args: ReportArgs) -> Result<()> {
-    let written = render(&args.run_dir, &args.history, args.output.as_deref())?;
+pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
+    let options = RenderOptions {
+        history: args.history,
+        output: args.output,
+        quality: args.quality,
+        groups: args.groups.into_iter().map(|g| g.0).collect(),
+        bootstrap_iters: args.bootstrap_iters,
+        ..RenderOptions::default()
+    };
+    let written = render_with(&args.run_dir, &options)?;
     println!("report: {}", written.html.display());
     println!(
         "results: {}, {}",
         written.csv.display(),
         written.json.display()
     );
-    Ok(())
+    match args.check_targets {
+        true => gate_targets(written.targets.as_ref(), &args.run_dir),
+        false => Ok(ExitCode::Ok),
+    }
+}
+
+/// `--check-targets` of `report` and `run`: prints target / obtained / Δ / source and returns
+/// status 3 when a target is missed; a run without targets is an error (nothing to gate on).
+pub fn gate_targets(check: Option<&TargetCheck>, run_dir: &Path) -> Result<ExitCode> {
+    let Some(check) = check else {
+        bail!(
+            "{}: --check-targets, but the run has no targets (targets.json); add `targets:` to \
+             the suite (docs/suite-format.md)",
+            run_dir.display()
+        );
+    };
+    println!();
+    print!("{}", check.render(false));
+    if check.all_pass() {
+        println!("targets: {}", check.summary());
+        return Ok(ExitCode::Ok);
+    }
+    eprintln!(
+        "targets missed: {} of {} not met in {}; see the table above",
+        check.results.len() - check.passed(),
+        check.results.len(),
+        run_dir.display()
+    );
+    Ok(ExitCode::Regression)
+}
+
+/// Model labels of one `--group`.
+#[derive(Debug, Clone)]
+struct ModelGroup(Vec<String>);
+
+fn parse_group(text: &str) -> Result<ModelGroup, String> {
+    let labels: Vec<String> = text.split(',').map(|l| l.trim().to_owned()).collect();
+    if labels.len() < 2 || labels.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{text}`: a group is two or more model labels separated by commas, e.g. \
+             `--group olmoe,olmoe-upcycled`"
+        ));
+    }
+    Ok(ModelGroup(labels))
 }
 
 #[derive(clap::Args)]
@@ -60,6 +128,15 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
     };
     let comparison = compare(&args.base, &args.new, &options)?;
     print!("{}", comparison.render(args.markdown));
+    let not_numbers = comparison.not_numbers().count();
+    if not_numbers > 0 {
+        bail!(
+            "{not_numbers} metric(s) are not a number (NaN) in {} or {}: they cannot be compared; \
+             see `NOT A NUMBER` in the table above",
+            args.base.display(),
+            args.new.display()
+        );
+    }
     let regressions = comparison.regressions().count();
     if args.fail_on_regression && regressions > 0 {
         eprintln!(

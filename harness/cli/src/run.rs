@@ -2,6 +2,7 @@
 //! measurements, stored incrementally in a run directory (resumable), then the HTML report.
 //! The engine is moebench-runner; this file is flags, the progress display and the summary.
 use crate::common::HubArgs;
+use crate::report::gate_targets;
 use crate::ExitCode;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -10,7 +11,7 @@ use moebench_runner::engine::{prepare, run as run_plan};
 use moebench_runner::events::{Event, RunEvents};
 use moebench_suite::leaderboard::{best_per_model, leaderboard_markdown, Best};
 use moebench_suite::store::finished_jobs;
-use moebench_suite::{read_records, write_atomic, RunInfo, RunStore};
+use moebench_suite::{read_records, write_atomic, RunInfo, RunStore, Shard};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -31,12 +32,23 @@ pub struct Args {
     /// Only the jobs whose `model/method/task` label contains PATTERN (`measure` for measures).
     #[arg(long, value_name = "PATTERN")]
     only: Option<String>,
+    /// Run only shard INDEX of COUNT (1-based, e.g. 2/4): whole (model, method) groups dealt
+    /// to shards by estimated cost, each shard writing its own segment of the run directory,
+    /// so that shards run side by side (`moebench slurm`, `moebench k8s`). The report merges
+    /// all segments (`moebench report RUN_DIR`).
+    #[arg(long, value_name = "INDEX/COUNT")]
+    shard: Option<Shard>,
     /// No progress bars and no progress lines.
     #[arg(long)]
     quiet: bool,
     /// Print the full leaderboard table at the end.
     #[arg(long)]
     table: bool,
+    /// Check the suite's targets after the run: print target / obtained / Δ / source and exit
+    /// with status 3 when one is missed (failed jobs still exit 1). A shard cannot: check the
+    /// merged run with `moebench report RUN_DIR --check-targets` after the last shard.
+    #[arg(long, conflicts_with = "shard")]
+    check_targets: bool,
     /// Print the summary as one JSON object on stdout (jobs, failures, best method per model,
     /// report path) instead of text.
     #[arg(long)]
@@ -57,6 +69,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             bail!("--only {pattern}: no job label contains it (labels read model/method/task)");
         }
     }
+    if let Some(shard) = args.shard {
+        prepared.retain_shard(shard);
+    }
     let run_dir = args
         .run_dir
         .clone()
@@ -68,7 +83,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    let store = RunStore::open(&run_dir, &RunInfo::new(&prepared.plan.suite))?;
+    let store = RunStore::open_segment(&run_dir, &RunInfo::new(&prepared.plan.suite), args.shard)?;
     write_atomic(
         &run_dir.join(TARGETS_FILE),
         &serde_json::to_vec_pretty(&prepared.plan.suite.targets)?,
@@ -85,17 +100,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.table {
         print!("{}", leaderboard_markdown(&records));
     }
-    let report = match records.is_empty() {
+    // Shards finish at different times: one report of all of them comes after the last (the
+    // report job of `moebench slurm`).
+    let written = match records.is_empty() || args.shard.is_some() {
         true => None,
         false => {
             let report_path = prepared.plan.suite.report_path(&run_dir);
-            Some(
-                render(&run_dir, &[], Some(&report_path))
-                    .context("rendering the report")?
-                    .html,
-            )
+            Some(render(&run_dir, &[], Some(&report_path)).context("rendering the report")?)
         }
     };
+    let report = written.as_ref().map(|w| w.html.clone());
     let best = best_per_model(&records);
     if args.json {
         let summary = serde_json::json!({
@@ -107,6 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "wall_s": outcome.wall_s,
             "best": best,
             "run_dir": run_dir,
+            "shard": args.shard.map(|s| s.to_string()),
             "report": report,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -129,9 +144,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if let Some(report) = &report {
             println!("report: {}", report.display());
         }
+        if let Some(shard) = args.shard {
+            println!(
+                "shard {shard} done; `moebench report {}` reports every shard",
+                run_dir.display()
+            );
+        }
     }
+    let targets = match args.check_targets {
+        true => gate_targets(written.as_ref().and_then(|w| w.targets.as_ref()), &run_dir)?,
+        false => ExitCode::Ok,
+    };
     Ok(match outcome.failed.is_empty() {
-        true => ExitCode::Ok,
+        true => targets,
         false => ExitCode::Error,
     })
 }

@@ -18,7 +18,7 @@ pub struct Args {
     /// Start from this model (Hub id or path) instead of a random one.
     #[arg(long, conflicts_with = "scratch")]
     model: Option<String>,
-    /// Build a random MoE (METHODS.md §5.6 miniature by default) with a byte-level tokenizer.
+    /// Build a random MoE (docs/methods.md §5.6 miniature by default) with a byte-level tokenizer.
     #[arg(long)]
     scratch: bool,
     #[arg(long, default_value_t = TrainSpec::default().hidden_size)]
@@ -130,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     let options = TrainOptions {
         verbose: true,
         save_diverged: args.save_diverged,
+        keep_finished: false,
     };
     let summary = train_checkpoint(&spec, &start, &args.hub.config()?, &args.out, options)?;
     println!("{}", serde_json::to_string_pretty(&summary)?);

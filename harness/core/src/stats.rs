@@ -165,10 +165,10 @@ pub fn paired_bootstrap(
         return Err(CoreError::PairedLength(a.len(), b.len()));
     }
     let pairs: Vec<(f64, f64)> = a.iter().copied().zip(b.iter().copied()).collect();
+    // `mean(b) − mean(a)`, summed in place: no copy of the resample per replicate.
     let difference = |pairs: &[(f64, f64)]| {
-        let a: Vec<f64> = pairs.iter().map(|p| p.0).collect();
-        let b: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-        mean(&b) - mean(&a)
+        let n = pairs.len() as f64;
+        py_sum(pairs.iter().map(|p| p.1)) / n - py_sum(pairs.iter().map(|p| p.0)) / n
     };
     let mut replicates = bootstrap_replicates(difference, &pairs, iters, seed);
     if replicates.is_empty() {

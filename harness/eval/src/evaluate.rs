@@ -232,15 +232,20 @@ fn corpus_outcome(
             _ => None,
         })
         .collect();
-    let (value, _windows) =
-        crate::protocols::corpus_perplexity(lm, &texts, protocol, opts.bootstrap_iters)?;
-    if !value.value.is_finite() {
+    let ppl = crate::protocols::corpus_perplexity(lm, &texts, protocol, opts.bootstrap_iters)?;
+    if !ppl.value.is_finite() {
         return Err(EvalError::NonFinite(format!(
             "corpus perplexity under {} is {}",
             protocol.describe(),
-            value.value
+            ppl.value
         )));
     }
+    let value = MetricValue {
+        value: ppl.value,
+        stderr: ppl.stderr,
+        higher_is_better: false,
+        stderr_is_moebench_extension: true,
+    };
     let mut outcome = score_task(task, &[], opts)?;
     outcome.metrics = BTreeMap::from([("perplexity,none".to_owned(), value)]);
     outcome.n_effective = instances.len();

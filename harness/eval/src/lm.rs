@@ -9,20 +9,25 @@
 //!   only on the sampling seed, the context and the draw number), left-truncated to
 //!   `max_length - max_gen_toks`, cut at the first `until` string (EOS is always a stop string).
 //!
-//! Throughput: requests are deduplicated, a request whose input is a prefix of another's is read
-//! off that forward pass (causal attention makes the logits identical), inputs are sorted longest
-//! first and packed into batches under a token budget, and log-probabilities are computed only
-//! at the positions that are scored.
+//! Throughput ([`crate::plan`], [`crate::engine`]): the requests' token inputs form a prefix
+//! trie; a prefix shared by several requests (few-shot examples, a multiple-choice context, a
+//! generation prompt's preamble) is encoded once and its keys and values continued, a request
+//! whose input is a prefix of another's is read off that pass (causal attention makes the
+//! logits identical), passes are packed longest first under a token budget, and
+//! log-probabilities are computed only at the positions that are scored. The requests and the
+//! positions scored are lm-eval's; only the work shared between them changes. Sampled
+//! generations (`do_sample`) are decoded outside the engine, in batches of their own, with
+//! each draw's own seeded sampler.
+use crate::engine::{Batching, ContinuationScore, Engine, Job, JobOutput};
+use crate::plan::Reuse;
 use crate::windows::rolling_windows;
 use crate::EvalError;
 use moebench_core::pystr;
-use moebench_model::generate::{generate_batch, PerSequence, StopCondition};
+use moebench_model::generate::{generate_batch, PerSequence, StopCondition, StopOnIds};
 use moebench_model::sampling::{Sampler, Sampling as ModelSampling};
-use moebench_model::{Model, Tokenizer};
+use moebench_model::{Ffn, Model, Tokenizer};
 use moebench_tasks::{Request, Response, Sampling};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use tch::{Kind, Tensor};
 
 /// lm-eval's `DEFAULT_MAX_LENGTH` when neither the config nor the tokenizer says.
 pub const DEFAULT_MAX_LENGTH: usize = 2048;
@@ -39,6 +44,9 @@ pub struct LmSettings {
     pub batch_size: usize,
     /// Most (padded) tokens per forward pass; bounds activation memory.
     pub token_budget: usize,
+    /// Encode a prefix shared by several requests once and continue its keys and values
+    /// (`--no-prefix-cache` turns it off for A/B comparisons; results are the same).
+    pub prefix_cache: bool,
 }
 
 pub struct LanguageModel<'a> {
@@ -46,20 +54,6 @@ pub struct LanguageModel<'a> {
     pub tokenizer: &'a Tokenizer,
     pub settings: LmSettings,
     sampling_seed: u64,
-}
-
-/// One scoring job: input ids and how many of the last positions predict the continuation.
-#[derive(Debug, Clone)]
-struct Scored {
-    input: Vec<i64>,
-    continuation: Vec<i64>,
-}
-
-/// Result of scoring a continuation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ContinuationScore {
-    pub loglikelihood: f64,
-    pub is_greedy: bool,
 }
 
 impl<'a> LanguageModel<'a> {
@@ -138,7 +132,7 @@ impl<'a> LanguageModel<'a> {
     }
 
     /// `(context + continuation)[-(max_length + 1):][:-1]` and the continuation to score.
-    fn scored(&self, context: &[i64], continuation: Vec<i64>) -> Result<Scored, EvalError> {
+    fn scored(&self, context: &[i64], continuation: Vec<i64>) -> Result<Job, EvalError> {
         if continuation.is_empty() {
             return Err(EvalError::Invalid(
                 "a continuation encodes to no tokens".into(),
@@ -150,9 +144,9 @@ impl<'a> LanguageModel<'a> {
         let mut input = full[start..].to_vec();
         input.pop();
         let keep = continuation.len().min(input.len());
-        Ok(Scored {
+        Ok(Job::Score {
             input,
-            continuation: continuation[continuation.len() - keep..].to_vec(),
+            targets: continuation[continuation.len() - keep..].to_vec(),
         })
     }
 
@@ -164,296 +158,302 @@ impl<'a> LanguageModel<'a> {
             .iter()
             .map(|(context, continuation)| self.scored(context, continuation.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(self
-            .score(&jobs)?
+        let run = self
+            .engine()
+            .run(&jobs, self.reuse(), &mut StopOnIds(Vec::new()))?;
+        Ok(run
+            .outputs
             .into_iter()
-            .map(|s| s.loglikelihood)
+            .map(|o| match o {
+                JobOutput::Scored(s) => s.loglikelihood,
+                JobOutput::Generated(_) => unreachable!("only scored jobs were asked"),
+            })
             .collect())
     }
 
     /// Answers `requests` in order.
     pub fn run(&self, requests: &[Request]) -> Result<Vec<Response>, EvalError> {
-        let mut responses: Vec<Option<Response>> = vec![None; requests.len()];
-        let mut scored = Vec::new();
-        let mut owners = Vec::new(); // (request index, number of windows) per scored group
-        let mut generations = Vec::new();
-        for (i, request) in requests.iter().enumerate() {
+        let mut jobs = Vec::new();
+        let mut stops: Vec<Vec<String>> = Vec::new(); // per job (empty for scored jobs)
+        let mut owners = Vec::new(); // (first job, number of jobs) per request
+        let mut sampled = Vec::new(); // sampled generations, decoded outside the engine
+        let eos = match self.tokenizer.eos_id {
+            Some(id) => Some(self.tokenizer.decode(&[id], false)?),
+            None => None,
+        };
+        for request in requests {
+            let first = jobs.len();
             match request {
                 Request::Loglikelihood {
                     context,
                     continuation,
                 } => {
                     let (ctx, cont) = self.encode_pair(context, continuation)?;
-                    scored.push(self.scored(&ctx, cont)?);
-                    owners.push((i, 1));
+                    jobs.push(self.scored(&ctx, cont)?);
                 }
                 Request::Rolling { text } => {
                     let tokens = self.encode(text)?;
                     let windows =
                         rolling_windows(&tokens, self.prefix_token()?, self.settings.max_length, 1);
-                    owners.push((i, windows.len()));
                     for w in windows {
-                        scored.push(self.scored(&w.context, w.continuation)?);
+                        jobs.push(self.scored(&w.context, w.continuation)?);
                     }
                 }
-                Request::Generate { .. } => generations.push(i),
-            }
-        }
-        let scores = self.score(&scored)?;
-        let mut next = 0;
-        for (i, windows) in owners {
-            let part = &scores[next..next + windows];
-            let tokens: usize = scored[next..next + windows]
-                .iter()
-                .map(|s| s.continuation.len())
-                .sum();
-            next += windows;
-            let loglikelihood = part.iter().map(|s| s.loglikelihood).sum();
-            responses[i] = Some(match requests[i] {
-                Request::Rolling { .. } => Response::Rolling {
-                    loglikelihood,
-                    tokens,
-                },
-                _ => Response::Loglikelihood {
-                    loglikelihood,
-                    is_greedy: part[0].is_greedy,
-                    tokens,
-                },
-            });
-        }
-        for (i, text) in generations
-            .iter()
-            .zip(self.generate(requests, &generations)?)
-        {
-            responses[*i] = Some(Response::Generated(text));
-        }
-        Ok(responses
-            .into_iter()
-            .map(|r| r.expect("every request answered"))
-            .collect())
-    }
-
-    /// Scores every job; identical inputs and inputs that are prefixes of longer ones share
-    /// one forward pass.
-    fn score(&self, jobs: &[Scored]) -> Result<Vec<ContinuationScore>, EvalError> {
-        // Longest first (lm-eval's Collator order), so a prefix meets its carrier after it.
-        let mut order: Vec<usize> = (0..jobs.len()).collect();
-        order.sort_by(|&a, &b| {
-            jobs[b]
-                .input
-                .len()
-                .cmp(&jobs[a].input.len())
-                .then_with(|| jobs[a].input.cmp(&jobs[b].input))
-        });
-        let mut carriers: Vec<usize> = Vec::new(); // job indices that get a forward pass
-        let mut carrier_of = vec![0usize; jobs.len()];
-        let mut by_prefix: HashMap<&[i64], usize> = HashMap::new();
-        for &j in &order {
-            let input = jobs[j].input.as_slice();
-            match by_prefix.get(input) {
-                Some(&c) => carrier_of[j] = c,
-                None => {
-                    let c = carriers.len();
-                    carriers.push(j);
-                    carrier_of[j] = c;
-                    for end in 1..=input.len() {
-                        by_prefix.entry(&input[..end]).or_insert(c);
-                    }
+                Request::Generate {
+                    context,
+                    until,
+                    max_gen_toks,
+                    sampling: None,
+                } => {
+                    jobs.push(self.generation(context, *max_gen_toks)?);
+                    stops.resize(jobs.len() - 1, Vec::new());
+                    stops.push(until.iter().cloned().chain(eos.clone()).collect());
+                }
+                Request::Generate {
+                    context,
+                    until,
+                    max_gen_toks,
+                    sampling: Some(sampling),
+                } => {
+                    let Job::Generate { prompt, .. } = self.generation(context, *max_gen_toks)?
+                    else {
+                        unreachable!("generation() makes a generation job")
+                    };
+                    sampled.push(SampledDraw {
+                        request: owners.len(),
+                        prompt,
+                        stops: until.iter().cloned().chain(eos.clone()).collect(),
+                        max_new_tokens: *max_gen_toks,
+                        sampler: self.sampler(context, sampling),
+                    });
                 }
             }
+            owners.push((first, jobs.len() - first));
         }
-        // Positions to score per carrier: (job, first position).
-        let mut wanted: Vec<Vec<usize>> = vec![Vec::new(); carriers.len()];
-        for j in 0..jobs.len() {
-            wanted[carrier_of[j]].push(j);
-        }
-        let mut out = vec![
-            ContinuationScore {
-                loglikelihood: 0.0,
-                is_greedy: false
-            };
-            jobs.len()
-        ];
-        let _guard = tch::no_grad_guard();
-        for batch in self.batches(&carriers, jobs) {
-            self.score_batch(&batch, &carriers, &wanted, jobs, &mut out)?;
-        }
-        Ok(out)
-    }
-
-    /// Consecutive carriers (already longest first) packed under the batch and token budgets.
-    fn batches(&self, carriers: &[usize], jobs: &[Scored]) -> Vec<Vec<usize>> {
-        let mut batches: Vec<Vec<usize>> = Vec::new();
-        for (c, &j) in carriers.iter().enumerate() {
-            let len = jobs[j].input.len();
-            match batches.last_mut() {
-                Some(b)
-                    if b.len() < self.settings.batch_size
-                        && (b.len() + 1) * jobs[carriers[b[0]]].input.len()
-                            <= self.settings.token_budget.max(len) =>
-                {
-                    b.push(c)
-                }
-                _ => batches.push(vec![c]),
-            }
-        }
-        batches
-    }
-
-    fn score_batch(
-        &self,
-        batch: &[usize],
-        carriers: &[usize],
-        wanted: &[Vec<usize>],
-        jobs: &[Scored],
-        out: &mut [ContinuationScore],
-    ) -> Result<(), EvalError> {
-        let width = jobs[carriers[batch[0]]].input.len();
-        let mut ids = vec![0i64; batch.len() * width];
-        let mut rows = Vec::new(); // flattened positions
-        let mut targets = Vec::new();
-        let mut spans = Vec::new(); // (job, start in rows, len)
-        for (r, &c) in batch.iter().enumerate() {
-            let carrier = &jobs[carriers[c]].input;
-            ids[r * width..r * width + carrier.len()].copy_from_slice(carrier);
-            for &j in &wanted[c] {
-                let job = &jobs[j];
-                let n = job.input.len();
-                spans.push((j, rows.len(), job.continuation.len()));
-                for (k, &t) in job.continuation.iter().enumerate() {
-                    rows.push((r * width + n - job.continuation.len() + k) as i64);
-                    targets.push(t);
-                }
-            }
-        }
-        let device = self.model.device;
-        let input = Tensor::from_slice(&ids)
-            .view([batch.len() as i64, width as i64])
-            .to_device(device);
-        let hidden = self
-            .model
-            .forward_hidden(&input, None, None, &mut Default::default());
-        let hidden = hidden.view([-1, hidden.size()[2]]);
-        let (lls, greedy) = self.position_logprobs(&hidden, &rows, &targets);
-        for (j, start, len) in spans {
-            out[j] = ContinuationScore {
-                loglikelihood: lls[start..start + len].iter().sum(),
-                is_greedy: greedy[start..start + len].iter().all(|&g| g),
-            };
-        }
-        Ok(())
-    }
-
-    /// Log-probability of `targets[i]` at flattened position `rows[i]`, and whether it is the
-    /// argmax there; the vocabulary projection runs in chunks to bound memory.
-    fn position_logprobs(
-        &self,
-        hidden: &Tensor,
-        rows: &[i64],
-        targets: &[i64],
-    ) -> (Vec<f64>, Vec<bool>) {
-        const CHUNK: usize = 1024;
-        let device = hidden.device();
-        let (mut lls, mut greedy) = (
-            Vec::with_capacity(rows.len()),
-            Vec::with_capacity(rows.len()),
-        );
-        for (r, t) in rows.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
-            let idx = Tensor::from_slice(r).to_device(device);
-            let tgt = Tensor::from_slice(t).to_device(device);
-            let logp = self
-                .model
-                .logits(&hidden.index_select(0, &idx))
-                .log_softmax(-1, Kind::Float);
-            let picked = logp
-                .gather(1, &tgt.unsqueeze(1), false)
-                .squeeze_dim(1)
-                .to_kind(Kind::Double);
-            let is_max = logp.argmax(-1, false).eq_tensor(&tgt);
-            lls.extend(Vec::<f64>::try_from(picked.to_device(tch::Device::Cpu)).expect("f64"));
-            greedy.extend(Vec::<bool>::try_from(is_max.to_device(tch::Device::Cpu)).expect("bool"));
-        }
-        (lls, greedy)
-    }
-
-    /// `HFLM.generate_until`: greedy continuations cut at the first stop string.
-    fn generate(&self, requests: &[Request], which: &[usize]) -> Result<Vec<String>, EvalError> {
-        let eos = match self.tokenizer.eos_id {
-            Some(id) => Some(self.tokenizer.decode(&[id], false)?),
-            None => None,
+        stops.resize(jobs.len(), Vec::new());
+        let mut stop = StopStrings {
+            tokenizer: self.tokenizer,
+            stops: &stops,
+            eos: self.tokenizer.eos_id,
         };
-        let mut jobs = Vec::new();
-        for &i in which {
-            let Request::Generate {
-                context,
-                until,
-                max_gen_toks,
-                sampling,
-            } = &requests[i]
-            else {
-                unreachable!()
-            };
-            let sampler = sampling.as_ref().map(|s| self.sampler(context, s));
-            let mut stops: Vec<String> = until.clone();
-            stops.extend(eos.clone());
-            let mut ids = self.encode(context)?;
-            let max_ctx = self
-                .settings
-                .max_length
-                .saturating_sub(*max_gen_toks)
-                .max(1);
-            if ids.len() > max_ctx {
-                ids.drain(..ids.len() - max_ctx);
-            }
-            jobs.push((ids, stops, *max_gen_toks, sampler));
-        }
-        // Same-budget requests are generated together, longest prompt first.
-        let mut order: Vec<usize> = (0..jobs.len()).collect();
-        order.sort_by(|&a, &b| jobs[b].0.len().cmp(&jobs[a].0.len()));
-        let mut texts = vec![String::new(); jobs.len()];
-        for chunk in order.chunks(self.settings.batch_size.max(1)) {
-            let max_new = chunk.iter().map(|&j| jobs[j].2).max().unwrap_or(0);
-            let prompts: Vec<Vec<i64>> = chunk.iter().map(|&j| jobs[j].0.clone()).collect();
-            let stops: Vec<Vec<String>> = chunk.iter().map(|&j| jobs[j].1.clone()).collect();
-            let limits: Vec<usize> = chunk.iter().map(|&j| jobs[j].2).collect();
-            let mut picker = PerSequence(chunk.iter().map(|&j| jobs[j].3.clone()).collect());
-            let mut stop = StopStrings {
-                tokenizer: self.tokenizer,
-                stops: &stops,
+        let outputs = self.engine().run(&jobs, self.reuse(), &mut stop)?.outputs;
+        let mut sampled_texts = self.sample(sampled)?;
+        requests
+            .iter()
+            .zip(owners)
+            .enumerate()
+            .map(|(i, (request, (first, n)))| {
+                if let Some(text) = sampled_texts.remove(&i) {
+                    return Ok(Response::Generated(text));
+                }
+                let part = &outputs[first..first + n];
+                let tokens: usize = jobs[first..first + n]
+                    .iter()
+                    .map(|j| match j {
+                        Job::Score { targets, .. } => targets.len(),
+                        Job::Generate { .. } => 0,
+                    })
+                    .sum();
+                let scores: Vec<ContinuationScore> = part
+                    .iter()
+                    .filter_map(|o| match o {
+                        JobOutput::Scored(s) => Some(*s),
+                        JobOutput::Generated(_) => None,
+                    })
+                    .collect();
+                let loglikelihood = scores.iter().map(|s| s.loglikelihood).sum();
+                Ok(match (request, part) {
+                    (Request::Generate { .. }, [JobOutput::Generated(ids)]) => {
+                        Response::Generated(self.generated_text(ids, &stops[first])?)
+                    }
+                    (Request::Rolling { .. }, _) => Response::Rolling {
+                        loglikelihood,
+                        tokens,
+                    },
+                    _ => Response::Loglikelihood {
+                        loglikelihood,
+                        is_greedy: scores[0].is_greedy,
+                        tokens,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Sampled generations, longest prompt first in batches of `batch_size`, each with its own
+    /// seeded sampler (so the draws do not depend on batching); request index → text.
+    fn sample(
+        &self,
+        mut draws: Vec<SampledDraw>,
+    ) -> Result<std::collections::HashMap<usize, String>, EvalError> {
+        draws.sort_by_key(|d| std::cmp::Reverse(d.prompt.len()));
+        let mut texts = std::collections::HashMap::new();
+        let mut pending = draws.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<SampledDraw> = pending
+                .by_ref()
+                .take(self.settings.batch_size.max(1))
+                .collect();
+            let max_new = chunk.iter().map(|d| d.max_new_tokens).max().unwrap_or(0);
+            let prompts: Vec<Vec<i64>> = chunk.iter().map(|d| d.prompt.clone()).collect();
+            let stops: Vec<Vec<String>> = chunk.iter().map(|d| d.stops.clone()).collect();
+            let limits: Vec<usize> = chunk.iter().map(|d| d.max_new_tokens).collect();
+            let mut picker = PerSequence(chunk.iter().map(|d| Some(d.sampler.clone())).collect());
+            let mut stop = SampledStop {
+                inner: StopStrings {
+                    tokenizer: self.tokenizer,
+                    stops: &stops,
+                    eos: self.tokenizer.eos_id,
+                },
                 limits: &limits,
-                eos: self.tokenizer.eos_id,
             };
             let generated = generate_batch(self.model, &prompts, max_new, &mut picker, &mut stop);
-            for ((&j, ids), stops) in chunk.iter().zip(generated).zip(&stops) {
-                let ids = &ids[..ids.len().min(jobs[j].2)];
-                let mut text = self.tokenizer.decode(ids, true)?;
-                for s in stops.iter().filter(|s| !s.is_empty()) {
-                    if let Some(at) = text.find(s.as_str()) {
-                        text.truncate(at);
-                    }
-                }
-                texts[j] = text;
+            for ((draw, ids), stops) in chunk.iter().zip(generated).zip(&stops) {
+                let ids = &ids[..ids.len().min(draw.max_new_tokens)];
+                texts.insert(draw.request, self.generated_text(ids, stops)?);
             }
         }
         Ok(texts)
     }
+
+    /// Whether shared prefixes are encoded once here, and if not, why.
+    pub fn prefix_cache(&self) -> PrefixCache {
+        PrefixCache::for_model(self.model, self.settings.prefix_cache)
+    }
+
+    fn reuse(&self) -> Reuse {
+        self.prefix_cache().reuse()
+    }
+
+    fn engine(&self) -> Engine<'_> {
+        Engine::new(
+            self.model,
+            Batching {
+                batch_size: self.settings.batch_size,
+                token_budget: self.settings.token_budget,
+                max_length: self.settings.max_length,
+            },
+        )
+    }
+
+    /// `HFLM.generate_until`'s prompt: the context left-truncated to
+    /// `max_length - max_gen_toks` tokens.
+    fn generation(&self, context: &str, max_gen_toks: usize) -> Result<Job, EvalError> {
+        let mut ids = self.encode(context)?;
+        let max_ctx = self.settings.max_length.saturating_sub(max_gen_toks).max(1);
+        if ids.len() > max_ctx {
+            ids.drain(..ids.len() - max_ctx);
+        }
+        Ok(Job::Generate {
+            prompt: ids,
+            max_new_tokens: max_gen_toks,
+        })
+    }
+
+    /// The decoded generation cut at the first occurrence of each stop string.
+    fn generated_text(&self, ids: &[i64], stops: &[String]) -> Result<String, EvalError> {
+        let mut text = self.tokenizer.decode(ids, true)?;
+        for s in stops.iter().filter(|s| !s.is_empty()) {
+            if let Some(at) = text.find(s.as_str()) {
+                text.truncate(at);
+            }
+        }
+        Ok(text)
+    }
 }
 
-/// Stops a sequence at EOS, at its token limit, or once its decoded text holds a stop string.
+/// Whether shared prefixes are encoded once (recorded in results.json).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrefixCache {
+    On,
+    /// Turned off (`--no-prefix-cache`).
+    Off,
+    /// Off because a selector's choice for a token depends on later tokens (the layer and
+    /// selector named): a prefix's logits then depend on what follows it, so nothing is shared.
+    NonCausalRouting(String),
+}
+
+impl PrefixCache {
+    /// The cache's state for `model` when `enabled` is asked: any MoE layer whose selector is
+    /// not causal (Expert Choice, USMoE in `full_sequence` mode) turns it off.
+    pub fn for_model(model: &Model, enabled: bool) -> PrefixCache {
+        let non_causal = model
+            .layers
+            .iter()
+            .enumerate()
+            .find_map(|(l, block)| match &block.ffn {
+                Ffn::Moe(moe) if !moe.selector.is_causal() => {
+                    Some(format!("layer {l}: {}", moe.selector.describe()))
+                }
+                _ => None,
+            });
+        match non_causal {
+            Some(selector) => PrefixCache::NonCausalRouting(selector),
+            None if enabled => PrefixCache::On,
+            None => PrefixCache::Off,
+        }
+    }
+
+    /// What the engine may share under this state.
+    pub fn reuse(&self) -> Reuse {
+        match self {
+            PrefixCache::On => Reuse::SharedPrefixes,
+            PrefixCache::Off => Reuse::LongerPasses,
+            PrefixCache::NonCausalRouting(_) => Reuse::Nothing,
+        }
+    }
+}
+
+impl std::fmt::Display for PrefixCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrefixCache::On => write!(f, "on"),
+            PrefixCache::Off => write!(f, "off"),
+            PrefixCache::NonCausalRouting(selector) => {
+                write!(f, "off: non-causal routing ({selector})")
+            }
+        }
+    }
+}
+
+/// One sampled generation (`do_sample`): its request, prompt ids, stop strings, token limit and
+/// seeded sampler.
+struct SampledDraw {
+    request: usize,
+    prompt: Vec<i64>,
+    stops: Vec<String>,
+    max_new_tokens: usize,
+    sampler: Sampler,
+}
+
+/// [`StopStrings`] plus each sequence's own token limit (a batch of sampled draws decodes to
+/// the largest limit).
+struct SampledStop<'t> {
+    inner: StopStrings<'t>,
+    limits: &'t [usize],
+}
+
+impl StopCondition for SampledStop<'_> {
+    fn is_done(&mut self, seq: usize, generated: &[i64]) -> bool {
+        generated.len() >= self.limits[seq] || self.inner.is_done(seq, generated)
+    }
+}
+
+/// Stops a generation at EOS or once its decoded text holds one of its stop strings (token
+/// limits are the engine's).
 struct StopStrings<'t> {
     tokenizer: &'t Tokenizer,
     stops: &'t [Vec<String>],
-    limits: &'t [usize],
     eos: Option<i64>,
 }
 
 impl StopCondition for StopStrings<'_> {
-    fn is_done(&mut self, seq: usize, generated: &[i64]) -> bool {
-        if generated.len() >= self.limits[seq] || generated.last().copied() == self.eos {
+    fn is_done(&mut self, job: usize, generated: &[i64]) -> bool {
+        if generated.last().copied() == self.eos {
             return true;
         }
         let text = self.tokenizer.decode(generated, true).unwrap_or_default();
-        self.stops[seq]
+        self.stops[job]
             .iter()
             .any(|s| !s.is_empty() && text.contains(s.as_str()))
     }

@@ -11,6 +11,17 @@ use tch::{Device, Kind};
 /// allocator, the tokenizer, per-request bookkeeping and estimation error.
 pub const MEMORY_FRACTION: f64 = 0.5;
 
+/// Share of one forward pass's bytes (the token budget's) that the prefix KV cache may keep
+/// between passes: with `auto`, passes use at most [`MEMORY_FRACTION`] of the free memory and
+/// kept prefixes a quarter more.
+pub const PREFIX_CACHE_SHARE: f64 = 0.5;
+
+/// Bytes of the keys and values one position keeps in every layer's KV cache.
+pub fn kv_bytes_per_token(config: &ModelConfig, kind: Kind) -> u64 {
+    let per_layer = 2 * config.num_kv_heads as u64 * config.head_dim as u64;
+    kind.elt_size_in_bytes() as u64 * per_layer * config.num_layers as u64
+}
+
 /// Upper bound of the transient bytes one input token costs in a no-grad forward pass whose
 /// rows are `max_length` long: the residual stream and attention projections, attention
 /// scores (the math kernel materialises `heads × length` per token, twice with the softmax),
@@ -134,6 +145,13 @@ mod tests {
             bytes_per_token(&moe, Kind::Float, 2048),
             4 * (attention + expert_path) + logits
         );
+    }
+
+    #[test]
+    fn kv_bytes_are_counted_by_hand() {
+        // SmolLM2: 30 layers × keys and values × 3 heads × 64 dims × 4 bytes = 46,080.
+        assert_eq!(kv_bytes_per_token(&smollm2_like(), Kind::Float), 46_080);
+        assert_eq!(kv_bytes_per_token(&smollm2_like(), Kind::BFloat16), 23_040);
     }
 
     #[test]

@@ -16,7 +16,6 @@
 //! The stderr is a seeded bootstrap over windows (an approximation: windows overlap in context
 //! for `strided`).
 use crate::error::EvalError;
-use crate::evaluate::MetricValue;
 use crate::lm::LanguageModel;
 use moebench_core::stats::bootstrap_stderr;
 
@@ -97,13 +96,21 @@ impl PplProtocol {
     }
 }
 
-/// The perplexity of `texts` (concatenated) under `protocol`, with the number of windows.
+/// A corpus perplexity (lower is better) and its bootstrap stderr over windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CorpusPerplexity {
+    pub value: f64,
+    pub stderr: Option<f64>,
+    pub windows: usize,
+}
+
+/// The perplexity of `texts` (concatenated) under `protocol`.
 pub fn corpus_perplexity(
     lm: &LanguageModel<'_>,
     texts: &[String],
     protocol: PplProtocol,
     bootstrap_iters: usize,
-) -> Result<(MetricValue, usize), EvalError> {
+) -> Result<CorpusPerplexity, EvalError> {
     let ids = lm
         .tokenizer
         .encode(&texts.join("\n\n"), true)
@@ -140,15 +147,11 @@ pub fn corpus_perplexity(
         bootstrap_iters,
         1234,
     );
-    Ok((
-        MetricValue {
-            value,
-            stderr,
-            higher_is_better: false,
-            stderr_is_moebench_extension: true,
-        },
-        windows.len(),
-    ))
+    Ok(CorpusPerplexity {
+        value,
+        stderr,
+        windows: windows.len(),
+    })
 }
 
 #[cfg(test)]

@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub token_budget: usize,
     pub token_budget_source: String,
     pub max_length: usize,
+    /// `on`, `off` (`--no-prefix-cache`) or why it is off (non-causal routing).
+    pub prefix_cache: String,
     pub limit: Option<usize>,
     pub bootstrap_iters: usize,
     pub fewshot_seed: u64,
@@ -101,6 +103,7 @@ impl RunConfig {
             "model_repo": self.model_repo,
             "token_budget": self.token_budget,
             "token_budget_source": self.token_budget_source,
+            "prefix_cache": self.prefix_cache,
             "max_length": self.max_length,
             "tokenizer_sha256": self.tokenizer_sha256,
             "harness_version": self.harness_version,

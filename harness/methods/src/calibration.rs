@@ -1,4 +1,4 @@
-//! Calibration engine, whole-model half (METHODS.md §8.4): one forward pass over the calibration
+//! Calibration engine, whole-model half (docs/methods.md §8.4): one forward pass over the calibration
 //! batches with a [`ForwardObserver`] that streams per-MoE-layer statistics for the pruning
 //! criteria of §7.6 (Freq, EAN, REAP) and for merging baselines (co-activation counts, router
 //! probabilities). The layer-sequential half that REAM needs (§6.3 step 7) is [`BlockStream`]:
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
-/// The gate `g_j(x)` that multiplies `‖E_j(x)‖₂` in the REAP saliency (METHODS.md §7.6).
+/// The gate `g_j(x)` that multiplies `‖E_j(x)‖₂` in the REAP saliency (docs/methods.md §7.6).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReapGate {
     /// The selection's combine weights renormalised to sum 1 over the selected experts: the REAP
@@ -35,7 +35,7 @@ pub enum ReapGate {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CalibrationOptions {
     /// Count padding tokens too. The official REAP/REAM/DUME code does not mask them
-    /// (METHODS.md §6.7 item 6); this flag reproduces it for exact parity. Off by default.
+    /// (docs/methods.md §6.7 item 6); this flag reproduces it for exact parity. Off by default.
     pub include_padding: bool,
     pub reap_gate: ReapGate,
 }
@@ -259,7 +259,7 @@ pub fn observe(
 }
 
 /// The calibration batches' residual stream at the input of block [`BlockStream::next_block`]
-/// (METHODS.md §8.4, the layer-sequential pass): REAM merges layer ℓ from statistics of block ℓ
+/// (docs/methods.md §8.4, the layer-sequential pass): REAM merges layer ℓ from statistics of block ℓ
 /// alone and then only blocks ≥ ℓ see the change, so instead of a whole-model pass per layer
 /// each block runs about twice in all. Every block runs exactly as in
 /// [`Model::forward_hidden`] ([`Model::forward_block`]), so the statistics equal those of

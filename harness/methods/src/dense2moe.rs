@@ -1,4 +1,4 @@
-//! Dense2MoE (F. Li, H. Ji et al., arXiv 2605.26496; METHODS.md §3): find a run of redundant
+//! Dense2MoE (F. Li, H. Ji et al., arXiv 2605.26496; docs/methods.md §3): find a run of redundant
 //! layers in a dense model, keep the first block of the run with its attention, delete the
 //! attention (and norms) of the others, and move their MLPs into the surviving block as routed
 //! experts of a new MoE FFN ("Layer-Fusion UpCycling", LF-UC). Decoding is memory-bound, so

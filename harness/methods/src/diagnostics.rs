@@ -1,4 +1,4 @@
-//! Routing diagnostics per MoE layer (issue #4 item 4; METHODS.md §8.6): expert load histogram,
+//! Routing diagnostics per MoE layer (issue #4 item 4; docs/methods.md §8.6): expert load histogram,
 //! active experts per token (mean, std), coefficient of variation of the loads, normalised load
 //! entropy, MaxVio (Wang et al. 2024: max load over mean load, minus 1), dead experts and the
 //! co-activation matrix. Counted over real tokens only (padding masked).

@@ -1,4 +1,4 @@
-//! DUME, Dynamic Upcycling MoE (Fanì & Ersoy, arXiv 2603.29765; METHODS.md §2), and the
+//! DUME, Dynamic Upcycling MoE (Fanì & Ersoy, arXiv 2603.29765; docs/methods.md §2), and the
 //! baselines it is compared with (§2.5, §7.2): D dense fine-tunes of one base become one MoE
 //! without training. The non-MLP weights are averaged, the D MLPs become the experts of every
 //! layer ("MoErging"), and each layer's router is a closed-form ridge regression of the MoE input
@@ -38,7 +38,7 @@ const METHOD: &str = "dume";
 /// One batch of `(input_ids [B, T], attention_mask [B, T])`, 1 = real token (as in calibration).
 pub use crate::method::Batch;
 
-/// DUME's settings; the defaults are the official code's causal-LM setting (METHODS.md §2.4).
+/// DUME's settings; the defaults are the official code's causal-LM setting (docs/methods.md §2.4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DumeConfig {
     /// Tikhonov λ; it also shrinks the bias row, as in the code (§2.7 item 5).
@@ -207,7 +207,7 @@ pub fn average_merge(dense: Vec<Model>) -> Result<Model> {
     Ok(merged)
 }
 
-/// MoErging (METHODS.md §2.3 step 1, as in BTX): the mean of every non-MLP weight, and expert `d`
+/// MoErging (docs/methods.md §2.3 step 1, as in BTX): the mean of every non-MLP weight, and expert `d`
 /// of every layer = the MLP of `dense[d]`. The router is zero (a placeholder for the ridge solve or
 /// BTX's random init) and the selector is top-1 with renormalised weights. The shell comes from
 /// [`upcycle`] of model 0, so a Llama becomes a Mixtral that `save_pretrained` can write.
@@ -252,7 +252,7 @@ pub fn moerge(dense: Vec<Model>) -> Result<Model> {
     Ok(merged)
 }
 
-/// Streaming ridge statistics of every MoE layer (METHODS.md §2.3 step 2, §8.4 `RidgeStats`):
+/// Streaming ridge statistics of every MoE layer (docs/methods.md §2.3 step 2, §8.4 `RidgeStats`):
 /// `A = Σ h̃h̃ᵀ` `[(H+1), (H+1)]`, shared by all domains, and `B = Σ h̃yᵀ` `[(H+1), D]` with `y`
 /// the one-hot domain, where `h̃ = [h; 1]` is the MoE input with a bias entry. Kept in f64 on the
 /// model's device (§2.7 item 6).
@@ -628,9 +628,7 @@ pub fn add_expert(
         let bias = moe.router.bias.as_ref().map(|b| append(b, &b.get(0)));
         moe.router = Linear { weight, bias };
     }
-    if let Some(moe) = model.config.moe.as_mut() {
-        moe.num_experts += 1;
-    }
+    model.sync_expert_count()?;
     let domain = stats.add_domain();
     collect(model, stats, domain, batches)?;
     install_routers(model, &stats.solve(cfg.lambda)?, cfg)?;
@@ -1017,7 +1015,7 @@ mod tests {
         Tensor::cat(&[router.weight.tr(), router.bias.unsqueeze(0)], 0)
     }
 
-    /// METHODS.md §8.8: accumulating batch by batch, with the third domain added later
+    /// docs/methods.md §8.8: accumulating batch by batch, with the third domain added later
     /// (dynamic addition), equals the one-shot batch ridge solution, which equals gradient descent
     /// on `‖X̃W̃ − Y‖² + λ‖W̃‖²`.
     #[test]

@@ -1,6 +1,6 @@
 //! moebench-methods: the MoE methods and baselines, one module each. A method talks to the model
 //! only through the MoE layer (stacked experts, router, [`moebench_model::moe::Selector`]), the
-//! forward observers and `save_pretrained` (ARCHITECTURE.md "The MoE layer is the meeting point").
+//! forward observers and `save_pretrained` (docs/architecture.md, "The MoE layer").
 //!
 //! - [`topk_min_p`]: top-k with a relative probability floor (a selector and its catalogue entry).
 //! - [`routing`]: selectors beyond the checkpoint's top-k — fixed Top-p (Huang et al.), DTop-p

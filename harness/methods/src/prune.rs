@@ -1,4 +1,4 @@
-//! Expert pruning by a calibration saliency (METHODS.md §7.6, §8.5 `prune(layer, keep_idx)`):
+//! Expert pruning by a calibration saliency (docs/methods.md §7.6, §8.5 `prune(layer, keep_idx)`):
 //! each MoE layer keeps its most salient experts at one uniform ratio, the router loses the rows
 //! of the pruned experts and top-k is unchanged, so active parameters stay the same.
 use crate::calibration::CalibrationStats;
@@ -6,11 +6,10 @@ use crate::error::{MethodError, Result};
 use moebench_model::moe::MoeLayer;
 use moebench_model::{Ffn, Model};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 const METHOD: &str = "prune";
 
-/// Saliency of an expert (REAP arXiv 2510.13999, App. D; METHODS.md §7.6). The lowest go.
+/// Saliency of an expert (REAP arXiv 2510.13999, App. D; docs/methods.md §7.6). The lowest go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Criterion {
     /// `ν_j`, the number of tokens routed to `j`.
@@ -125,37 +124,8 @@ pub fn top_experts(saliency: &[f64], keep: usize) -> Vec<i64> {
 /// logits; a top-k selector needs `keep.len() >= k`, which the caller checks ([`prune_model`]
 /// uses the config's `num_experts_per_tok`, the k of the checkpoint's [`moebench_model::moe::TopK`]).
 pub fn prune_layer(moe: &mut MoeLayer, keep: &[i64]) -> Result<()> {
-    let n = moe.num_experts();
-    let mut seen = vec![false; n as usize];
-    for &e in keep {
-        if !(0..n).contains(&e) || std::mem::replace(&mut seen[e as usize], true) {
-            return Err(MethodError::param(
-                METHOD,
-                "keep",
-                format!("must list distinct expert indices in 0..{n}; got {keep:?}"),
-            ));
-        }
-    }
-    if keep.is_empty() {
-        return Err(MethodError::param(
-            METHOD,
-            "keep",
-            "is empty; at least one expert must stay",
-        ));
-    }
-    let idx = Tensor::from_slice(keep).to_device(moe.w_gate.device());
-    moe.w_gate = rows(&moe.w_gate, &idx);
-    moe.w_up = rows(&moe.w_up, &idx);
-    moe.w_down = rows(&moe.w_down, &idx);
-    moe.router.weight = rows(&moe.router.weight, &idx);
-    moe.router.bias = moe.router.bias.as_ref().map(|b| rows(b, &idx));
-    Ok(())
-}
-
-/// `t[idx]` along dim 0, as a fresh leaf that keeps `t`'s `requires_grad` (so a pruned model can
-/// still be fine-tuned).
-fn rows(t: &Tensor, idx: &Tensor) -> Tensor {
-    tch::no_grad(|| t.index_select(0, idx)).set_requires_grad(t.requires_grad())
+    moe.retain_experts(keep)
+        .map_err(|e| MethodError::param(METHOD, "keep", e.to_string()))
 }
 
 /// Prunes every MoE layer to the same number of experts, keeping the highest `criterion`
@@ -225,14 +195,8 @@ pub fn prune_by(
             kept,
         });
     }
-    for p in &layers {
-        if let Ffn::Moe(moe) = &mut model.layers[p.layer].ffn {
-            prune_layer(moe, &p.kept)?;
-        }
-    }
-    if let Some(m) = &mut model.config.moe {
-        m.num_experts = count;
-    }
+    let keep: Vec<(usize, Vec<i64>)> = layers.iter().map(|p| (p.layer, p.kept.clone())).collect();
+    model.retain_experts(&keep)?;
     Ok(PruneReport {
         criterion,
         experts_before: n,

@@ -34,7 +34,7 @@ pub struct ScratchConfig {
 }
 
 impl Default for ScratchConfig {
-    /// METHODS.md §5.6 / §4.6's CPU miniature: 4 layers, H=128, 16 experts of width 128, top-2,
+    /// docs/methods.md §5.6 / §4.6's CPU miniature: 4 layers, H=128, 16 experts of width 128, top-2,
     /// over bytes.
     fn default() -> Self {
         Self {

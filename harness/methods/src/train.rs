@@ -1,6 +1,6 @@
 //! Training loop for MoE models (tch autograd): AdamW (Loshchilov & Hutter, decoupled weight
 //! decay), linear warm-up then cosine decay, global-norm gradient clipping, seeded data order,
-//! and the MoE losses of METHODS.md §7.3/§7.5/§5.3: LM loss + Switch load balancing
+//! and the MoE losses of docs/methods.md §7.3/§7.5/§5.3: LM loss + Switch load balancing
 //! `α·N·Σ f_j·P̄_j` + router z-loss `β·mean(logsumexp(z)²)` + Huang et al.'s dynamic loss
 //! (router entropy, minimised). After every optimizer step the caller's `on_step` sees the
 //! measured active-expert counts — that is where DTop-p's PI controller steps (§5.3 step 3).
@@ -8,7 +8,7 @@
 //! What trains is a [`Trainable`]: every parameter, or only some modules (routers, the
 //! experts' gate projections, …) of some layers. Frozen tensors get no gradient, no optimizer
 //! state and no weight decay, so they leave training bit for bit unchanged — DUME+ and BTX
-//! train only routers (METHODS.md §2.3 step 7, §7.2), LLM-Streamline only its replacement layer.
+//! train only routers (docs/methods.md §2.3 step 7, §7.2), LLM-Streamline only its replacement layer.
 //!
 //! Enough to pre-train a tiny MoE from scratch and to continue-train an upcycled model on CPU.
 use crate::error::{MethodError, Result};
@@ -39,7 +39,7 @@ pub struct TrainConfig {
     /// Global gradient-norm clip; 0 disables it.
     pub grad_clip: f64,
     pub seed: u64,
-    /// Switch load-balancing coefficient α (METHODS.md §7.3).
+    /// Switch load-balancing coefficient α (docs/methods.md §7.3).
     pub load_balance_coef: f64,
     /// Router z-loss coefficient β (0 for DTop-p, §5.3 step 5).
     pub z_loss_coef: f64,
@@ -148,7 +148,7 @@ impl TrainConfig {
 
 /// A part of a model the training loop can train or freeze. The names are this IR's modules,
 /// not checkpoint names: "gate" in DUME's code matches both the router and every expert's
-/// `gate_proj` (METHODS.md §2.7 item 1), which here are [`Module::Router`] and
+/// `gate_proj` (docs/methods.md §2.7 item 1), which here are [`Module::Router`] and
 /// [`Module::ExpertGate`], so either reading can be chosen explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,4 +1,4 @@
-//! Sparse upcycling (Komatsuzaki et al., ICLR 2023, arXiv 2212.05055; METHODS.md §7.1): every
+//! Sparse upcycling (Komatsuzaki et al., ICLR 2023, arXiv 2212.05055; docs/methods.md §7.1): every
 //! chosen dense MLP becomes E identical expert copies behind a new, small-normal-initialised
 //! router with top-k and Mixtral-style renormalised weights. Because the copies are identical
 //! and the weights sum to 1, the upcycled model computes exactly what the dense model did until
@@ -27,7 +27,7 @@ pub struct UpcycleConfig {
 }
 
 impl Default for UpcycleConfig {
-    /// METHODS.md §7.1's decoder default: 4 experts, top-2.
+    /// docs/methods.md §7.1's decoder default: 4 experts, top-2.
     fn default() -> Self {
         Self {
             num_experts: 4,
@@ -216,7 +216,7 @@ mod tests {
         f64::try_from((a - b).abs().max()).unwrap()
     }
 
-    /// METHODS.md §8.8: before training, the upcycled model's logits equal the dense model's.
+    /// docs/methods.md §8.8: before training, the upcycled model's logits equal the dense model's.
     #[test]
     fn upcycled_logits_equal_dense_logits() {
         let dense = tiny_llama();

@@ -1,4 +1,4 @@
-//! Dense2MoE (METHODS.md §3) on a random 6-layer Llama: similarity analysis, layer pruning,
+//! Dense2MoE (docs/methods.md §3) on a random 6-layer Llama: similarity analysis, layer pruning,
 //! Layer-Fusion UpCycling and its cost accounting (§8.6).
 mod common;
 

@@ -1,4 +1,4 @@
-//! DUME (arXiv 2603.29765, METHODS.md §2, §8.8) and its baselines on tiny random models.
+//! DUME (arXiv 2603.29765, docs/methods.md §2, §8.8) and its baselines on tiny random models.
 use moebench_methods::dume::{
     add_expert, average_merge, btx, dume, dume_plus, moerge, oracle_logits, oracle_routing,
     random_routing, router_accuracy, Batch, BtxConfig, BtxVariant, DumeConfig, DumePlusConfig,
@@ -135,7 +135,7 @@ fn adding_an_expert_later_equals_collecting_all_domains_at_once() {
     assert!(diff <= 1e-5, "logits max |Δ| {diff}");
 }
 
-/// METHODS.md §8.8: oracle routing with D identical models equals the dense model, and
+/// docs/methods.md §8.8: oracle routing with D identical models equals the dense model, and
 /// MoErging identical models keeps their weights (the averages equal the originals).
 #[test]
 fn identical_copies_keep_the_weights_and_oracle_routing_equals_dense() {

@@ -1,4 +1,4 @@
-//! Expert merging (REAM, M-SMoE, HC-SMoE) on the tiny fixtures: the invariants of METHODS.md
+//! Expert merging (REAM, M-SMoE, HC-SMoE) on the tiny fixtures: the invariants of docs/methods.md
 //! §8.8 plus save/reload and parameter errors.
 mod common;
 

@@ -1,4 +1,4 @@
-//! Calibration statistics and expert pruning (METHODS.md §7.6, §8.4, §8.8) on the tiny fixtures.
+//! Calibration statistics and expert pruning (docs/methods.md §7.6, §8.4, §8.8) on the tiny fixtures.
 mod common;
 
 use common::token_batch;
@@ -126,7 +126,7 @@ fn keep_all_is_the_identity() {
 /// REAP, EAN and Freq of one layer on a fixed batch, recomputed token by token with the routing
 /// done by hand (softmax, top-k, renormalisation in plain Rust) and one `expert_forward` call per
 /// routed token. OLMoE does not renormalise its combine weights, so it checks that the default
-/// REAP gate renormalises anyway (METHODS.md §7.6) while `ReapGate::Softmax` does not.
+/// REAP gate renormalises anyway (docs/methods.md §7.6) while `ReapGate::Softmax` does not.
 #[test]
 fn reap_matches_a_hand_computed_value() {
     for name in ["mixtral", "olmoe"] {

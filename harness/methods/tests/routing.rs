@@ -1,5 +1,5 @@
 //! Routing methods that need a model: USMoE's and Expert Choice's causal mode fitted on
-//! calibration data (METHODS.md §4.7.1).
+//! calibration data (docs/methods.md §4.7.1).
 mod common;
 
 use common::token_batch;

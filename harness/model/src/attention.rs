@@ -2,6 +2,7 @@
 //! projection), QKV clipping and a KV cache. The kernel is libtorch's SDPA, as in transformers'
 //! default `sdpa` attention, with a boolean mask (true = may attend).
 use crate::config::QkNorm;
+use crate::kv_cache::LayerCache;
 use crate::layers::{Linear, RmsNorm};
 use crate::rope;
 use tch::Tensor;
@@ -19,23 +20,6 @@ pub struct Attention {
     pub num_heads: i64,
     pub num_kv_heads: i64,
     pub head_dim: i64,
-}
-
-/// Keys and values of the positions seen so far, `[B, kv_heads, S, head_dim]` each.
-#[derive(Debug, Default)]
-pub struct LayerCache {
-    pub kv: Option<(Tensor, Tensor)>,
-}
-
-impl LayerCache {
-    fn append(&mut self, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
-        let (k, v) = match self.kv.take() {
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
-            None => (k, v),
-        };
-        self.kv = Some((k.shallow_clone(), v.shallow_clone()));
-        (k, v)
-    }
 }
 
 impl Attention {

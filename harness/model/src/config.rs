@@ -99,7 +99,7 @@ pub enum QkNorm {
     Full,
 }
 
-/// How a checkpoint turns router logits into combine weights (METHODS.md §1).
+/// How a checkpoint turns router logits into combine weights (docs/methods.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouterNorm {
     /// softmax over all N, top-k, weights renormalised to sum 1 (Mixtral; Qwen with `norm_topk_prob`).

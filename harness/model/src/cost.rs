@@ -1,4 +1,4 @@
-//! Parameter counts and analytic forward FLOPs per token (METHODS.md §8.6; Kaplan et al. 2020,
+//! Parameter counts and analytic forward FLOPs per token (docs/methods.md §8.6; Kaplan et al. 2020,
 //! Table 1, with a multiply-add counted as 2 FLOPs). Expert terms take the number of experts a
 //! token actually used per layer, so data-dependent routers are counted, not assumed.
 use crate::model::{Ffn, Model};
@@ -101,7 +101,7 @@ pub fn flops_per_token(
     f
 }
 
-/// Bytes read from memory to decode one token at batch 1 (METHODS.md §8.6, the roofline proxy
+/// Bytes read from memory to decode one token at batch 1 (docs/methods.md §8.6, the roofline proxy
 /// Dense2MoE optimises): every weight the token touches once — attention, norms, router, the
 /// experts it uses (mean measured count per layer), shared experts, dense MLPs, one embedding
 /// row and the LM head — plus the KV cache of `context` earlier positions.

@@ -2,7 +2,8 @@
 //! once, then one token per step for every unfinished sequence. Each step's next tokens come
 //! from a [`TokenPicker`]: the argmax (`do_sample=False`, [`greedy_batch`]) or, per sequence,
 //! seeded sampling ([`PerSequence`], [`crate::sampling`]).
-use crate::model::{KvCache, Model};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
 use crate::sampling::Sampler;
 use tch::{Device, Kind, Tensor};
 
@@ -88,6 +89,26 @@ impl<'m> GreedyDecoder<'m> {
         (decoder, next)
     }
 
+    /// A decoder that continues sequences already run: `cache` holds their keys and values and
+    /// `attention` the `[B, S]` mask of its columns when some rows are padded (as
+    /// [`KvCache::from_sequences`] returns them). The next call is [`GreedyDecoder::step`].
+    pub fn resume(
+        model: &'m Model,
+        cache: KvCache,
+        attention: Option<Tensor>,
+    ) -> GreedyDecoder<'m> {
+        GreedyDecoder {
+            model,
+            cache,
+            attention,
+        }
+    }
+
+    /// Leaves room in the cache for `tokens` more steps, so that they write in place.
+    pub fn reserve(&mut self, tokens: usize) {
+        self.cache.reserve(tokens as i64);
+    }
+
     /// Forward of one new token per sequence (`tokens.len()` = batch size).
     pub fn step(&mut self, tokens: &[i64]) -> Vec<i64> {
         self.step_with(tokens, &mut Argmax)
@@ -155,12 +176,38 @@ pub fn generate_batch(
     picker: &mut dyn TokenPicker,
     stop: &mut dyn StopCondition,
 ) -> Vec<Vec<i64>> {
-    let b = prompts.len();
-    let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
-    if b == 0 || max_new_tokens == 0 {
-        return out;
+    if prompts.is_empty() || max_new_tokens == 0 {
+        return vec![Vec::new(); prompts.len()];
     }
-    let (mut decoder, mut next) = GreedyDecoder::prefill_with(model, prompts, picker);
+    let (decoder, first) = GreedyDecoder::prefill_with(model, prompts, picker);
+    decode_with(decoder, first, max_new_tokens, picker, stop)
+}
+
+/// Greedy continuation from `first`, the first generated id of every row (the argmax after its
+/// prompt): [`decode_with`] and [`Argmax`].
+pub fn decode(
+    decoder: GreedyDecoder<'_>,
+    first: Vec<i64>,
+    max_new_tokens: usize,
+    stop: &mut dyn StopCondition,
+) -> Vec<Vec<i64>> {
+    decode_with(decoder, first, max_new_tokens, &mut Argmax, stop)
+}
+
+/// Continuation from `first`, the first generated id of every row, at most `max_new_tokens` ids
+/// per row (`first` included), each next id chosen by `picker`; finished rows keep being fed
+/// (their outputs are dropped) until every row is done.
+pub fn decode_with(
+    mut decoder: GreedyDecoder<'_>,
+    first: Vec<i64>,
+    max_new_tokens: usize,
+    picker: &mut dyn TokenPicker,
+    stop: &mut dyn StopCondition,
+) -> Vec<Vec<i64>> {
+    let b = first.len();
+    let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
+    decoder.reserve(max_new_tokens.saturating_sub(1));
+    let mut next = first;
     let mut done = vec![false; b];
     for step in 0..max_new_tokens {
         if step > 0 {

@@ -8,6 +8,7 @@ pub mod cost;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod kv_cache;
 pub mod layers;
 pub mod model;
 pub mod moe;

@@ -1,8 +1,10 @@
 //! The decoder: embeddings, blocks (attention + dense MLP or MoE FFN), final norm, LM head.
 //! Loading maps transformers' checkpoint names (per family) onto this one structure.
-use crate::attention::{Attention, LayerCache};
+use crate::attention::Attention;
 use crate::config::{Family, ModelConfig, QkNorm};
-use crate::error::Result;
+use crate::error::{ModelError, Result};
+pub use crate::kv_cache::KvCache;
+use crate::kv_cache::LayerCache;
 use crate::layers::{Linear, Mlp, RmsNorm};
 use crate::moe::{MoeEvent, MoeLayer, SharedExpert, TopK};
 use crate::observer::{ForwardObserver, HiddenPoint};
@@ -38,32 +40,6 @@ pub struct Model {
     rope: Rope,
     pub device: Device,
     pub kind: Kind,
-}
-
-/// One KV cache per layer.
-#[derive(Debug, Default)]
-pub struct KvCache {
-    pub layers: Vec<LayerCache>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> KvCache {
-        KvCache {
-            layers: (0..num_layers).map(|_| LayerCache::default()).collect(),
-        }
-    }
-
-    /// Number of positions already cached.
-    pub fn len(&self) -> i64 {
-        self.layers
-            .first()
-            .and_then(|l| l.kv.as_ref())
-            .map_or(0, |(k, _)| k.size()[2])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What every block of one forward call shares, from [`Model::block_inputs`].
@@ -269,6 +245,80 @@ impl Model {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// The MoE layers with their block index, in order.
+    pub fn moe_layers(&self) -> impl Iterator<Item = (usize, &MoeLayer)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter_map(|(l, b)| match &b.ffn {
+                Ffn::Moe(moe) => Some((l, moe)),
+                Ffn::Dense(_) => None,
+            })
+    }
+
+    /// [`Self::moe_layers`], mutable.
+    pub fn moe_layers_mut(&mut self) -> impl Iterator<Item = (usize, &mut MoeLayer)> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(l, b)| match &mut b.ffn {
+                Ffn::Moe(moe) => Some((l, moe)),
+                Ffn::Dense(_) => None,
+            })
+    }
+
+    /// Keeps, in each listed MoE layer, the experts its list names (in that order): every list
+    /// is checked before any layer changes, and `config.moe` follows ([`Self::sync_expert_count`]).
+    /// The one way pruning changes a model's experts.
+    pub fn retain_experts(&mut self, keep: &[(usize, Vec<i64>)]) -> Result<()> {
+        for (layer, experts) in keep {
+            let Some(Block {
+                ffn: Ffn::Moe(moe), ..
+            }) = self.layers.get(*layer)
+            else {
+                return Err(ModelError::Invalid(format!(
+                    "layer {layer} is not an MoE layer"
+                )));
+            };
+            let n = moe.num_experts();
+            let distinct: std::collections::BTreeSet<_> = experts.iter().collect();
+            if experts.is_empty()
+                || distinct.len() != experts.len()
+                || experts.iter().any(|e| !(0..n).contains(e))
+            {
+                return Err(ModelError::Invalid(format!(
+                    "layer {layer}: experts to keep must be distinct indices in 0..{n}, at least one; got {experts:?}"
+                )));
+            }
+        }
+        for (layer, experts) in keep {
+            if let Ffn::Moe(moe) = &mut self.layers[*layer].ffn {
+                moe.retain_experts(experts)?;
+            }
+        }
+        self.sync_expert_count()
+    }
+
+    /// Sets `config.moe.num_experts` to the count every MoE layer has, after a method changed the experts; layers that disagree are an error (the
+    /// config format has one count).
+    pub fn sync_expert_count(&mut self) -> Result<()> {
+        let counts: std::collections::BTreeSet<i64> =
+            self.moe_layers().map(|(_, m)| m.num_experts()).collect();
+        let count = match counts.len() {
+            0 => return Ok(()),
+            1 => *counts.first().expect("one count") as usize,
+            _ => {
+                return Err(ModelError::Invalid(format!(
+                "MoE layers have different expert counts {counts:?}; a checkpoint config holds one"
+            )))
+            }
+        };
+        if let Some(moe) = self.config.moe.as_mut() {
+            moe.num_experts = count;
+        }
+        Ok(())
     }
 
     /// Final hidden states `[B, T, H]` (after the final norm).

@@ -162,3 +162,28 @@ fn blocks_one_at_a_time_equal_the_whole_forward() {
         assert!(model.norm.forward(&x).equal(&whole), "{name}");
     }
 }
+
+/// Retaining experts is the one way a model's expert count changes: every list is checked
+/// before any layer changes, and `config.moe.num_experts` follows the layers (so a saved
+/// checkpoint reloads).
+#[test]
+fn retaining_experts_keeps_the_config_in_step() {
+    let mut model = load(&tiny("mixtral")).unwrap();
+    let layers: Vec<usize> = model.moe_layers().map(|(l, _)| l).collect();
+    let n = model.moe_layers().next().unwrap().1.num_experts();
+    let bad: Vec<(usize, Vec<i64>)> = vec![(layers[0], vec![0, 1]), (layers[1], vec![0, 0])];
+    let err = model.retain_experts(&bad).unwrap_err().to_string();
+    assert!(err.contains("distinct indices"), "{err}");
+    assert!(
+        model.moe_layers().all(|(_, m)| m.num_experts() == n),
+        "a rejected list changes no layer"
+    );
+    let keep: Vec<(usize, Vec<i64>)> = layers.iter().map(|&l| (l, vec![2, 0])).collect();
+    model.retain_experts(&keep).unwrap();
+    assert_eq!(model.config.moe.as_ref().unwrap().num_experts, 2);
+    let dir = tempfile::tempdir().unwrap();
+    save_pretrained(&model, Some(&tiny("mixtral")), dir.path()).unwrap();
+    let reloaded = load(dir.path()).unwrap();
+    let d = f64::try_from((logits(&model) - logits(&reloaded)).abs().max()).unwrap();
+    assert_eq!(d, 0.0);
+}

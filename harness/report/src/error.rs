@@ -33,6 +33,13 @@ pub enum ReportError {
         #[source]
         source: csv::Error,
     },
+    #[error(
+        "{base} and {new} share no metric (same model label, method label, task and metric): \
+         nothing to compare; compare two runs of the same suite"
+    )]
+    NothingInCommon { base: PathBuf, new: PathBuf },
+    #[error("quality `{asked}` is not a number of this run; use one of: {known}")]
+    UnknownQuality { asked: String, known: String },
     #[error("aggregating the records: {0}")]
     Polars(#[from] polars::error::PolarsError),
     #[error("rendering the report template: {0:#}")]
@@ -44,13 +51,6 @@ pub enum ReportError {
 impl ReportError {
     pub(crate) fn read(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
         move |source| Self::Read {
-            path: path.to_owned(),
-            source,
-        }
-    }
-
-    pub(crate) fn write(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| Self::Write {
             path: path.to_owned(),
             source,
         }

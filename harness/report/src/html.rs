@@ -1,19 +1,27 @@
 //! The HTML report: the sections' contents built from a run (and its history), drawn by the
 //! minijinja templates of `reports/`, which are compiled into the binary.
-use crate::frame::{averages, primary_values, Average, PrimaryValue};
-use crate::metric::{self, fmt_cell, fmt_measure, fmt_value};
+//!
+//! Section order answers the run's question first: trends (with `--history`), targets (when
+//! the run has any), then per base model quality vs cost and the leaderboard; details
+//! (suite plots, every metric, measures, routing, jobs) follow and the run's metadata ends it.
+use crate::baseline::{Analysis, Base};
+use crate::frame::{averages, primary_values, PrimaryValue};
+use crate::leaderboard::{leaderboard, Leaderboard};
+use crate::metric::{self, fmt_cell, fmt_delta, fmt_measure, fmt_value};
+use crate::overview::{overview, suite_plots, Overview, SuitePlot};
 use crate::routing::routing_loads;
-use crate::run::{key, MetricKey, Run};
-use crate::svg::{hypervolume, line_chart, scatter, Heatmap, LineChart, Point, Scatter};
+use crate::rows::{Quality, Rows};
+use crate::run::Run;
+use crate::svg::{line_chart, Heatmap, LineChart, SMALL};
 use crate::table::{distinct, Cell, Pivot, Style, Table};
+use crate::targets::{fmt_target, TargetCheck, TargetStatus, HEADER as TARGETS_HEADER};
 use crate::ReportError;
 use minijinja::{AutoEscape, Environment};
-use moebench_suite::suite::{ReportSpec, Target};
 use moebench_suite::{Record, RecordKind};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 
-const TEMPLATES: [(&str, &str); 3] = [
+const TEMPLATES: [(&str, &str); 4] = [
     ("report.html", include_str!("../../../reports/report.html")),
     (
         "partials/table.html",
@@ -23,28 +31,49 @@ const TEMPLATES: [(&str, &str); 3] = [
         "partials/charts.html",
         include_str!("../../../reports/partials/charts.html"),
     ),
+    (
+        "partials/script.js",
+        include_str!("../../../reports/partials/script.js"),
+    ),
 ];
 
 #[derive(Debug, Serialize)]
 struct Page {
     title: String,
     generator: String,
-    meta: Vec<(String, String)>,
-    leaderboard: Table,
+    /// One line under the title: suite, start, rows, bases, tasks.
+    subtitle: String,
+    history: Option<History>,
+    targets: Option<Targets>,
+    overview: Overview,
+    leaderboard: Leaderboard,
+    suite_plots: Vec<SuitePlot>,
     tasks: Vec<TaskSection>,
     measures: Option<Table>,
-    pareto: Vec<Scatter>,
     routing: Vec<Heatmap>,
-    targets: Option<Table>,
-    history: Option<History>,
     jobs: Table,
+    meta: Vec<(String, String)>,
 }
 
-/// Trends of the headline metrics over several runs.
+/// Trends over several runs, per base model.
 #[derive(Debug, Serialize)]
 struct History {
     runs: Vec<String>,
-    charts: Vec<LineChart>,
+    bases: Vec<HistoryBase>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryBase {
+    name: String,
+    quality: Option<LineChart>,
+    tasks: Vec<LineChart>,
+}
+
+#[derive(Debug, Serialize)]
+struct Targets {
+    summary: String,
+    all_pass: bool,
+    table: Table,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,49 +85,75 @@ struct TaskSection {
 
 /// The report of `runs[current]`, with trends over all of `runs` (ordered by start time) when
 /// there are several.
-pub fn render_html(runs: &[Run], current: usize) -> Result<String, ReportError> {
+pub fn render_html(
+    runs: &[Run],
+    current: usize,
+    analysis: &Analysis,
+    targets_check: Option<&TargetCheck>,
+) -> Result<String, ReportError> {
     let run = &runs[current];
-    let own: Vec<PrimaryValue> = primary_values(&[run])?;
-    let row_averages = averages(&own)?;
+    let Analysis {
+        suite,
+        rows,
+        bases,
+        deltas,
+    } = analysis;
     let page = Page {
-        title: run
-            .report_spec()?
-            .and_then(|s| s.title)
+        title: suite
+            .title
+            .clone()
             .unwrap_or_else(|| format!("moebench report — {}", run.info.suite)),
         generator: format!("moebench {}", env!("CARGO_PKG_VERSION")),
-        meta: meta(run),
-        leaderboard: leaderboard(&own, &row_averages),
-        tasks: task_sections(run),
-        measures: measures_table(run),
-        pareto: {
-            let spec = run.report_spec()?;
-            let mut plots = spec
-                .as_ref()
-                .map(|s| suite_pareto_plots(run, s))
-                .unwrap_or_default();
-            plots.extend(pareto_plots(&row_averages, run));
-            plots
-        },
-        routing: routing_loads(run)?.iter().map(|r| r.heatmap()).collect(),
-        targets: run
-            .targets()?
-            .filter(|t| !t.is_empty())
-            .map(|t| targets_table(run, &t)),
+        subtitle: subtitle(run, rows, bases),
         history: if runs.len() > 1 {
-            Some(history(runs)?)
+            Some(history(runs, rows, bases)?)
         } else {
             None
         },
+        targets: targets_check.map(targets),
+        overview: overview(rows, bases, deltas),
+        leaderboard: leaderboard(rows, bases, deltas),
+        suite_plots: suite_plots(rows, bases, &suite.pareto),
+        tasks: task_sections(run),
+        measures: measures_table(run),
+        routing: routing_loads(run)?.iter().map(|r| r.heatmap()).collect(),
         jobs: jobs_table(run),
+        meta: meta(run),
     };
     let mut env = Environment::new();
-    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".js") {
+            AutoEscape::None
+        } else {
+            AutoEscape::Html
+        }
+    });
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
     Ok(env
         .get_template("report.html")?
         .render(minijinja::value::Serde(&page))?)
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn subtitle(run: &Run, rows: &Rows, bases: &[Base]) -> String {
+    [
+        format!("suite {}", run.info.suite),
+        format!("started {}", run.info.start_time.replace('T', " ")),
+        plural(bases.len(), "base model", "base models"),
+        plural(rows.rows.len(), "row", "rows"),
+        plural(rows.headlines.len(), "task", "tasks"),
+        plural(
+            run.of_kind(RecordKind::JobDone).count(),
+            "finished job",
+            "finished jobs",
+        ),
+    ]
+    .join(" · ")
 }
 
 fn meta(run: &Run) -> Vec<(String, String)> {
@@ -161,158 +216,62 @@ fn fmt_duration(secs: f64) -> String {
     }
 }
 
-type RowKey = (String, String);
-
-fn row_key(model_label: &str, method_label: &str) -> RowKey {
-    (model_label.to_owned(), method_label.to_owned())
-}
-
-fn label_cells((model, method): &RowKey) -> Vec<Cell> {
-    vec![Cell::label(model.clone()), Cell::label(method.clone())]
-}
-
-/// Rows model × method, a column per task's headline metric and the accuracy average; the best
-/// value of each column is marked.
-fn leaderboard(values: &[PrimaryValue], averages: &[Average]) -> Table {
-    let pivot = Pivot::new(values.iter().map(|v| {
-        (
-            row_key(&v.model_label, &v.method_label),
-            (v.task.clone(), v.metric.clone()),
-            v,
-        )
-    }));
-    let direction: HashMap<(String, String), Option<bool>> = values
-        .iter()
-        .map(|v| ((v.task.clone(), v.metric.clone()), v.higher_is_better))
-        .collect();
-    let accuracy_columns = values
-        .iter()
-        .filter(|v| v.accuracy_like)
-        .map(|v| &v.task)
-        .collect::<BTreeSet<_>>()
-        .len() as u32;
-    let mut header = vec!["model".to_owned(), "method".to_owned()];
-    header.extend(pivot.columns.iter().map(|(task, m)| {
-        format!(
-            "{task} {}{}",
-            metric::split(m).0,
-            metric::arrow(direction[&(task.clone(), m.clone())])
-        )
-    }));
-    let mut columns: Vec<Vec<(Option<f64>, Cell)>> = (0..pivot.columns.len())
-        .map(|c| {
-            (0..pivot.rows.len())
-                .map(|r| match pivot.get(r, c) {
-                    Some(v) => (Some(v.value), Cell::num(fmt_cell(v.value, v.stderr))),
-                    None => (None, Cell::missing()),
-                })
-                .collect()
-        })
-        .collect();
-    for (c, (task, m)) in pivot.columns.iter().enumerate() {
-        mark_best(&mut columns[c], direction[&(task.clone(), m.clone())]);
-    }
-    if accuracy_columns > 0 {
-        header.push(format!("accuracy avg ({accuracy_columns} tasks) ↑"));
-        let mut column: Vec<(Option<f64>, Cell)> = pivot
-            .rows
-            .iter()
-            .map(|row| average_cell(averages, row, accuracy_columns))
-            .collect();
-        mark_best(&mut column, Some(true));
-        columns.push(column);
-    }
-    Table {
-        header,
-        rows: (0..pivot.rows.len())
-            .map(|r| {
-                let mut cells = label_cells(&pivot.rows[r]);
-                cells.extend(columns.iter().map(|c| c[r].1.clone()));
-                cells
-            })
-            .collect(),
-    }
-}
-
-fn average_cell(averages: &[Average], (model, method): &RowKey, of: u32) -> (Option<f64>, Cell) {
-    match averages
-        .iter()
-        .find(|a| &a.model_label == model && &a.method_label == method)
-    {
-        Some(a) if a.tasks == of => (Some(a.value), Cell::num(fmt_value(a.value))),
-        Some(a) => (
-            None,
-            Cell::num(format!("{} ({}/{of} tasks)", fmt_value(a.value), a.tasks)),
-        ),
-        None => (None, Cell::missing()),
-    }
-}
-
-/// Marks the best value of a column (when the direction is known).
-fn mark_best(column: &mut [(Option<f64>, Cell)], higher_is_better: Option<bool>) {
-    let Some(higher) = higher_is_better else {
-        return;
-    };
-    let sign = if higher { 1.0 } else { -1.0 };
-    let best = column
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (v, _))| v.filter(|v| v.is_finite()).map(|v| (i, sign * v)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
-    if let (Some((i, _)), true) = (best, column.len() > 1) {
-        column[i].1.style = Style::Best;
-    }
+fn label_cells(model: &str, method: &str) -> Vec<Cell> {
+    vec![Cell::label(model), Cell::label(method)]
 }
 
 /// One table per task with every metric it reports.
 fn task_sections(run: &Run) -> Vec<TaskSection> {
     let latest = run.latest(RecordKind::Metric);
-    distinct(latest.iter().map(|r| r.task.clone().unwrap_or_default()))
-        .iter()
+    let mut by_task: HashMap<&str, Vec<&Record>> = HashMap::new();
+    for r in &latest {
+        by_task
+            .entry(r.task.as_deref().unwrap_or_default())
+            .or_default()
+            .push(r);
+    }
+    distinct(latest.iter().map(|r| r.task.as_deref().unwrap_or_default()))
+        .into_iter()
         .map(|task| {
-            let records: Vec<&&Record> = latest
-                .iter()
-                .filter(|r| r.task.as_deref() == Some(task))
-                .collect();
+            let records = &by_task[task];
             let protocols: BTreeSet<&str> = records
                 .iter()
                 .filter_map(|r| r.protocol.as_deref())
                 .collect();
             TaskSection {
-                task: task.clone(),
+                task: task.to_owned(),
                 protocols: protocols.into_iter().collect::<Vec<_>>().join(", "),
-                table: metrics_table(&records),
+                table: metrics_table(records),
             }
         })
         .collect()
 }
 
-fn metrics_table(records: &[&&Record]) -> Table {
+fn metrics_table(records: &[&Record]) -> Table {
     let pivot = Pivot::new(records.iter().map(|r| {
         (
-            row_key(&r.model_label, &r.method_label),
-            r.metric.clone(),
-            **r,
+            (r.model_label.as_str(), r.method_label.as_str()),
+            r.metric.as_str(),
+            *r,
         )
     }));
     let mut header = vec!["model".to_owned(), "method".to_owned(), "n".to_owned()];
-    header.extend(pivot.columns.iter().map(|m| {
-        let hib = records
-            .iter()
-            .find(|r| &r.metric == m)
-            .and_then(|r| r.higher_is_better);
-        format!("{m}{}", metric::arrow(hib))
+    header.extend(pivot.columns.iter().enumerate().map(|(c, m)| {
+        let direction = (0..pivot.rows.len())
+            .find_map(|r| pivot.get(r, c))
+            .and_then(|r| metric::higher_is_better(r));
+        format!("{m}{}", metric::arrow(direction))
     }));
     let rows = pivot
         .rows
         .iter()
         .enumerate()
-        .map(|(i, row)| {
+        .map(|(i, (model, method))| {
             let n = (0..pivot.columns.len()).find_map(|c| pivot.get(i, c).and_then(|r| r.n));
-            let mut cells = label_cells(row);
-            cells.push(Cell::num(n.map_or_else(String::new, |n| n.to_string())));
+            let mut cells = label_cells(model, method);
+            cells.push(n.map_or_else(Cell::missing, |n| Cell::value(n.to_string(), n as f64)));
             cells.extend((0..pivot.columns.len()).map(|c| match pivot.get(i, c) {
-                Some(r) => Cell::num(fmt_cell(r.value, r.stderr)),
+                Some(r) => Cell::value(fmt_cell(r.value, r.stderr), r.value),
                 None => Cell::missing(),
             }));
             cells
@@ -329,23 +288,28 @@ fn measures_table(run: &Run) -> Option<Table> {
     }
     let pivot = Pivot::new(latest.iter().map(|r| {
         (
-            row_key(&r.model_label, &r.method_label),
-            r.metric.clone(),
+            (r.model_label.as_str(), r.method_label.as_str()),
+            r.metric.as_str(),
             *r,
         )
     }));
     let mut header = vec!["model".to_owned(), "method".to_owned()];
-    header.extend(pivot.columns.iter().cloned());
+    header.extend(pivot.columns.iter().enumerate().map(|(c, m)| {
+        let direction = (0..pivot.rows.len())
+            .find_map(|r| pivot.get(r, c))
+            .and_then(|r| metric::higher_is_better(r));
+        format!("{m}{}", metric::arrow(direction))
+    }));
     let rows =
         pivot
             .rows
             .iter()
             .enumerate()
-            .map(|(i, row)| {
-                let mut cells = label_cells(row);
+            .map(|(i, (model, method))| {
+                let mut cells = label_cells(model, method);
                 cells.extend(pivot.columns.iter().enumerate().map(
                     |(c, m)| match pivot.get(i, c) {
-                        Some(r) => Cell::num(fmt_measure(m, r.value)),
+                        Some(r) => Cell::value(fmt_measure(m, r.value), r.value),
                         None => Cell::missing(),
                     },
                 ));
@@ -355,230 +319,41 @@ fn measures_table(run: &Run) -> Option<Table> {
     Some(Table { header, rows })
 }
 
-/// Accuracy average against each measure the run has.
-fn pareto_plots(averages: &[Average], run: &Run) -> Vec<Scatter> {
-    let measures = run.latest(RecordKind::Measure);
-    let mut plots = Vec::new();
-    for measure in metric::PARETO_MEASURES {
-        let points: Vec<Point> = averages
-            .iter()
-            .filter_map(|a| {
-                let m = measures.iter().find(|r| {
-                    r.metric == measure
-                        && r.model_label == a.model_label
-                        && r.method_label == a.method_label
-                })?;
-                Some(Point {
-                    label: format!("{}/{}", a.model_label, a.method_label),
-                    x: m.value,
-                    y: a.value,
-                })
-            })
-            .filter(|p| p.x.is_finite() && p.y.is_finite())
-            .collect();
-        if points.is_empty() {
-            continue;
-        }
-        let higher = metric::measure_higher_is_better(measure);
-        let better = if higher { "higher" } else { "lower" };
-        plots.push(scatter(
-            &format!("Accuracy average vs {measure} ({better} is better)"),
-            (measure, &|v| fmt_measure(measure, v)),
-            ("accuracy average", &fmt_value),
-            &points,
-            higher,
-            true,
-        ));
-    }
-    plots
-}
-
-/// The number an axis of a suite's `report.pareto` names for one row: a measure, or a task
-/// metric written `task/metric`; with its direction.
-fn axis_value(run: &Run, axis: &str, model: &str, method: &str) -> Option<(f64, bool)> {
-    let (task, metric) = match axis.split_once('/') {
-        Some((task, metric)) => (Some(task), metric),
-        None => (None, axis),
-    };
-    let kind = if task.is_some() {
-        RecordKind::Metric
-    } else {
-        RecordKind::Measure
-    };
-    run.latest(kind)
-        .into_iter()
-        .find(|r| {
-            r.metric == metric
-                && r.task.as_deref() == task
-                && r.model_label == model
-                && r.method_label == method
-        })
+/// The targets section: every target with what the run obtained ([`crate::targets`]).
+fn targets(check: &TargetCheck) -> Targets {
+    let rows = check
+        .results
+        .iter()
         .map(|r| {
-            let higher = r
-                .higher_is_better
-                .unwrap_or_else(|| metric::measure_higher_is_better(metric));
-            (r.value, higher)
-        })
-}
-
-/// Per method (a row label's method without its `[…]` sweep), the hypervolume of its points
-/// with both axes oriented higher-is-better, against a reference one unit below the minima of
-/// all points — REAM's comparison of methods over calibration mixes. Empty with one point per
-/// method (nothing to compare).
-fn hypervolumes(points: &[Point], (x_higher, y_higher): (bool, bool)) -> String {
-    let orient = |p: &Point| {
-        (
-            if x_higher { p.x } else { -p.x },
-            if y_higher { p.y } else { -p.y },
-        )
-    };
-    let all: Vec<(f64, f64)> = points.iter().map(orient).collect();
-    let reference = (
-        all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min) - 1.0,
-        all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min) - 1.0,
-    );
-    let mut groups: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for (p, o) in points.iter().zip(&all) {
-        let method = p.label.rsplit('/').next().unwrap_or(&p.label);
-        let method = method.split('[').next().unwrap_or(method).to_owned();
-        match groups.iter_mut().find(|(m, _)| *m == method) {
-            Some((_, v)) => v.push(*o),
-            None => groups.push((method, vec![*o])),
-        }
-    }
-    if groups.iter().all(|(_, v)| v.len() < 2) {
-        return String::new();
-    }
-    let parts: Vec<String> = groups
-        .iter()
-        .map(|(m, v)| format!("{m} {:.3}", hypervolume(v, reference)))
-        .collect();
-    format!(" — hypervolume: {}", parts.join(", "))
-}
-
-/// The suite's own Pareto plots (`report.pareto`: x and y axes), one point per model × method
-/// that has both numbers.
-fn suite_pareto_plots(run: &Run, spec: &ReportSpec) -> Vec<Scatter> {
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for r in &run.records {
-        let row = (r.model_label.clone(), r.method_label.clone());
-        if !rows.contains(&row) {
-            rows.push(row);
-        }
-    }
-    spec.pareto
-        .iter()
-        .filter_map(|axes| {
-            let mut directions = (true, true);
-            let points: Vec<Point> = rows
-                .iter()
-                .filter_map(|(model, method)| {
-                    let (x, x_higher) = axis_value(run, &axes.x, model, method)?;
-                    let (y, y_higher) = axis_value(run, &axes.y, model, method)?;
-                    directions = (x_higher, y_higher);
-                    Some(Point {
-                        label: format!("{model}/{method}"),
-                        x,
-                        y,
-                    })
-                })
-                .filter(|p| p.x.is_finite() && p.y.is_finite())
-                .collect();
-            if points.is_empty() {
-                return None;
-            }
-            let word = |higher: bool| if higher { "higher" } else { "lower" };
-            Some(scatter(
-                &format!(
-                    "{} ({} is better) vs {} ({} is better){}",
-                    axes.y,
-                    word(directions.1),
-                    axes.x,
-                    word(directions.0),
-                    hypervolumes(&points, directions)
-                ),
-                (&axes.x, &|v| fmt_measure(&axes.x, v)),
-                (&axes.y, &fmt_value),
-                &points,
-                directions.0,
-                directions.1,
-            ))
-        })
-        .collect()
-}
-
-/// Targets against obtained values: within tolerance, or better than the target in the
-/// metric's direction, passes.
-fn targets_table(run: &Run, targets: &[Target]) -> Table {
-    let obtained: HashMap<MetricKey, &Record> = run
-        .latest(RecordKind::Metric)
-        .into_iter()
-        .chain(run.latest(RecordKind::Measure))
-        .map(|r| (key(r), r))
-        .collect();
-    let header = [
-        "model", "method", "task", "metric", "target", "obtained", "Δ", "status",
-    ];
-    let rows = targets
-        .iter()
-        .map(|t| {
-            let found = obtained.get(&(
-                t.model.clone(),
-                t.method.clone(),
-                t.task.clone(),
-                t.metric.clone(),
-            ));
-            let mut cells = vec![
+            let t = &r.target;
+            let style = match r.status {
+                TargetStatus::Pass => Style::Pass,
+                _ => Style::Fail,
+            };
+            vec![
                 Cell::label(t.model.clone()),
                 Cell::label(t.method.clone()),
                 Cell::label(t.task.clone().unwrap_or_default()),
                 Cell::label(t.metric.clone()),
-                Cell::num(format!(
-                    "{} ± {}",
-                    fmt_value(t.value),
-                    fmt_value(t.tolerance)
-                )),
-            ];
-            cells.extend(match found {
-                Some(r) => target_verdict(t, r),
-                None => vec![
-                    Cell::missing(),
-                    Cell::missing(),
-                    Cell {
-                        text: "missing".into(),
-                        style: Style::Fail,
-                    },
-                ],
-            });
-            cells
+                Cell::value(fmt_target(t), t.value),
+                r.obtained
+                    .map_or_else(Cell::missing, |v| Cell::value(fmt_value(v), v)),
+                r.delta
+                    .filter(|d| d.is_finite())
+                    .map_or_else(Cell::missing, |d| Cell::value(fmt_delta(d), d)),
+                Cell::styled(r.status.describe().to_lowercase(), style),
+                Cell::label(t.source.clone().unwrap_or_default()),
+            ]
         })
         .collect();
-    Table {
-        header: header.map(str::to_owned).to_vec(),
-        rows,
-    }
-}
-
-fn target_verdict(target: &Target, obtained: &Record) -> Vec<Cell> {
-    let delta = obtained.value - target.value;
-    let pass = match obtained.higher_is_better {
-        Some(true) => delta >= -target.tolerance,
-        Some(false) => delta <= target.tolerance,
-        None => delta.abs() <= target.tolerance,
-    };
-    let (text, style) = if pass {
-        ("pass", Style::Pass)
-    } else {
-        ("fail", Style::Fail)
-    };
-    vec![
-        Cell::num(fmt_value(obtained.value)),
-        Cell::num(format!("{delta:+.4}")),
-        Cell {
-            text: text.into(),
-            style,
+    Targets {
+        summary: check.summary(),
+        all_pass: check.all_pass(),
+        table: Table {
+            header: TARGETS_HEADER.map(str::to_owned).to_vec(),
+            rows,
         },
-    ]
+    }
 }
 
 fn run_name(run: &Run) -> String {
@@ -589,55 +364,151 @@ fn run_name(run: &Run) -> String {
         .to_owned()
 }
 
-/// One chart per task headline metric, a line per model × method over the runs.
-fn history(runs: &[Run]) -> Result<History, ReportError> {
+/// Per base model (of the current run; a model only older runs have is its own base): the
+/// quality and each task's headline metric over the runs, a line per method.
+fn history(runs: &[Run], rows: &Rows, bases: &[Base]) -> Result<History, ReportError> {
     let values = primary_values(&runs.iter().collect::<Vec<_>>())?;
     let categories: Vec<String> = runs.iter().map(run_name).collect();
-    let charts = distinct(values.iter().map(|v| (v.task.clone(), v.metric.clone())))
+    let base_of = |model: &str| {
+        bases
+            .iter()
+            .find(|b| b.models.iter().any(|m| m == model))
+            .map_or_else(|| model.to_owned(), |b| b.name.clone())
+    };
+    let quality_values = history_quality(&values, rows, runs.len())?;
+    let names = distinct(values.iter().map(|v| base_of(&v.model_label)));
+    // A base of several models names each line's model too.
+    let series_label = |base: &str, model: &str, method: &str| {
+        if base == model {
+            method.to_owned()
+        } else {
+            format!("{model}/{method}")
+        }
+    };
+    let bases_out = names
         .iter()
-        .map(|(task, m)| {
-            let lines = Pivot::new(
-                values
-                    .iter()
-                    .filter(|v| &v.task == task && &v.metric == m)
-                    .map(|v| {
-                        (
-                            format!("{}/{}", v.model_label, v.method_label),
-                            v.run as usize,
-                            v.value,
-                        )
-                    }),
-            );
-            let series: Vec<(String, Vec<Option<f64>>)> = lines
-                .rows
+        .map(|name| {
+            let quality_points = quality_values
                 .iter()
-                .enumerate()
-                .map(|(i, label)| {
-                    let per_run = (0..runs.len())
-                        .map(|run| {
-                            lines
-                                .columns
-                                .iter()
-                                .position(|c| *c == run)
-                                .and_then(|c| lines.get(i, c))
-                                .copied()
-                        })
-                        .collect();
-                    (label.clone(), per_run)
+                .filter(|(_, model, _, _)| base_of(model) == *name)
+                .map(|(run, model, method, v)| (series_label(name, model, method), *run, *v));
+            let quality = trend(
+                &format!("{name}: {}", rows.quality_title()),
+                &categories,
+                &rows.quality_title(),
+                quality_points,
+            );
+            let tasks = distinct(values.iter().map(|v| (v.task.clone(), v.metric.clone())))
+                .iter()
+                .filter_map(|(task, m)| {
+                    trend(
+                        &format!("{name}: {task} {}", metric::short_name(m)),
+                        &categories,
+                        m,
+                        values
+                            .iter()
+                            .filter(|v| {
+                                &v.task == task
+                                    && &v.metric == m
+                                    && base_of(&v.model_label) == *name
+                            })
+                            .map(|v| {
+                                (
+                                    series_label(name, &v.model_label, &v.method_label),
+                                    v.run as usize,
+                                    v.value,
+                                )
+                            }),
+                    )
                 })
                 .collect();
-            line_chart(
-                &format!("{task} — {m}"),
-                &categories,
-                (m, &fmt_value),
-                &series,
-            )
+            HistoryBase {
+                name: name.clone(),
+                quality,
+                tasks,
+            }
         })
         .collect();
     Ok(History {
         runs: categories,
-        charts,
+        bases: bases_out,
     })
+}
+
+/// The quality of each row of each run: (run, model, method, value).
+fn history_quality(
+    values: &[PrimaryValue],
+    rows: &Rows,
+    runs: usize,
+) -> Result<Vec<(usize, String, String, f64)>, ReportError> {
+    Ok(match &rows.quality {
+        Quality::Average(_) => {
+            let mut out = Vec::new();
+            for run in 0..runs {
+                let own: Vec<PrimaryValue> = values
+                    .iter()
+                    .filter(|v| v.run as usize == run)
+                    .cloned()
+                    .collect();
+                out.extend(
+                    averages(&own)?
+                        .into_iter()
+                        .map(|a| (run, a.model_label, a.method_label, a.value)),
+                );
+            }
+            out
+        }
+        Quality::Metric { task, metric } => values
+            .iter()
+            .filter(|v| &v.task == task && &v.metric == metric)
+            .map(|v| {
+                (
+                    v.run as usize,
+                    v.model_label.clone(),
+                    v.method_label.clone(),
+                    v.value,
+                )
+            })
+            .collect(),
+    })
+}
+
+/// A line chart of `(series, run, value)` points; `None` without points.
+fn trend(
+    title: &str,
+    categories: &[String],
+    y_label: &str,
+    points: impl Iterator<Item = (String, usize, f64)>,
+) -> Option<LineChart> {
+    let lines = Pivot::new(points);
+    if lines.rows.is_empty() {
+        return None;
+    }
+    let series: Vec<(String, Vec<Option<f64>>)> = lines
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, label)| {
+            let per_run = (0..categories.len())
+                .map(|run| {
+                    lines
+                        .columns
+                        .iter()
+                        .position(|c| *c == run)
+                        .and_then(|c| lines.get(i, c))
+                        .copied()
+                })
+                .collect();
+            (label.clone(), per_run)
+        })
+        .collect();
+    Some(line_chart(
+        title,
+        categories,
+        (y_label, &fmt_value),
+        &series,
+        SMALL,
+    ))
 }
 
 fn jobs_table(run: &Run) -> Table {
@@ -658,8 +529,8 @@ fn jobs_table(run: &Run) -> Table {
                 Cell::label(r.model_label.clone()),
                 Cell::label(r.method_label.clone()),
                 Cell::label(r.task.clone().unwrap_or_else(|| "(measures)".into())),
-                Cell::num(format!("{}", r.value)),
-                Cell::num(fmt_duration(r.wall_s)),
+                Cell::value(format!("{}", r.value), r.value),
+                Cell::value(fmt_duration(r.wall_s), r.wall_s),
                 Cell::label(r.time.clone()),
             ]
         })

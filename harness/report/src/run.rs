@@ -3,7 +3,7 @@
 //! `targets.json` and per-job sample logs.
 use crate::ReportError;
 use moebench_suite::store::{read_json_if_present, read_run_info, read_samples, samples_path};
-use moebench_suite::suite::{ReportSpec, Target};
+use moebench_suite::suite::{ParetoAxes, Target};
 use moebench_suite::{read_records, Record, RecordKind, RunInfo};
 use serde::Deserialize;
 use serde_json::Value;
@@ -15,6 +15,22 @@ pub const TARGETS_FILE: &str = "targets.json";
 
 /// Optional report options of the suite (`report:` — title, Pareto axes) in a run directory.
 pub const REPORT_SPEC_FILE: &str = "report_spec.json";
+
+/// What the report reads of `report_spec.json` (the suite's `report:` section as `moebench
+/// run` wrote it). Every key is optional and unknown keys are ignored, so that run
+/// directories written by older or newer versions of the suite format still render.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SuiteReport {
+    pub title: Option<String>,
+    /// The suite's own Pareto plots.
+    pub pareto: Vec<ParetoAxes>,
+    /// Model labels whose rows share one chart, each group compared with the dense row of its
+    /// first model that has one (default: every model label alone).
+    pub groups: Vec<Vec<String>>,
+    /// The y axis of the quality-vs-cost charts: `accuracy_avg` or `TASK/METRIC`.
+    pub quality: Option<String>,
+}
 
 /// A run directory, read.
 #[derive(Debug, Clone)]
@@ -84,9 +100,9 @@ impl Run {
         Ok(read_json_if_present(&self.dir.join(TARGETS_FILE))?)
     }
 
-    /// `report_spec.json`, `None` when the run has none.
-    pub fn report_spec(&self) -> Result<Option<ReportSpec>, ReportError> {
-        Ok(read_json_if_present(&self.dir.join(REPORT_SPEC_FILE))?)
+    /// `report_spec.json`, all defaults when the run has none.
+    pub fn suite_report(&self) -> Result<SuiteReport, ReportError> {
+        Ok(read_json_if_present(&self.dir.join(REPORT_SPEC_FILE))?.unwrap_or_default())
     }
 
     /// The sample log of `job`, `None` when the job logged none.

@@ -1,18 +1,44 @@
-//! Geometry of the report's inline SVG charts: axes and ticks, Pareto scatter plots, trend
-//! lines and heatmaps. Everything is in pixels here; `reports/partials/*.html` draws it.
+//! Geometry of the report's inline SVG charts: axes and ticks, Pareto scatter plots (with a
+//! reference point and labels placed so that they do not overlap), trend lines and heatmaps.
+//! Everything is in pixels here; `reports/partials/charts.html` draws it.
 use serde::Serialize;
 
-const WIDTH: f64 = 580.0;
-const HEIGHT: f64 = 340.0;
-const LEFT: f64 = 72.0;
+/// Margins around the plot area, in pixels.
+const LEFT: f64 = 76.0;
 const RIGHT: f64 = 24.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 52.0;
+
+/// Width of a character of an 11 px label, generously (DejaVu Sans is wider than most faces).
+const CHAR_WIDTH: f64 = 6.4;
+const LABEL_HEIGHT: f64 = 12.0;
 
 /// Series colours (colour-blind safe, Okabe–Ito).
 const PALETTE: [&str; 8] = [
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9", "#f0e442", "#000000",
 ];
+
+/// Line styles, one per round through [`PALETTE`].
+const DASHES: [&str; 3] = ["", "7 4", "2 3"];
+
+/// A chart's outer size in pixels (the SVG scales down with the page).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Size {
+    pub width: f64,
+    pub height: f64,
+}
+
+/// The quality-vs-cost charts that open the report.
+pub const LARGE: Size = Size {
+    width: 800.0,
+    height: 480.0,
+};
+
+/// Secondary charts, several to a row.
+pub const SMALL: Size = Size {
+    width: 600.0,
+    height: 340.0,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Tick {
@@ -36,18 +62,44 @@ pub struct Frame {
     pub y_ticks: Vec<Tick>,
 }
 
+/// A label placed beside its dot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Label {
+    pub x: f64,
+    pub y: f64,
+    /// SVG `text-anchor`.
+    pub anchor: &'static str,
+    pub text: String,
+}
+
+/// How a scatter dot is drawn (a CSS class of the charts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DotKind {
+    /// The reference row (a base model's dense row): a diamond, with cross-hair lines.
+    Reference,
+    /// On the Pareto front.
+    Front,
+    Dominated,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Dot {
     pub x: f64,
     pub y: f64,
-    pub label: String,
-    /// Where the label starts (or ends, see `anchor`): beside the dot, towards the plot's centre.
-    pub label_x: f64,
-    /// SVG `text-anchor` of the label.
-    pub anchor: &'static str,
+    pub kind: DotKind,
     /// Tooltip.
     pub title: String,
-    pub front: bool,
+    /// `None` where no free place was left (the tooltip still names the dot).
+    pub label: Option<Label>,
+}
+
+/// A point of a line chart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mark {
+    pub x: f64,
+    pub y: f64,
+    pub title: String,
 }
 
 /// A scatter plot whose Pareto-optimal points are highlighted and joined.
@@ -58,14 +110,22 @@ pub struct Scatter {
     pub dots: Vec<Dot>,
     /// SVG `points` of the line through the front.
     pub front: String,
+    /// Pixel position of the reference point's cross-hair lines.
+    pub reference: Option<(f64, f64)>,
+    /// Where "better" lies, in the matching corner of the plot.
+    pub better: Label,
+    /// Dots left without a label.
+    pub unlabelled: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Series {
     pub label: String,
     pub color: &'static str,
+    /// SVG `stroke-dasharray` once the palette repeats (empty: solid).
+    pub dash: &'static str,
     pub points: String,
-    pub dots: Vec<Dot>,
+    pub dots: Vec<Mark>,
 }
 
 /// Lines over ordered categories (runs).
@@ -152,20 +212,25 @@ impl Scale {
         round(self.px_lo + self.fraction(v) * (self.px_hi - self.px_lo))
     }
 
-    /// 1-2-5 ticks inside the domain, labelled with `fmt`.
+    /// 1-2-5 ticks inside the domain, labelled with `fmt`; of neighbours that read the same
+    /// (a format too coarse for the step) only the first is kept.
     fn ticks(&self, fmt: &dyn Fn(f64) -> String) -> Vec<Tick> {
         let values = if self.log {
             log_ticks(self.lo, self.hi)
         } else {
             linear_ticks(self.lo, self.hi)
         };
-        values
-            .into_iter()
-            .map(|v| Tick {
-                pos: self.px(v),
-                label: fmt(v),
-            })
-            .collect()
+        let mut ticks: Vec<Tick> = Vec::new();
+        for v in values {
+            let label = fmt(v);
+            if ticks.last().is_none_or(|t| t.label != label) {
+                ticks.push(Tick {
+                    pos: self.px(v),
+                    label,
+                });
+            }
+        }
+        ticks
     }
 }
 
@@ -211,14 +276,20 @@ fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-fn frame(x_label: &str, y_label: &str, x_ticks: Vec<Tick>, y_ticks: Vec<Tick>) -> Frame {
+fn frame(
+    size: Size,
+    x_label: &str,
+    y_label: &str,
+    x_ticks: Vec<Tick>,
+    y_ticks: Vec<Tick>,
+) -> Frame {
     Frame {
-        width: WIDTH,
-        height: HEIGHT,
+        width: size.width,
+        height: size.height,
         left: LEFT,
-        right: WIDTH - RIGHT,
+        right: size.width - RIGHT,
         top: TOP,
-        bottom: HEIGHT - BOTTOM,
+        bottom: size.height - BOTTOM,
         x_label: x_label.to_owned(),
         y_label: y_label.to_owned(),
         x_ticks,
@@ -284,62 +355,194 @@ pub fn hypervolume(points: &[(f64, f64)], reference: (f64, f64)) -> f64 {
 }
 
 /// One labelled point of a scatter plot.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub label: String,
     pub x: f64,
     pub y: f64,
+    /// Drawn as the reference (see [`DotKind::Reference`]).
+    pub reference: bool,
 }
 
-/// A Pareto scatter plot of `points` (y better high).
-pub fn scatter(
-    title: &str,
-    (x_label, fmt_x): (&str, &dyn Fn(f64) -> String),
-    (y_label, fmt_y): (&str, &dyn Fn(f64) -> String),
-    points: &[Point],
-    x_higher_is_better: bool,
-    y_higher_is_better: bool,
-) -> Scatter {
+/// An axis of a scatter plot: its title, how its ticks read, which way is better.
+pub struct Axis<'a> {
+    pub title: &'a str,
+    pub fmt: &'a dyn Fn(f64) -> String,
+    pub higher_is_better: bool,
+}
+
+/// A Pareto scatter plot of `points`.
+pub fn scatter(title: &str, x: Axis, y: Axis, points: &[Point], size: Size) -> Scatter {
+    let area = Area {
+        left: LEFT,
+        right: size.width - RIGHT,
+        top: TOP,
+        bottom: size.height - BOTTOM,
+    };
     let xs: Vec<f64> = points.iter().map(|p| p.x).collect();
     let ys: Vec<f64> = points.iter().map(|p| p.y).collect();
-    let sx = Scale::fit(&xs, LEFT, WIDTH - RIGHT);
-    let sy = Scale::fit(&ys, HEIGHT - BOTTOM, TOP);
+    let sx = Scale::fit(&xs, area.left, area.right);
+    let sy = Scale::fit(&ys, area.bottom, area.top);
     let pairs: Vec<(f64, f64)> = xs.iter().copied().zip(ys.iter().copied()).collect();
-    let front = pareto_front(&pairs, x_higher_is_better, y_higher_is_better);
+    let front = pareto_front(&pairs, x.higher_is_better, y.higher_is_better);
+    let pixels: Vec<(f64, f64)> = points.iter().map(|p| (sx.px(p.x), sy.px(p.y))).collect();
+    let kind = |i: usize| match (points[i].reference, front.contains(&i)) {
+        (true, _) => DotKind::Reference,
+        (false, true) => DotKind::Front,
+        (false, false) => DotKind::Dominated,
+    };
+    let better = better_corner(&area, x.higher_is_better, y.higher_is_better);
+    let mut placer = LabelPlacer::new(area, &pixels);
+    placer.occupy(label_box(&better));
+    // Labels go to the reference first, then the front, then the rest.
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by_key(|&i| kind(i) as u8);
+    let mut labels: Vec<Option<Label>> = vec![None; points.len()];
+    for i in order {
+        labels[i] = placer.place(pixels[i], &points[i].label);
+    }
+    let unlabelled = labels.iter().filter(|l| l.is_none()).count();
     let dots = points
         .iter()
+        .zip(labels)
         .enumerate()
-        .map(|(i, p)| Dot {
+        .map(|(i, (p, label))| Dot {
+            x: pixels[i].0,
+            y: pixels[i].1,
+            kind: kind(i),
             title: format!(
                 "{}: {} = {}, {} = {}",
                 p.label,
-                x_label,
-                fmt_x(p.x),
-                y_label,
-                fmt_y(p.y)
+                x.title,
+                (x.fmt)(p.x),
+                y.title,
+                (y.fmt)(p.y)
             ),
-            front: front.contains(&i),
-            ..dot(sx.px(p.x), sy.px(p.y), &p.label)
+            label,
         })
         .collect();
     Scatter {
         title: title.to_owned(),
-        frame: frame(x_label, y_label, sx.ticks(fmt_x), sy.ticks(fmt_y)),
+        frame: frame(size, x.title, y.title, sx.ticks(x.fmt), sy.ticks(y.fmt)),
         dots,
-        front: polyline(front.iter().map(|&i| (sx.px(xs[i]), sy.px(ys[i])))),
+        front: polyline(front.iter().map(|&i| pixels[i])),
+        reference: points.iter().position(|p| p.reference).map(|i| pixels[i]),
+        better,
+        unlabelled,
     }
 }
 
-/// A dot at pixel (x, y) whose label points inwards, so that it stays inside the plot.
-fn dot(x: f64, y: f64, label: &str) -> Dot {
-    let right_half = x > (LEFT + WIDTH - RIGHT) / 2.0;
-    Dot {
-        x,
-        y,
-        label: label.to_owned(),
-        label_x: if right_half { x - 8.0 } else { x + 8.0 },
-        anchor: if right_half { "end" } else { "start" },
-        title: String::new(),
-        front: false,
+/// The plot area in pixels.
+#[derive(Debug, Clone, Copy)]
+struct Area {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+}
+
+/// An axis-aligned box in pixels: left, top, right, bottom.
+type Box2 = (f64, f64, f64, f64);
+
+fn overlaps(a: Box2, b: Box2) -> bool {
+    a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
+}
+
+/// The box a label's text covers (estimated from its length).
+fn label_box(l: &Label) -> Box2 {
+    let w = l.text.chars().count() as f64 * CHAR_WIDTH;
+    let left = match l.anchor {
+        "start" => l.x,
+        "end" => l.x - w,
+        _ => l.x - w / 2.0,
+    };
+    (left, l.y - LABEL_HEIGHT + 2.0, left + w, l.y + 2.0)
+}
+
+/// "better" with an arrow, in the corner of the plot where both axes are better.
+fn better_corner(area: &Area, x_higher: bool, y_higher: bool) -> Label {
+    let arrow = match (x_higher, y_higher) {
+        (false, true) => "↖",
+        (true, true) => "↗",
+        (false, false) => "↙",
+        (true, false) => "↘",
+    };
+    let (x, anchor) = if x_higher {
+        (area.right - 8.0, "end")
+    } else {
+        (area.left + 8.0, "start")
+    };
+    let y = if y_higher {
+        area.top + 16.0
+    } else {
+        area.bottom - 8.0
+    };
+    let text = if x_higher {
+        format!("better {arrow}")
+    } else {
+        format!("{arrow} better")
+    };
+    Label { x, y, anchor, text }
+}
+
+/// Places labels beside dots where they overlap neither another label nor a dot, inside the
+/// plot area: right, left, above, below, then the diagonals.
+struct LabelPlacer {
+    area: Area,
+    taken: Vec<Box2>,
+}
+
+impl LabelPlacer {
+    const DOT_RADIUS: f64 = 6.0;
+
+    fn new(area: Area, dots: &[(f64, f64)]) -> Self {
+        let r = Self::DOT_RADIUS;
+        Self {
+            area,
+            taken: dots
+                .iter()
+                .map(|&(x, y)| (x - r, y - r, x + r, y + r))
+                .collect(),
+        }
+    }
+
+    fn occupy(&mut self, b: Box2) {
+        self.taken.push(b);
+    }
+
+    fn place(&mut self, (x, y): (f64, f64), text: &str) -> Option<Label> {
+        let gap = Self::DOT_RADIUS + 3.0;
+        let candidates = [
+            (x + gap, y + 4.0, "start"),
+            (x - gap, y + 4.0, "end"),
+            (x, y - gap, "middle"),
+            (x, y + gap + LABEL_HEIGHT - 2.0, "middle"),
+            (x + gap - 2.0, y - gap + 2.0, "start"),
+            (x + gap - 2.0, y + gap + LABEL_HEIGHT - 4.0, "start"),
+            (x - gap + 2.0, y - gap + 2.0, "end"),
+            (x - gap + 2.0, y + gap + LABEL_HEIGHT - 4.0, "end"),
+        ];
+        let own = {
+            let r = Self::DOT_RADIUS;
+            (x - r, y - r, x + r, y + r)
+        };
+        let a = self.area;
+        candidates.into_iter().find_map(|(lx, ly, anchor)| {
+            let label = Label {
+                x: round(lx),
+                y: round(ly),
+                anchor,
+                text: text.to_owned(),
+            };
+            let b = label_box(&label);
+            let inside =
+                b.0 >= a.left + 2.0 && b.2 <= a.right - 2.0 && b.1 >= a.top && b.3 <= a.bottom;
+            let free = self.taken.iter().all(|t| *t == own || !overlaps(*t, b));
+            (inside && free).then(|| {
+                self.taken.push(b);
+                label
+            })
+        })
     }
 }
 
@@ -357,15 +560,16 @@ pub fn line_chart(
     categories: &[String],
     (y_label, fmt_y): (&str, &dyn Fn(f64) -> String),
     series: &[(String, Vec<Option<f64>>)],
+    size: Size,
 ) -> LineChart {
     let positions: Vec<f64> = (0..categories.len()).map(|i| i as f64).collect();
     // Positions start at 0, so this scale is linear.
-    let sx = Scale::fit(&positions, LEFT, WIDTH - RIGHT);
+    let sx = Scale::fit(&positions, LEFT, size.width - RIGHT);
     let ys: Vec<f64> = series
         .iter()
         .flat_map(|(_, v)| v.iter().flatten().copied())
         .collect();
-    let sy = Scale::fit(&ys, HEIGHT - BOTTOM, TOP);
+    let sy = Scale::fit(&ys, size.height - BOTTOM, TOP);
     let x_ticks = categories
         .iter()
         .enumerate()
@@ -378,18 +582,20 @@ pub fn line_chart(
         .iter()
         .enumerate()
         .map(|(k, (label, values))| {
-            let dots: Vec<Dot> = values
+            let dots: Vec<Mark> = values
                 .iter()
                 .enumerate()
                 .filter_map(|(i, v)| v.map(|v| (i, v)))
-                .map(|(i, v)| Dot {
+                .map(|(i, v)| Mark {
+                    x: sx.px(i as f64),
+                    y: sy.px(v),
                     title: format!("{label} @ {}: {}", categories[i], fmt_y(v)),
-                    ..dot(sx.px(i as f64), sy.px(v), label)
                 })
                 .collect();
             Series {
                 label: label.clone(),
                 color: PALETTE[k % PALETTE.len()],
+                dash: DASHES[(k / PALETTE.len()) % DASHES.len()],
                 points: polyline(dots.iter().map(|d| (d.x, d.y))),
                 dots,
             }
@@ -397,7 +603,7 @@ pub fn line_chart(
         .collect();
     LineChart {
         title: title.to_owned(),
-        frame: frame("run", y_label, x_ticks, sy.ticks(fmt_y)),
+        frame: frame(size, "run", y_label, x_ticks, sy.ticks(fmt_y)),
         series,
     }
 }
@@ -483,6 +689,60 @@ mod tests {
         // (cost, perplexity): lower is better on both axes.
         let ppl = [(1.0, 30.0), (2.0, 20.0), (3.0, 25.0)];
         assert_eq!(pareto_front(&ppl, false, false), [0, 1]);
+    }
+
+    #[test]
+    fn labels_never_overlap_and_stay_inside() {
+        // A crowded cluster: some labels have to give way, none may overlap another or a dot.
+        let points: Vec<Point> = (0..30)
+            .map(|i| Point {
+                label: format!("method-{i}"),
+                x: 1.0 + (i % 6) as f64 * 0.05,
+                y: 0.5 + (i / 6) as f64 * 0.01,
+                reference: i == 0,
+            })
+            .collect();
+        let fmt = |v: f64| format!("{v}");
+        let axis = |title| Axis {
+            title,
+            fmt: &fmt,
+            higher_is_better: false,
+        };
+        let chart = scatter(
+            "t",
+            axis("cost"),
+            Axis {
+                higher_is_better: true,
+                ..axis("acc")
+            },
+            &points,
+            LARGE,
+        );
+        let labels: Vec<&Label> = chart.dots.iter().filter_map(|d| d.label.as_ref()).collect();
+        assert_eq!(chart.unlabelled, points.len() - labels.len());
+        assert!(
+            labels.len() >= 10,
+            "most dots keep a label: {}",
+            labels.len()
+        );
+        let f = &chart.frame;
+        for (i, a) in labels.iter().enumerate() {
+            let b = label_box(a);
+            assert!(b.0 >= f.left && b.2 <= f.right && b.1 >= f.top && b.3 <= f.bottom);
+            for other in &labels[i + 1..] {
+                assert!(!overlaps(b, label_box(other)), "{a:?} overlaps {other:?}");
+            }
+            for d in &chart.dots {
+                let dot = (d.x - 6.0, d.y - 6.0, d.x + 6.0, d.y + 6.0);
+                let own = d.label.as_ref() == Some(*a);
+                assert!(own || !overlaps(b, dot), "{a:?} covers a dot");
+            }
+        }
+        // The reference is drawn as such and labelled first.
+        assert_eq!(chart.dots[0].kind, DotKind::Reference);
+        assert!(chart.dots[0].label.is_some());
+        assert!(chart.reference.is_some());
+        assert_eq!(chart.better.text, "↖ better");
     }
 
     #[test]

@@ -24,10 +24,37 @@ pub struct RowSpec {
     /// Answers changed without changing the score much: the first `noise` correct documents
     /// become wrong and the first `noise − 1` wrong ones right (a net loss of one document).
     pub noise: usize,
+    pub params_total: f64,
     pub params_active: f64,
     pub flops_per_token: f64,
+    pub bytes_per_decode_token: f64,
+    /// Batch-1 decode throughput; `tpot_ms_b1` is its inverse.
     pub decode_tokens_per_s_b1: f64,
     pub peak_rss_mib: f64,
+}
+
+impl RowSpec {
+    /// A row whose costs all scale with `scale` against a 135M-parameter dense model (bytes as
+    /// float32 weights), decoding at `tokens_per_s`.
+    pub fn scaled(model: &str, method: &str, accuracy: f64, scale: f64, tokens_per_s: f64) -> Self {
+        Self {
+            model: model.into(),
+            method: method.into(),
+            accuracy,
+            noise: 0,
+            params_total: 135e6 * scale,
+            params_active: 135e6 * scale,
+            flops_per_token: 270e6 * scale,
+            bytes_per_decode_token: 4.0 * 135e6 * scale,
+            decode_tokens_per_s_b1: tokens_per_s,
+            peak_rss_mib: 600.0 * scale,
+        }
+    }
+
+    /// The method name of the label: up to the first `-` or `[`.
+    fn method_name(&self) -> &str {
+        self.method.split(['-', '[']).next().unwrap_or_default()
+    }
 }
 
 /// What to write.
@@ -49,21 +76,16 @@ pub struct Synthetic {
     /// Appends the records of an interrupted job (no `job_done`): 0.999 accuracy that must
     /// never be reported.
     pub interrupted_job: bool,
+    /// Writes measures without `higher_is_better`, as run directories of older versions did.
+    pub legacy_measures: bool,
 }
 
 impl Synthetic {
     /// Three rows of one model (dense and two compressed variants), two tasks and a
     /// perplexity task, measures, routing and a target; 200 documents per task.
     pub fn example() -> Self {
-        let row = |method: &str, accuracy: f64, scale: f64, tps: f64| RowSpec {
-            model: "smol".into(),
-            method: method.into(),
-            accuracy,
-            noise: 0,
-            params_active: 135e6 * scale,
-            flops_per_token: 270e6 * scale,
-            decode_tokens_per_s_b1: tps,
-            peak_rss_mib: 600.0 * scale,
+        let row = |method: &str, accuracy: f64, scale: f64, tps: f64| {
+            RowSpec::scaled("smol", method, accuracy, scale, tps)
         };
         Self {
             suite: "synthetic".into(),
@@ -85,9 +107,104 @@ impl Synthetic {
                 metric: "acc,none".into(),
                 value: 0.6,
                 tolerance: 0.05,
-                source: None,
+                source: Some("a synthetic paper, Table 1".into()),
             }],
             interrupted_job: true,
+            legacy_measures: false,
+        }
+    }
+
+    /// A compression study over two base models of very different sizes: an MoE whose experts
+    /// are pruned and merged at two compression ratios, and a small dense model upcycled,
+    /// layer-pruned and converted; 300 documents per task, no target.
+    pub fn study() -> Self {
+        let moe = |method: &str, accuracy: f64, kept: f64| RowSpec {
+            // 1.3B active of 6.9B total; pruning experts lowers the total, not the active.
+            params_total: 6.9e9 * (0.19 + 0.81 * kept),
+            params_active: 1.3e9,
+            flops_per_token: 2.6e9,
+            bytes_per_decode_token: 2.0 * 1.3e9 * (0.9 + 0.1 * kept),
+            decode_tokens_per_s_b1: 18.0 + 4.0 * (1.0 - kept),
+            peak_rss_mib: 14_000.0 * (0.19 + 0.81 * kept),
+            ..RowSpec::scaled("olmoe-1b-7b", method, accuracy, 1.0, 0.0)
+        };
+        let small = |method: &str, accuracy: f64, scale: f64, tps: f64| {
+            RowSpec::scaled("smollm2-135m", method, accuracy, scale, tps)
+        };
+        Self {
+            suite: "compression-study".into(),
+            start_time: "2026-02-01T00:00:00Z".into(),
+            rows: vec![
+                moe("dense", 0.71, 1.0),
+                moe("reap[compression=0.25]", 0.70, 0.75),
+                moe("reap[compression=0.5]", 0.66, 0.5),
+                moe("freq_prune[compression=0.25]", 0.68, 0.75),
+                moe("freq_prune[compression=0.5]", 0.6, 0.5),
+                moe("ream[compression=0.25]", 0.705, 0.75),
+                moe("ream[compression=0.5]", 0.675, 0.5),
+                moe("hc_smoe[compression=0.5]", 0.64, 0.5),
+                small("dense", 0.52, 1.0, 60.0),
+                RowSpec {
+                    params_active: 135e6 * 1.6,
+                    flops_per_token: 270e6 * 1.6,
+                    ..small("upcycle-8x2", 0.52, 4.0, 38.0)
+                },
+                small("layer-prune-span3", 0.47, 0.9, 66.0),
+                RowSpec {
+                    params_active: 135e6 * 0.93,
+                    flops_per_token: 270e6 * 0.93,
+                    ..small("dense2moe-span3", 0.495, 1.0, 58.0)
+                },
+            ],
+            tasks: vec!["arc_easy".into(), "piqa".into(), "hellaswag".into()],
+            perplexity: true,
+            docs: 300,
+            measures: true,
+            routing: false,
+            targets: Vec::new(),
+            interrupted_job: false,
+            legacy_measures: false,
+        }
+    }
+
+    /// A nightly leaderboard at scale: `models` base models × `methods` methods × `tasks`
+    /// multiple-choice tasks of `docs` documents, with measures; accuracies and costs spread
+    /// deterministically. `8 × 100 × 40` writes about 100k records.
+    pub fn scale(models: usize, methods: usize, tasks: usize, docs: usize) -> Self {
+        let rows = (0..models)
+            .flat_map(|m| {
+                (0..methods).map(move |k| {
+                    let model = format!("model-{m}");
+                    let method = if k == 0 {
+                        "dense".to_owned()
+                    } else {
+                        format!("method-{k}")
+                    };
+                    let u = uniform(&[&model, &method]);
+                    let scale = if k == 0 { 1.0 } else { 0.3 + 0.7 * u };
+                    let accuracy = 0.45 + 0.25 * scale - 0.05 * uniform(&[&method]);
+                    RowSpec::scaled(
+                        &model,
+                        &method,
+                        accuracy,
+                        scale * (1.0 + m as f64),
+                        40.0 / scale,
+                    )
+                })
+            })
+            .collect();
+        Self {
+            suite: "scale".into(),
+            start_time: "2026-03-01T00:00:00Z".into(),
+            rows,
+            tasks: (0..tasks).map(|t| format!("task_{t}")).collect(),
+            perplexity: false,
+            docs,
+            measures: true,
+            routing: false,
+            targets: Vec::new(),
+            interrupted_job: false,
+            legacy_measures: false,
         }
     }
 
@@ -138,7 +255,7 @@ impl Synthetic {
             model: format!("synthetic/{}", row.model),
             model_label: row.model.clone(),
             model_sha: format!("{:040x}", mix(&[&row.model])),
-            method: row.method.split('-').next().unwrap_or_default().to_owned(),
+            method: row.method_name().to_owned(),
             method_label: row.method.clone(),
             method_params: json!({}),
             method_hash: format!("{:016x}", mix(&[&row.method])),
@@ -228,20 +345,23 @@ impl Synthetic {
 
     fn write_measures(&self, store: &RunStore, row: &RowSpec) -> Result<(), SuiteError> {
         let job = Self::job(row, "");
-        let measure = |metric: &str, value: f64| Measurement {
+        // Directions as `moebench run` records them.
+        let measure = |metric: &str, value: f64, higher: bool| Measurement {
             metric: metric.into(),
             value,
             stderr: None,
             n: None,
-            higher_is_better: None,
+            higher_is_better: (!self.legacy_measures).then_some(higher),
             protocol: None,
         };
         let measurements = [
-            measure("params_total", row.params_active * 4.0),
-            measure("params_active", row.params_active),
-            measure("flops_per_token", row.flops_per_token),
-            measure("decode_tokens_per_s_b1", row.decode_tokens_per_s_b1),
-            measure("peak_rss_mib", row.peak_rss_mib),
+            measure("params_total", row.params_total, false),
+            measure("params_active", row.params_active, false),
+            measure("flops_per_token", row.flops_per_token, false),
+            measure("bytes_per_decode_token", row.bytes_per_decode_token, false),
+            measure("decode_tokens_per_s_b1", row.decode_tokens_per_s_b1, true),
+            measure("tpot_ms_b1", 1000.0 / row.decode_tokens_per_s_b1, false),
+            measure("peak_rss_mib", row.peak_rss_mib, false),
         ];
         if self.routing {
             let layers = (0..4)

@@ -1,6 +1,9 @@
 //! The report, the results files and the comparison, on synthetic run directories.
 use moebench_report::synthetic::Synthetic;
-use moebench_report::{compare, render, results_json, CompareOptions, Run, Test, Verdict};
+use moebench_report::{
+    check_run_targets, compare, render, results_json, CompareOptions, RenderOptions, Run,
+    TargetStatus, Test, Verdict,
+};
 use std::path::{Path, PathBuf};
 
 fn write(dir: &Path, spec: &Synthetic) -> PathBuf {
@@ -18,49 +21,161 @@ fn rendered(run: &Path, history: &[PathBuf]) -> String {
     std::fs::read_to_string(written.html).unwrap()
 }
 
+/// The text of the element that starts at `start` (e.g. `<div class="base" id="base-0">`),
+/// up to the next occurrence of `end`.
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html
+        .find(start)
+        .unwrap_or_else(|| panic!("`{start}` missing"));
+    let rest = &html[from..];
+    let to = rest[start.len()..]
+        .find(end)
+        .map_or(rest.len(), |i| i + start.len());
+    &rest[..to]
+}
+
+/// Position of `<section id="ID">`, panicking when absent.
+fn section(html: &str, id: &str) -> usize {
+    html.find(&format!("<section id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("section {id} missing"))
+}
+
 #[test]
 fn report_has_every_section() {
     let root = tempfile::tempdir().unwrap();
     let run = example_in(&root, "run");
     let html = rendered(&run, &[]);
     for id in [
-        "run",
-        "leaderboard",
         "targets",
-        "pareto",
+        "overview",
+        "leaderboard",
         "tasks",
         "measures",
         "routing",
         "jobs",
+        "run",
     ] {
-        assert!(
-            html.contains(&format!("<section id=\"{id}\">")),
-            "section {id} missing"
-        );
+        section(&html, id);
     }
     assert!(
         !html.contains("<section id=\"history\">"),
         "no history without --history"
     );
+    assert!(
+        !html.contains("<section id=\"suite-plots\">"),
+        "no suite plots without report.pareto"
+    );
     // Headline metrics: acc_norm for the multiple-choice tasks, word_perplexity for wikitext.
-    assert!(html.contains("<th>arc_easy acc_norm ↑</th>"), "{html}");
-    assert!(html.contains("<th>wikitext word_perplexity ↓</th>"));
-    assert!(html.contains("<th>accuracy avg (2 tasks) ↑</th>"));
-    // Four Pareto plots and a heatmap per row, each an inline SVG.
-    assert_eq!(html.matches("<figcaption>Accuracy average vs ").count(), 4);
-    assert!(html.contains("decode_tokens_per_s_b1 (higher is better)"));
-    assert!(html.contains("class=\"dot on-front\""));
+    assert!(html.contains(">arc_easy acc_norm ↑</th>"), "{html}");
+    assert!(html.contains(">wikitext word_perplexity ↓</th>"));
+    assert!(html.contains(">accuracy avg (2 tasks) ↑</th>"));
+    // Cost columns in the leaderboard.
+    for cost in [
+        "active params",
+        "FLOPs/token",
+        "bytes/token",
+        "latency",
+        "memory",
+    ] {
+        assert!(
+            between(&html, "<table class=\"sortable leaderboard\"", "</thead>")
+                .contains(&format!(">{}</th>", cost.replace('/', "&#x2f;"))),
+            "cost column {cost}"
+        );
+    }
+    // One base: a view per cost axis (6), each a large chart; a heatmap per row (3).
+    assert_eq!(html.matches("<div class=\"view\" data-axis=").count(), 6);
+    assert_eq!(html.matches("<svg ").count(), 6 + 3);
+    assert!(html.contains("<button type=\"button\" data-axis=\"tpot_ms_b1\""));
+    assert!(html.contains("class=\"dot reference\""));
+    assert!(html.contains("class=\"ref-line\""));
     assert!(html.contains("<polyline points=\""));
     assert_eq!(
         html.matches("<figcaption>smol &#x2f; ").count(),
         3,
         "a routing heatmap per row"
     );
-    assert_eq!(html.matches("<svg ").count(), 4 + 3);
+    // Hypervolume in a table with its reference point, never in a chart title.
+    assert!(html.contains("<h4>Hypervolume</h4>"));
+    assert!(html.contains("reference point 10% of each range beyond the worst"));
+    assert!(!html.contains("hypervolume:"), "no hypervolume in titles");
     // The target row passes; the interrupted job's 0.999 never shows.
     assert!(html.contains("<td class=\"pass\">pass</td>"));
+    assert!(html.contains("1 of 1 target pass"));
     assert!(!html.contains("0.9990"));
     assert!(html.contains("lm_eval_rolling(max_length=2048,context_len=1)"));
+}
+
+#[test]
+fn sections_answer_first_and_metadata_ends() {
+    let root = tempfile::tempdir().unwrap();
+    // No targets, no history: quality vs cost opens the page.
+    let plain = Synthetic {
+        targets: Vec::new(),
+        ..Synthetic::example()
+    };
+    let html = rendered(&write(&root.path().join("plain"), &plain), &[]);
+    let order = |html: &str, ids: &[&str]| {
+        let positions: Vec<usize> = ids.iter().map(|id| section(html, id)).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "sections out of order: {ids:?} at {positions:?}"
+        );
+        assert_eq!(
+            html.matches("<section id=").count(),
+            ids.len(),
+            "exactly the sections {ids:?}"
+        );
+    };
+    order(
+        &html,
+        &[
+            "overview",
+            "leaderboard",
+            "tasks",
+            "measures",
+            "routing",
+            "jobs",
+            "run",
+        ],
+    );
+    // Targets come first when the run has them.
+    let with_targets = rendered(&example_in(&root, "targets"), &[]);
+    order(
+        &with_targets,
+        &[
+            "targets",
+            "overview",
+            "leaderboard",
+            "tasks",
+            "measures",
+            "routing",
+            "jobs",
+            "run",
+        ],
+    );
+    // Trends come first in --history mode.
+    let older = Synthetic {
+        start_time: "2025-12-01T00:00:00Z".into(),
+        ..Synthetic::example()
+    };
+    let history = write(&root.path().join("older"), &older);
+    let current = example_in(&root, "current");
+    let html = rendered(&current, &[history]);
+    order(
+        &html,
+        &[
+            "history",
+            "targets",
+            "overview",
+            "leaderboard",
+            "tasks",
+            "measures",
+            "routing",
+            "jobs",
+            "run",
+        ],
+    );
 }
 
 #[test]
@@ -69,10 +184,26 @@ fn report_has_no_external_references() {
     let html = rendered(&example_in(&root, "run"), &[]);
     let body = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
     for needle in [
-        "http://", "https://", "//cdn", "<script", " src=", "url(", "@import", "<link",
+        "http://",
+        "https://",
+        "//cdn",
+        " src=",
+        "url(",
+        "@import",
+        "<link",
+        "fetch(",
+        "XMLHttpRequest",
+        "import(",
+        "<iframe",
     ] {
         assert!(!body.contains(needle), "found `{needle}`");
     }
+    // Scripts are inline.
+    assert_eq!(
+        body.matches("<script").count(),
+        body.matches("<script>").count()
+    );
+    assert_eq!(body.matches("<script>").count(), 1);
 }
 
 #[test]
@@ -87,14 +218,150 @@ fn report_without_measures_routing_or_targets() {
         ..Synthetic::example()
     };
     let html = rendered(&write(&root.path().join("run"), &spec), &[]);
-    for id in ["pareto", "measures", "routing", "targets"] {
+    for id in ["measures", "routing", "targets"] {
         assert!(
             !html.contains(&format!("id=\"{id}\"")),
             "section {id} should be skipped"
         );
     }
     assert!(html.contains("<section id=\"leaderboard\">"));
+    assert!(html.contains("The run measured no cost"));
     assert!(!html.contains("<svg "));
+}
+
+#[test]
+fn ties_are_not_bolded() {
+    let root = tempfile::tempdir().unwrap();
+    // Rows of one model share their per-document draws: equal accuracies give equal scores.
+    let mut spec = Synthetic::example();
+    for row in &mut spec.rows {
+        row.accuracy = 0.6;
+    }
+    spec.perplexity = false;
+    let html = rendered(&write(&root.path().join("tied"), &spec), &[]);
+    let board = between(&html, "<table class=\"sortable leaderboard\"", "</table>");
+    assert!(!board.contains("class=\"best\""), "a tie was marked best");
+    // Distinct values: exactly one best per quality column (2 tasks + the average).
+    let html = rendered(&example_in(&root, "distinct"), &[]);
+    let board = between(&html, "<table class=\"sortable leaderboard\"", "</table>");
+    // 2 tasks, wikitext and the average.
+    assert_eq!(board.matches("class=\"best\"").count(), 4, "{board}");
+}
+
+#[test]
+fn bases_get_separate_charts() {
+    let root = tempfile::tempdir().unwrap();
+    let run = write(&root.path().join("study"), &Synthetic::study());
+    let html = rendered(&run, &[]);
+    let olmoe = between(
+        &html,
+        "<div class=\"base\" id=\"base-0\">",
+        "<div class=\"base\" id=",
+    );
+    let smol = between(&html, "<div class=\"base\" id=\"base-1\">", "</section>");
+    assert!(olmoe.contains("<h3>olmoe-1b-7b<"), "{olmoe}");
+    assert!(smol.contains("<h3>smollm2-135m<"));
+    // Each base's charts hold its own rows only.
+    assert!(olmoe.contains("<title>reap[compression=0.5]: "));
+    assert!(!olmoe.contains("upcycle-8x2"));
+    assert!(smol.contains("<title>upcycle-8x2: "));
+    assert!(!smol.contains("reap["));
+    // A chart per cost axis per base, none mixing them.
+    assert_eq!(olmoe.matches("<svg ").count(), 6);
+    assert_eq!(smol.matches("<svg ").count(), 6);
+    // Hypervolume per method family over its sweep points.
+    assert!(olmoe.contains("<td class=\"label\">reap</td><td class=\"num\" data-v=\"2.0\">2</td>"));
+
+    // Asked for, two bases share one chart (compared with the first one's dense row).
+    let grouped = moebench_report::render_with(
+        &run,
+        &RenderOptions {
+            groups: vec![vec!["olmoe-1b-7b".into(), "smollm2-135m".into()]],
+            ..RenderOptions::default()
+        },
+    )
+    .unwrap();
+    let html = std::fs::read_to_string(grouped.html).unwrap();
+    assert!(!html.contains("id=\"base-1\""));
+    let both = between(&html, "<div class=\"base\" id=\"base-0\">", "</section>");
+    assert!(both.contains("<h3>olmoe-1b-7b + smollm2-135m<"));
+    assert!(both.contains("<title>smollm2-135m&#x2f;upcycle-8x2: "));
+    assert!(both.contains("<title>olmoe-1b-7b&#x2f;reap[compression=0.5]: "));
+}
+
+#[test]
+fn delta_vs_base_is_tested_on_shared_documents() {
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = Synthetic::example();
+    spec.perplexity = false;
+    // moe-top2 changes four answers each way but one (Δ = −1/200): noise; pruned-50 loses
+    // 13 points.
+    spec.rows[1].accuracy = spec.rows[0].accuracy;
+    spec.rows[1].noise = 4;
+    let html = rendered(&write(&root.path().join("run"), &spec), &[]);
+    let board = between(&html, "<table class=\"sortable leaderboard\"", "</table>");
+    let row = |method: &str| {
+        between(
+            board,
+            &format!("<td class=\"label\">{method}</td>"),
+            "</tr>",
+        )
+    };
+    assert!(
+        !row("dense").contains("class=\"delta"),
+        "the reference has no Δ"
+    );
+    let noisy = row("moe-top2");
+    assert!(noisy.contains("<span class=\"delta same\""), "{noisy}");
+    assert!(noisy.contains(">−0.0050</span>"), "{noisy}");
+    assert!(noisy.contains("paired bootstrap (n=200)"));
+    let pruned = row("pruned-50");
+    assert!(pruned.contains("<span class=\"delta worse\""), "{pruned}");
+    assert!(
+        pruned.contains("*</span>"),
+        "significant changes carry a star"
+    );
+    // The average is tested on both tasks' documents pooled.
+    assert!(pruned.contains("paired bootstrap (n=400)"), "{pruned}");
+}
+
+#[test]
+fn quality_axis_can_be_chosen() {
+    let root = tempfile::tempdir().unwrap();
+    let run = example_in(&root, "run");
+    let options = |quality: &str| RenderOptions {
+        quality: Some(quality.into()),
+        ..RenderOptions::default()
+    };
+    let written = moebench_report::render_with(&run, &options("wikitext/word_perplexity")).unwrap();
+    let html = std::fs::read_to_string(written.html).unwrap();
+    assert!(html.contains("y: <b>wikitext word_perplexity</b>."));
+    assert!(html
+        .contains("class=\"axis-label\" text-anchor=\"middle\">wikitext word_perplexity</text>"));
+    // Perplexity is better low: the "better" corner is bottom-left.
+    assert!(html.contains("↙ better"));
+    let e = moebench_report::render_with(&run, &options("nope/acc"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("quality `nope/acc` is not a number of this run")
+            && e.contains("accuracy_avg, arc_easy/acc_norm,none"),
+        "{e}"
+    );
+}
+
+#[test]
+fn old_run_directories_without_measure_directions_still_render() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = Synthetic {
+        legacy_measures: true,
+        ..Synthetic::example()
+    };
+    let html = rendered(&write(&root.path().join("old"), &spec), &[]);
+    // Directions guessed from the names, as documented for old run directories.
+    assert!(html.contains(">decode_tokens_per_s_b1 ↑</th>"));
+    assert!(html.contains(">flops_per_token ↓</th>"));
+    assert!(html.contains("class=\"dot reference\""));
 }
 
 #[test]
@@ -114,38 +381,84 @@ fn history_orders_runs_by_start_time() {
     let current = example_in(&root, "current");
     let html = rendered(&current, &[history]);
     assert!(html.contains("<section id=\"history\">"));
-    assert!(html.contains(
-        "over 3 runs, ordered by start time: 2026-01-01 00:00, 2026-01-02 00:00, 2026-01-03 00:00"
-    ));
-    // One chart per task headline metric, one line per model × method.
-    assert_eq!(html.matches("class=\"trend\"").count(), 3 * 3);
+    assert!(html
+        .contains("Ordered by start time: 2026-01-01 00:00, 2026-01-02 00:00, 2026-01-03 00:00"));
+    // Per base: the quality chart and one chart per task headline metric, a line per method.
+    assert_eq!(html.matches("class=\"trend\"").count(), 3 * (1 + 3));
 }
 
 #[test]
-fn results_csv_has_one_row_per_metric_record() {
+fn results_csv_is_tidy_with_costs_and_deltas() {
     let root = tempfile::tempdir().unwrap();
     let run_dir = example_in(&root, "run");
     let written = render(&run_dir, &[], Some(&root.path().join("elsewhere.html"))).unwrap();
     assert!(root.path().join("elsewhere.html").exists());
     let mut reader = csv::Reader::from_path(&written.csv).unwrap();
     let header = reader.headers().unwrap().clone();
-    for column in [
-        "model_label",
-        "method_label",
-        "method_params",
-        "task",
-        "metric",
-        "value",
-        "stderr",
-        "n",
-    ] {
-        assert!(header.iter().any(|h| h == column), "column {column}");
-    }
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("column {name}"))
+    };
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    // 3 rows × (2 tasks × {acc, acc_norm} + word_perplexity); measures and the interrupted job excluded.
+    // 3 rows × (2 tasks × {acc, acc_norm} + word_perplexity); measures and the interrupted
+    // job excluded; one row per (model, method, task, metric).
     assert_eq!(rows.len(), 15);
-    let metric = header.iter().position(|h| h == "metric").unwrap();
-    assert!(rows.iter().all(|r| r[metric].contains(',')));
+    let keys: std::collections::BTreeSet<(String, String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            let c = |n: &str| r[column(n)].to_owned();
+            (c("model_label"), c("method_label"), c("task"), c("metric"))
+        })
+        .collect();
+    assert_eq!(keys.len(), 15);
+    let find = |method: &str, task: &str, metric: &str| {
+        rows.iter()
+            .find(|r| {
+                &r[column("method_label")] == method
+                    && &r[column("task")] == task
+                    && &r[column("metric")] == metric
+            })
+            .unwrap()
+    };
+    let num = |r: &csv::StringRecord, name: &str| r[column(name)].parse::<f64>().unwrap();
+    let dense = find("dense", "arc_easy", "acc_norm,none");
+    let pruned = find("pruned-50", "arc_easy", "acc_norm,none");
+    // Costs on every row.
+    assert_eq!(num(dense, "params_active"), 135e6);
+    assert_eq!(num(pruned, "flops_per_token"), 135e6);
+    assert_eq!(num(pruned, "tpot_ms_b1"), 1000.0 / 60.0);
+    assert_eq!(num(dense, "bytes_per_decode_token"), 4.0 * 135e6);
+    assert_eq!(num(dense, "peak_rss_mib"), 600.0);
+    // The 95% interval and the Δ vs the base's dense row (tested for headline metrics).
+    let half = 1.96 * num(pruned, "stderr");
+    assert!((num(pruned, "ci_low") - (num(pruned, "value") - half)).abs() < 1e-12);
+    assert!((num(pruned, "ci_high") - (num(pruned, "value") + half)).abs() < 1e-12);
+    assert_eq!(&pruned[column("base_model")], "smol");
+    assert_eq!(&pruned[column("headline")], "true");
+    assert_eq!(
+        num(pruned, "delta_vs_base"),
+        num(pruned, "value") - num(dense, "value")
+    );
+    assert_eq!(num(pruned, "base_value"), num(dense, "value"));
+    assert!(num(pruned, "delta_p_value") < 0.05);
+    assert_eq!(&pruned[column("delta_test")], "paired bootstrap (n=200)");
+    assert_eq!(
+        &dense[column("delta_vs_base")],
+        "",
+        "the reference has no Δ"
+    );
+    let acc = find("pruned-50", "arc_easy", "acc,none");
+    assert_eq!(&acc[column("headline")], "false");
+    assert_eq!(
+        &acc[column("delta_p_value")],
+        "",
+        "only headlines are tested"
+    );
+    assert!(acc[column("delta_vs_base")].parse::<f64>().is_ok());
+    assert_eq!(&acc[column("metric_name")], "acc");
+    assert_eq!(&acc[column("filter")], "none");
 }
 
 #[test]
@@ -270,4 +583,22 @@ fn a_small_noisy_change_is_not_significant() {
         c.render(false)
     );
     assert_eq!(c.regressions().count(), 0);
+}
+
+#[test]
+fn run_targets_are_checked_from_the_run_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let check = check_run_targets(&example_in(&root, "run"))
+        .unwrap()
+        .expect("the example has a target");
+    assert_eq!(check.results.len(), 1);
+    assert_eq!(check.results[0].status, TargetStatus::Pass);
+    let plain = Synthetic {
+        targets: Vec::new(),
+        ..Synthetic::example()
+    };
+    assert_eq!(
+        check_run_targets(&write(&root.path().join("plain"), &plain)).unwrap(),
+        None
+    );
 }

@@ -26,11 +26,11 @@ use moebench_suite::build::TrainSpec;
 use moebench_suite::plan::Group;
 use moebench_suite::{
     load_suite, Job, JobKind, Measurement, Plan, RecordKind, ResolvedModel, ResolvedTask,
-    RoutingLog, RunStore, Suite,
+    RoutingLog, RunStore, Shard, Suite,
 };
 use moebench_tasks::{Task, TaskIndex};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind};
@@ -47,8 +47,77 @@ pub struct Prepared {
     pub notes: Vec<String>,
     /// Things that load but look unintended (a very large sweep).
     pub warnings: Vec<String>,
+    /// Parallel to the suite's models: what is known of each without its weights.
+    facts: Vec<Option<ModelFacts>>,
     device: Device,
     kind: Kind,
+}
+
+impl Prepared {
+    /// Keeps the jobs of `shard` (`run --shard I/N`): whole (model, method) groups dealt by
+    /// estimated cost ([`Plan::retain_shard`]; the estimate is [`Prepared::group_cost`]).
+    pub fn retain_shard(&mut self, shard: Shard) {
+        let costs: BTreeMap<(usize, usize), f64> = self
+            .plan
+            .groups()
+            .iter()
+            .map(|g| ((g.model, g.method), self.group_cost(g)))
+            .collect();
+        self.plan
+            .retain_shard(shard, |g| costs[&(g.model, g.method)]);
+    }
+
+    /// A group's relative cost, to balance shards (only ratios matter): model size ×
+    /// sequences processed. Model size is `layers × hidden² + vocab × hidden` (the matrices
+    /// every token passes through, up to constants); sequences are the calibration set once for
+    /// a method's set-up (not for plain `dense`) and once for a measure job (plus the latency
+    /// runs' decoded tokens), and per task the documents evaluated × requests per document by
+    /// protocol: 1 for loglikelihood, 4 for multiple choice (typical choice count), 4 for
+    /// rolling perplexity (windows), 16 for generation (a forward pass per generated token,
+    /// with a cache). Models the suite builds are not counted: each shard that needs one
+    /// rebuilds it (docs/scale-out.md).
+    pub fn group_cost(&self, group: &Group) -> f64 {
+        use moebench_tasks::config::OutputType;
+        let suite = &self.plan.suite;
+        let size = self.facts[group.model].as_ref().map_or(1e6, |f| {
+            (f.num_layers * f.hidden_size * f.hidden_size + f.vocab_size * f.hidden_size) as f64
+        });
+        let calibration = suite.calibration.sequences as f64;
+        let method = &suite.methods[group.method];
+        let set_up = match method.name == "dense" && method.then.is_empty() {
+            true => 0.0,
+            false => calibration,
+        };
+        let latency = &suite.measure.latency;
+        let sequences: f64 = group
+            .jobs
+            .iter()
+            .map(|job| match job.kind {
+                JobKind::Measure if latency.enabled => {
+                    let decoded = latency.new_tokens * (latency.repeats + latency.warmup);
+                    calibration + decoded as f64 / 16.0
+                }
+                JobKind::Measure => calibration,
+                JobKind::Task(t) => {
+                    let Some(task) = &self.tasks[t] else {
+                        return 1.0;
+                    };
+                    let docs = task.eval_docs().len();
+                    let docs = self
+                        .plan
+                        .limit(&self.plan.tasks[t])
+                        .map_or(docs, |l| l.min(docs));
+                    let per_doc = match task.spec().config.output_type {
+                        OutputType::Loglikelihood => 1.0,
+                        OutputType::MultipleChoice | OutputType::LoglikelihoodRolling => 4.0,
+                        OutputType::GenerateUntil => 16.0,
+                    };
+                    docs as f64 * per_doc
+                }
+            })
+            .sum();
+        size * (set_up + sequences).max(1.0)
+    }
 }
 
 /// Parses and checks the suite, loads every task and resolves and checks every model. Every
@@ -137,6 +206,7 @@ pub fn prepare(suite_path: &Path, hub: &HubConfig, dry_run: bool) -> Result<Prep
                 plan,
                 tasks,
                 checkpoints,
+                facts,
                 notes,
                 device,
                 kind,
@@ -451,7 +521,14 @@ impl Runner<'_> {
             let what = format!("building {}: {} training steps", spec.label, build.steps);
             self.events.event(Event::StepStarted { what: &what });
             let started = Instant::now();
-            let summary = train_checkpoint(build, &start, self.hub, &dir, TrainOptions::default())
+            // Shards that need the same model build it side by side (deterministically: same
+            // settings, text and seed); the first to finish keeps its copy and every shard
+            // then uses that one.
+            let options = TrainOptions {
+                keep_finished: true,
+                ..TrainOptions::default()
+            };
+            let summary = train_checkpoint(build, &start, self.hub, &dir, options)
                 .with_context(|| format!("building model {}", spec.label))?;
             self.events.event(Event::StepFinished {
                 what: &what,
@@ -642,6 +719,7 @@ impl Runner<'_> {
             max_length,
             batch_size: defaults.batch_size.get(),
             token_budget: budget.resolve(model, max_length).0,
+            prefix_cache: true,
         };
         let opts = EvalOptions {
             limit: plan.limit(&plan.tasks[t]),

@@ -33,10 +33,12 @@ pub enum RunnerError {
     #[error("{0}")]
     Invalid(String),
     /// What the runner was doing when `source` happened.
-    #[error("{context}: {source}")]
+    /// The cause is part of the message, not an error `source`: chain printers (anyhow's
+    /// `{:#}`) would repeat it otherwise.
+    #[error("{context}: {cause}")]
     Context {
         context: String,
-        source: Box<RunnerError>,
+        cause: Box<RunnerError>,
     },
     /// Everything a pre-run check found wrong, each with its `file:line:column`.
     #[error("{}", checks_message(.0))]
@@ -105,14 +107,14 @@ impl<T, E: Into<RunnerError>> Context<T> for std::result::Result<T, E> {
     fn context(self, context: impl Into<String>) -> Result<T> {
         self.map_err(|e| RunnerError::Context {
             context: context.into(),
-            source: Box::new(e.into()),
+            cause: Box::new(e.into()),
         })
     }
 
     fn with_context<S: Into<String>>(self, context: impl FnOnce() -> S) -> Result<T> {
         self.map_err(|e| RunnerError::Context {
             context: context().into(),
-            source: Box::new(e.into()),
+            cause: Box::new(e.into()),
         })
     }
 }
@@ -124,3 +126,19 @@ macro_rules! bail {
     };
 }
 pub(crate) use bail;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the context's cause was also the error's `source`, so `moebench` printed it
+    /// twice ("applying dense2moe: X: X").
+    #[test]
+    fn a_context_states_its_cause_once() {
+        let e = Err::<(), _>(RunnerError::Invalid("bad input".into()))
+            .context("applying m")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "applying m: bad input");
+        assert!(std::error::Error::source(&e).is_none());
+    }
+}

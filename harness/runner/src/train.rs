@@ -68,6 +68,10 @@ pub struct TrainOptions {
     /// Save the checkpoint even when the loss became NaN or infinite (default: error, nothing
     /// saved).
     pub save_diverged: bool,
+    /// When `out` already holds a finished model (its `train.json`) by the time this one is
+    /// saved, keep that one and discard this one instead of replacing it: another process
+    /// (a shard of the same run) built the same model first and may be reading it.
+    pub keep_finished: bool,
 }
 
 /// Builds (or loads) the model, trains it as `spec` says and saves it to `out` (replaced
@@ -91,7 +95,7 @@ pub fn train_checkpoint(
     let work = parent.join(format!(
         ".{}.train-{}",
         out.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-        std::process::id()
+        moebench_suite::store::process_tag()
     ));
     let result = train_into(spec, start, hub, &work, router, &router_params, options);
     let summary = match result {
@@ -102,12 +106,17 @@ pub fn train_checkpoint(
         }
     };
     let saved = work.join("model");
-    if out.exists() {
+    let finished_there = || out.join("train.json").is_file();
+    if out.exists() && !(options.keep_finished && finished_there()) {
         std::fs::remove_dir_all(out).map_err(RunnerError::io(out))?;
     }
-    std::fs::rename(&saved, out).map_err(RunnerError::io(out))?;
+    // A rename onto a non-empty directory fails: only one process's copy lands.
+    let renamed = std::fs::rename(&saved, out);
     std::fs::remove_dir_all(&work).ok();
-    Ok(summary)
+    match renamed {
+        Err(_) if options.keep_finished && finished_there() => Ok(summary),
+        other => other.map(|()| summary).map_err(RunnerError::io(out)),
+    }
 }
 
 /// The training itself, writing into `work/` (removed by the caller on error).
@@ -316,4 +325,56 @@ fn scales(model: &Model) -> Vec<f64> {
             Ffn::Dense(_) => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shards of one run that need the same suite-built model build it side by side: the
+    /// copy saved first stays (another shard may be reading it) and the later one is dropped.
+    #[test]
+    fn a_model_saved_first_by_another_process_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("text.txt");
+        std::fs::write(
+            &text,
+            "To be, or not to be, that is the question. ".repeat(40),
+        )
+        .unwrap();
+        let spec = TrainSpec {
+            layers: 1,
+            hidden_size: 32,
+            heads: 2,
+            intermediate_size: 32,
+            experts: 0,
+            steps: 1,
+            batch_size: 2,
+            seq_len: 32,
+            warmup: 1,
+            holdout: 0.0,
+            text: vec![text],
+            ..TrainSpec::default()
+        };
+        let hub = HubConfig::from_env().unwrap();
+        let out = dir.path().join("models").join("tiny");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let keep = TrainOptions {
+            keep_finished: true,
+            ..TrainOptions::default()
+        };
+        train_checkpoint(&spec, &Start::Scratch, &hub, &out, keep).unwrap();
+        std::fs::write(out.join("first"), "").unwrap();
+        train_checkpoint(&spec, &Start::Scratch, &hub, &out, keep).unwrap();
+        assert!(out.join("first").exists(), "the first copy stays");
+        let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["tiny"], "no work directory left");
+        // `moebench train` (no keep_finished) replaces its output.
+        train_checkpoint(&spec, &Start::Scratch, &hub, &out, TrainOptions::default()).unwrap();
+        assert!(!out.join("first").exists());
+        assert!(out.join("train.json").is_file());
+    }
 }

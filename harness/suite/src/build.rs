@@ -58,7 +58,7 @@ pub struct TrainSpec {
 }
 
 impl Default for TrainSpec {
-    /// METHODS.md §5.6's miniature: 4 layers, H = 128, 16 experts, top-2.
+    /// docs/methods.md §5.6's miniature: 4 layers, H = 128, 16 experts, top-2.
     fn default() -> Self {
         Self {
             from: None,

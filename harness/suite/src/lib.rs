@@ -7,10 +7,12 @@
 //!   (model, method) so that a method is applied once per model.
 //! - [`store`]: the run directory ([`RunStore`]): append-only `records.jsonl`, per-job sample
 //!   logs, `run.json`; [`read_records`] applies the rule that makes resume safe.
+//! - [`cluster`]: Slurm job arrays and Kubernetes Indexed Jobs that run a suite's shards.
 //! - [`build`]: models a suite builds and trains itself ([`build::TrainSpec`]).
 //! - [`leaderboard`]: the markdown leaderboard of a run's records.
 //! - [`measures`]: the names and directions of the measures the runner records.
 pub mod build;
+pub mod cluster;
 mod error;
 pub mod leaderboard;
 pub mod measures;
@@ -22,7 +24,7 @@ pub mod suite;
 pub use build::BuildError;
 pub use error::SuiteError;
 pub use methods::{MethodConfig, MethodStep};
-pub use plan::{Job, JobKind, Plan, ResolvedModel, ResolvedTask};
+pub use plan::{Job, JobKind, Plan, ResolvedModel, ResolvedTask, Shard};
 pub use store::{
     failed_jobs, read_records, read_routing, write_atomic, LayerLoads, Measurement, Record,
     RecordKind, RoutingLog, RunInfo, RunStore,

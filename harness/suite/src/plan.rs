@@ -284,6 +284,24 @@ impl Plan {
         self.jobs.retain(|j| j.label.contains(pattern));
     }
 
+    /// Keeps the jobs of `shard`: the plan's (model, method) groups — whose jobs share one
+    /// loaded and transformed model — are dealt to the shards by [`assign_shards`] on
+    /// `group_cost`, so every job is in exactly one shard and a method is applied in one shard
+    /// only. The assignment depends on the plan alone (not on what earlier runs finished), so a
+    /// rerun of a shard gets the same jobs.
+    pub fn retain_shard(&mut self, shard: Shard, group_cost: impl Fn(&Group) -> f64) {
+        let groups = self.groups();
+        let costs: Vec<f64> = groups.iter().map(&group_cost).collect();
+        let owner = assign_shards(&costs, shard.count);
+        let mine: BTreeSet<(usize, usize)> = groups
+            .iter()
+            .zip(owner)
+            .filter(|(_, owner)| *owner == shard.index - 1)
+            .map(|(g, _)| (g.model, g.method))
+            .collect();
+        self.jobs.retain(|j| mine.contains(&(j.model, j.method)));
+    }
+
     /// The jobs grouped by (model, method), in plan order.
     pub fn groups(&self) -> Vec<Group<'_>> {
         let mut groups: Vec<Group> = Vec::new();
@@ -364,6 +382,68 @@ impl Plan {
         }
         s
     }
+}
+
+/// One of `count` disjoint parts of a plan, numbered from 1 (`--shard INDEX/COUNT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = SuiteError;
+
+    fn from_str(text: &str) -> Result<Self, SuiteError> {
+        let at = format!("--shard {text}");
+        let parsed = text
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            None => Err(SuiteError::invalid(
+                at,
+                "expected INDEX/COUNT with whole numbers, e.g. --shard 2/4",
+            )),
+            Some((_, 0)) => Err(SuiteError::invalid(
+                at,
+                "the shard count must be at least 1",
+            )),
+            Some((index, count)) if index == 0 || index > count => Err(SuiteError::invalid(
+                at,
+                format!(
+                    "shards are numbered 1 to {count}; use --shard 1/{count} … {count}/{count}"
+                ),
+            )),
+            Some((index, count)) => Ok(Self { index, count }),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// The shard (0-based) of each group, given each group's estimated cost: the longest-processing-
+/// time-first rule (Graham 1969, §3) — groups by decreasing cost, each to the least loaded shard
+/// so far, ties to the earlier group and the lower shard — which keeps the most loaded shard
+/// within 4/3 of the best split. Deterministic: only the costs and their order matter.
+pub fn assign_shards(costs: &[f64], count: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..costs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]).then(a.cmp(&b)));
+    let mut loads = vec![0.0f64; count.max(1)];
+    let mut owner = vec![0; costs.len()];
+    for group in order {
+        let (lightest, _) = loads
+            .iter()
+            .enumerate()
+            .min_by(|(i, a), (j, b)| a.total_cmp(b).then(i.cmp(j)))
+            .expect("at least one shard");
+        owner[group] = lightest;
+        loads[lightest] += costs[group];
+    }
+    owner
 }
 
 #[cfg(test)]
@@ -540,6 +620,65 @@ mod tests {
         p.retain_matching("org/b/");
         assert_eq!(p.jobs.len(), 4);
         assert!(p.jobs[0].skip.is_none() && p.jobs[1].skip.is_some());
+    }
+
+    #[test]
+    fn shards_parse_one_based_and_bad_values_say_why() {
+        let shard: Shard = "2/3".parse().unwrap();
+        assert_eq!(shard, Shard { index: 2, count: 3 });
+        assert_eq!(shard.to_string(), "2/3");
+        for (bad, why) in [
+            ("0/3", "--shard 0/3: shards are numbered 1 to 3"),
+            ("4/3", "--shard 4/3: shards are numbered 1 to 3"),
+            (
+                "x/y",
+                "--shard x/y: expected INDEX/COUNT with whole numbers",
+            ),
+            ("3", "--shard 3: expected INDEX/COUNT"),
+            ("1/0", "--shard 1/0: the shard count must be at least 1"),
+            ("-1/2", "expected INDEX/COUNT"),
+        ] {
+            let e = bad.parse::<Shard>().unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn groups_are_dealt_largest_first_to_the_lightest_shard() {
+        assert_eq!(
+            assign_shards(&[1.0, 5.0, 3.0, 3.0, 2.0], 2),
+            [1, 0, 1, 1, 0]
+        );
+        assert_eq!(assign_shards(&[1.0, 1.0], 3), [0, 1]);
+        assert_eq!(assign_shards(&[], 3), Vec::<usize>::new());
+        // Equal costs go round-robin in plan order.
+        assert_eq!(assign_shards(&[2.0; 4], 2), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn shards_partition_the_plan_by_group() {
+        let text = "name: s\nmodels:\n  - id: org/a\n  - id: org/b\nmethods:\n  - name: dense\n  - name: upcycle\ntasks:\n  - name: t1\n";
+        let full = plan_of(text, "sb");
+        let cost = |g: &Group| 1.0 + g.model as f64 + 2.0 * g.method as f64;
+        let mut seen = Vec::new();
+        for index in 1..=3 {
+            let mut part = full.clone();
+            part.retain_shard(Shard { index, count: 3 }, cost);
+            let again = {
+                let mut p = full.clone();
+                p.retain_shard(Shard { index, count: 3 }, cost);
+                p.jobs
+            };
+            assert_eq!(part.jobs, again, "deterministic");
+            for g in part.groups() {
+                assert_eq!(g.jobs.len(), 2, "a group stays whole: {g:?}");
+            }
+            seen.extend(part.jobs.into_iter().map(|j| j.hash));
+        }
+        let mut all: Vec<String> = full.jobs.iter().map(|j| j.hash.clone()).collect();
+        all.sort();
+        seen.sort();
+        assert_eq!(seen, all, "every job in exactly one shard");
     }
 
     #[test]

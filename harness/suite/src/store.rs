@@ -3,6 +3,7 @@
 //! ```text
 //! <run_dir>/run.json               suite name, suite file path + sha256, harness version, start time
 //! <run_dir>/records.jsonl          append-only, one Record per line
+//! <run_dir>/records.shard-I-of-N.jsonl   the same, written by shard I/N (`run --shard I/N`)
 //! <run_dir>/samples/<job>.jsonl    per-document samples of a task job (lm-eval's sample format)
 //! <run_dir>/routing/<job>.json      tokens routed to each expert per MoE layer (a RoutingLog)
 //! ```
@@ -13,13 +14,22 @@
 //! and renamed into place. A SIGKILL therefore leaves either the whole block or nothing; only a
 //! crash of the machine can tear the last line, and the next append starts on a new line.
 //!
+//! **Segments.** A sharded run (`moebench run --shard I/N`, one process per shard, possibly on
+//! several machines sharing the run directory over NFS or Lustre) writes its records to its own
+//! segment `records.shard-I-of-N.jsonl` under its own lock `.lock.shard-I-of-N`: no two
+//! processes ever append to one file, and shards never wait for each other. Readers take every
+//! segment (the unsharded `records.jsonl` first, then the shards in order); a job finished in
+//! any segment is finished, and when two segments finished one job the first one counts.
+//! Temporary files and locks carry `HOST-PID` ([`process_tag`]), so that a process cleaning up
+//! after dead processes only touches what its own machine left.
+//!
 //! **Reading** ([`read_records`]). Unreadable lines are skipped with a warning. A `job_done`
 //! record's `value` is the number of records it closes: a job's records are the `value` lines
 //! immediately before its first `job_done`, all of the same job and none unreadable. Every
 //! other record — those of an interrupted attempt, a torn block, or a second `job_done` of a
 //! job already done — is ignored, so a job that was interrupted and run again counts once.
 //! A job is finished when it has such a `job_done`.
-use crate::SuiteError;
+use crate::{Shard, SuiteError};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -188,60 +198,180 @@ impl RunInfo {
 pub fn job_label(model: &str, method: &str, task: Option<&str>) -> String {
     format!("{model}/{method}/{}", task.unwrap_or("measure"))
 }
-/// A run directory opened for writing: it holds the directory's lock until dropped.
+/// A run directory opened for writing: it holds the lock of its segment until dropped.
 #[derive(Debug)]
 pub struct RunStore {
     dir: PathBuf,
+    /// The segment this store appends to: `records.jsonl`, or a shard's.
+    records: PathBuf,
     _lock: RunLock,
 }
 
-/// The lock file of a run directory.
+/// The lock file of a run directory (of its unsharded segment).
 pub const LOCK_FILE: &str = ".lock";
 
-/// An exclusive lock on a run directory: a `.lock` file holding the owner's PID, created with
-/// `O_EXCL`. A lock whose process is gone (a killed run) is taken over; the file is removed when
-/// the lock is dropped.
+/// The records file a shard writes (`None`: the unsharded `records.jsonl`).
+fn segment_file(shard: Option<Shard>) -> String {
+    match shard {
+        None => RECORDS_FILE.to_owned(),
+        Some(s) => format!("records.shard-{}-of-{}.jsonl", s.index, s.count),
+    }
+}
+
+/// The lock file of a shard's segment (`None`: the unsharded run's).
+fn lock_file(shard: Option<Shard>) -> String {
+    match shard {
+        None => LOCK_FILE.to_owned(),
+        Some(s) => format!("{LOCK_FILE}.shard-{}-of-{}", s.index, s.count),
+    }
+}
+
+/// The shard (`I`, `N`) of a segment file name, `None` for anything else.
+fn shard_of_segment(name: &str) -> Option<(usize, usize)> {
+    let rest = name
+        .strip_prefix("records.shard-")?
+        .strip_suffix(".jsonl")?;
+    let (index, count) = rest.split_once("-of-")?;
+    Some((index.parse().ok()?, count.parse().ok()?))
+}
+
+/// Every records segment of `run_dir` in reading order: `records.jsonl`, then the shards' by
+/// (count, index). Missing files are simply absent.
+pub fn segment_paths(run_dir: &Path) -> Result<Vec<PathBuf>, SuiteError> {
+    let mut shards: Vec<((usize, usize), PathBuf)> = match std::fs::read_dir(run_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(SuiteError::read(run_dir)(e)),
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| {
+                let (index, count) = shard_of_segment(e.file_name().to_str()?)?;
+                Some(((count, index), e.path()))
+            })
+            .collect(),
+    };
+    shards.sort();
+    let main = run_dir.join(RECORDS_FILE);
+    Ok(main
+        .is_file()
+        .then_some(main)
+        .into_iter()
+        .chain(shards.into_iter().map(|(_, path)| path))
+        .collect())
+}
+
+/// This machine's name (`/proc/sys/kernel/hostname`), with `-` kept and anything unusual in a
+/// file name replaced.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "-.".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// This process as `HOST-PID`: what temporary files, work directories and locks in a run
+/// directory are named or marked with. A run directory on a cluster's shared file system is
+/// written from several machines, where a PID alone names no process.
+pub fn process_tag() -> String {
+    format!("{}-{}", host_name(), std::process::id())
+}
+
+/// Who a [`process_tag`] (or a bare PID, as older versions wrote) names.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    Me,
+    /// A process of this machine, alive or not.
+    Local {
+        pid: u32,
+        alive: bool,
+    },
+    /// A process of another machine, whose state cannot be checked from here.
+    Remote {
+        tag: String,
+    },
+    Unreadable,
+}
+
+fn owner_of(tag: &str) -> Owner {
+    let tag = tag.trim();
+    let (host, pid) = match tag.rsplit_once('-') {
+        Some((host, pid)) => (Some(host), pid),
+        None => (None, tag),
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return Owner::Unreadable;
+    };
+    if host.is_some_and(|h| h != host_name()) {
+        return Owner::Remote { tag: tag.into() };
+    }
+    match pid == std::process::id() {
+        true => Owner::Me,
+        false => Owner::Local {
+            pid,
+            alive: Path::new("/proc").join(pid.to_string()).exists(),
+        },
+    }
+}
+
+/// An exclusive lock on a segment of a run directory: a file holding the owner's
+/// [`process_tag`], created with `O_EXCL` (atomic on NFSv3+ and Lustre). A lock whose process is
+/// gone (a killed run) is taken over; the file is removed when the lock is dropped.
 #[derive(Debug)]
 struct RunLock {
     path: PathBuf,
 }
 
-/// Whether process `pid` is alive (Linux: `/proc/PID` exists).
-fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
-}
-
 impl RunLock {
-    fn acquire(dir: &Path) -> Result<RunLock, SuiteError> {
-        let path = dir.join(LOCK_FILE);
-        let me = std::process::id();
+    /// A shard's lock held on another machine is taken over: a scheduler runs each shard once
+    /// at a time, so such a lock is a task that was requeued elsewhere (preempted, node lost).
+    /// The unsharded lock of another machine is respected.
+    fn acquire(dir: &Path, shard: Option<Shard>) -> Result<RunLock, SuiteError> {
+        let path = dir.join(lock_file(shard));
+        let what = match shard {
+            None => "the run directory".to_owned(),
+            Some(s) => format!("shard {s} of the run directory"),
+        };
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut file) => {
-                    file.write_all(me.to_string().as_bytes())
+                    file.write_all(process_tag().as_bytes())
                         .map_err(SuiteError::write(&path))?;
                     return Ok(RunLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    match owner {
-                        Some(pid) if pid != me && alive(pid) => {
-                            return Err(SuiteError::Store {
-                                path: dir.to_owned(),
-                                message: format!(
-                                    "the run directory is in use by process {pid} (another \
-                                     `moebench run`?); wait for it, or choose another --run-dir"
-                                ),
-                            })
+                    let tag = std::fs::read_to_string(&path).unwrap_or_default();
+                    let in_use = |by: String| SuiteError::Store {
+                        path: dir.to_owned(),
+                        message: format!(
+                            "{what} is in use by {by} (another `moebench run`?); wait for it, \
+                             or choose another --run-dir"
+                        ),
+                    };
+                    match owner_of(&tag) {
+                        Owner::Local { pid, alive: true } => {
+                            return Err(in_use(format!("process {pid}")))
                         }
-                        // Stale (its process is gone) or unreadable: take it over.
+                        Owner::Remote { tag } if shard.is_none() => {
+                            return Err(in_use(format!(
+                                "process {tag} (HOST-PID; if it is gone, remove {})",
+                                path.display()
+                            )))
+                        }
+                        // Stale (its process is gone), a requeued shard's, or unreadable.
                         _ => {
                             tracing::warn!(
-                                "{}: taking over a stale lock (process {} is gone)",
+                                "{}: taking over a stale lock (held by {})",
                                 path.display(),
-                                owner.map_or("?".into(), |p| p.to_string())
+                                tag.trim()
                             );
                             std::fs::remove_file(&path).map_err(SuiteError::write(&path))?;
                         }
@@ -252,28 +382,27 @@ impl RunLock {
         }
         Err(SuiteError::Store {
             path: dir.to_owned(),
-            message: "could not take the run directory's lock (another process took it)".into(),
+            message: format!("could not take the lock of {what} (another process took it)"),
         })
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.path)
-            .is_ok_and(|t| t.trim() == std::process::id().to_string());
+        let ours = std::fs::read_to_string(&self.path).is_ok_and(|t| owner_of(&t) == Owner::Me);
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-/// Removes what dead processes left in the run directory: `*.tmp-PID` files of interrupted
-/// atomic writes and `.NAME.train-PID` work directories of interrupted model builds.
+/// Removes what dead processes of this machine left in the run directory: `*.tmp-TAG` files of
+/// interrupted atomic writes and `.NAME.train-TAG` work directories of interrupted model builds
+/// (TAG: [`process_tag`], or a bare PID).
 fn remove_leftovers(dir: &Path) {
     let dead_pid = |name: &str, marker: &str| {
         name.rsplit_once(marker)
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-            .is_some_and(|pid| pid != std::process::id() && !alive(pid))
+            .is_some_and(|(_, tag)| matches!(owner_of(tag), Owner::Local { alive: false, .. }))
     };
     for sub in [
         Path::new(""),
@@ -305,6 +434,16 @@ impl RunStore {
     /// Creates the run directory, or resumes it when it holds the same suite (by name), and
     /// writes `run.json`.
     pub fn open(dir: &Path, info: &RunInfo) -> Result<Self, SuiteError> {
+        Self::open_segment(dir, info, None)
+    }
+
+    /// [`RunStore::open`] for one shard of a run (`None`: unsharded): it appends to the shard's
+    /// own segment under the shard's own lock, so that shards run side by side.
+    pub fn open_segment(
+        dir: &Path,
+        info: &RunInfo,
+        shard: Option<Shard>,
+    ) -> Result<Self, SuiteError> {
         if let Some(existing) = read_run_info(dir)? {
             if existing.suite != info.suite {
                 return Err(SuiteError::Store {
@@ -320,12 +459,13 @@ impl RunStore {
             let sub = dir.join(sub);
             std::fs::create_dir_all(&sub).map_err(SuiteError::write(&sub))?;
         }
-        let lock = RunLock::acquire(dir)?;
+        let lock = RunLock::acquire(dir, shard)?;
         remove_leftovers(dir);
         let json = serde_json::to_vec_pretty(info).expect("RunInfo serializes");
         write_atomic(&dir.join(RUN_FILE), &json)?;
         Ok(Self {
             dir: dir.to_owned(),
+            records: dir.join(segment_file(shard)),
             _lock: lock,
         })
     }
@@ -385,7 +525,7 @@ impl RunStore {
             block.push_str(&serde_json::to_string(&r).expect("records serialize"));
             block.push('\n');
         }
-        append_block(&self.dir.join(RECORDS_FILE), block.as_bytes())
+        append_block(&self.records, block.as_bytes())
     }
 }
 
@@ -404,7 +544,7 @@ impl RunStore {
         let record = Record::of(template, RecordKind::JobFailed, &failed, wall_s, &utc_now());
         let mut line = serde_json::to_string(&record).expect("records serialize");
         line.push('\n');
-        append_block(&self.dir.join(RECORDS_FILE), line.as_bytes())
+        append_block(&self.records, line.as_bytes())
     }
 }
 
@@ -439,7 +579,7 @@ fn ends_with_newline(file: &mut File) -> std::io::Result<bool> {
 
 /// Writes `bytes` to `path` through a synced temporary file renamed into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SuiteError> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let tmp = path.with_extension(format!("tmp-{}", process_tag()));
     let write = || -> std::io::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -517,25 +657,49 @@ pub fn finished_jobs(run_dir: &Path) -> Result<BTreeSet<String>, SuiteError> {
         .collect())
 }
 
-/// The records of the finished jobs of `run_dir`, in file order, `job_done`s included (see the
-/// module documentation for the rule). A run directory without records has none.
+/// The records of the finished jobs of `run_dir`, every segment (see the module
+/// documentation), in segment and file order, `job_done`s included. A run directory without
+/// records has none.
 pub fn read_records(run_dir: &Path) -> Result<Vec<Record>, SuiteError> {
-    let path = run_dir.join(RECORDS_FILE);
-    Ok(completed_jobs(&path, read_lines(&path)?))
+    Ok(read_segments(run_dir)?.0)
 }
 
-/// The jobs of `run_dir` whose last attempt failed and that no attempt finished, with the
-/// failure record (its `protocol` is the error).
+/// The finished jobs' records of every segment (a job finished in two segments counts from
+/// the first), and every readable line of every segment (for the failures).
+fn read_segments(run_dir: &Path) -> Result<(Vec<Record>, Vec<Record>), SuiteError> {
+    let mut finished = Vec::new();
+    let mut lines = Vec::new();
+    let mut done_before: BTreeSet<String> = BTreeSet::new();
+    for path in segment_paths(run_dir)? {
+        let segment = read_lines(&path)?;
+        let completed = completed_jobs(&path, segment.clone());
+        let done_here: BTreeSet<String> = completed
+            .iter()
+            .filter(|r| r.kind == RecordKind::JobDone)
+            .map(|r| r.job.clone())
+            .collect();
+        finished.extend(
+            completed
+                .into_iter()
+                .filter(|r| !done_before.contains(&r.job)),
+        );
+        done_before.extend(done_here);
+        lines.extend(segment.into_iter().map(|(_, r)| r));
+    }
+    Ok((finished, lines))
+}
+
+/// The jobs of `run_dir` whose last attempt failed and that no attempt (in any segment)
+/// finished, with the failure record (its `protocol` is the error).
 pub fn failed_jobs(run_dir: &Path) -> Result<Vec<Record>, SuiteError> {
-    let path = run_dir.join(RECORDS_FILE);
-    let lines = read_lines(&path)?;
-    let done: BTreeSet<String> = completed_jobs(&path, lines.clone())
+    let (finished, lines) = read_segments(run_dir)?;
+    let done: BTreeSet<String> = finished
         .into_iter()
         .filter(|r| r.kind == RecordKind::JobDone)
         .map(|r| r.job)
         .collect();
     let mut failed: std::collections::BTreeMap<String, Record> = Default::default();
-    for (_, r) in lines {
+    for r in lines {
         if r.kind == RecordKind::JobFailed && !done.contains(&r.job) {
             failed.insert(r.job.clone(), r);
         }
@@ -831,10 +995,86 @@ mod tests {
         let store = RunStore::open(dir.path(), &info("s")).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(),
-            std::process::id().to_string()
+            process_tag()
         );
         drop(store);
         assert!(!dir.path().join(LOCK_FILE).exists());
+        // Another machine's unsharded lock cannot be checked from here: it is respected.
+        std::fs::write(dir.path().join(LOCK_FILE), "other-host-1").unwrap();
+        let e = RunStore::open(dir.path(), &info("s"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in use by process other-host-1"), "{e}");
+    }
+
+    fn shard(index: usize, count: usize) -> Shard {
+        Shard { index, count }
+    }
+
+    #[test]
+    fn shards_write_their_own_segments_under_their_own_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = RunStore::open(dir.path(), &info("s")).unwrap();
+        let first = RunStore::open_segment(dir.path(), &info("s"), Some(shard(1, 2))).unwrap();
+        let second = RunStore::open_segment(dir.path(), &info("s"), Some(shard(2, 2))).unwrap();
+        for lock in [".lock", ".lock.shard-1-of-2", ".lock.shard-2-of-2"] {
+            assert!(dir.path().join(lock).is_file(), "{lock} held");
+        }
+        commit(&second, "b", &[0.25]);
+        commit(&first, "a", &[0.5]);
+        first.fail(&template("c"), "out of memory", 1.0).unwrap();
+        commit(&main, "m", &[0.75]);
+        // The same job finished by two segments (a rerun with another shard count) counts once,
+        // from the first segment in reading order.
+        commit(&second, "a", &[0.9]);
+        let names: Vec<String> = segment_paths(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "records.jsonl",
+                "records.shard-1-of-2.jsonl",
+                "records.shard-2-of-2.jsonl"
+            ]
+        );
+        let values: Vec<(String, f64)> = read_records(dir.path())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == RecordKind::Metric)
+            .map(|r| (r.job, r.value))
+            .collect();
+        assert_eq!(
+            values,
+            [("m".into(), 0.75), ("a".into(), 0.5), ("b".into(), 0.25)]
+        );
+        assert_eq!(
+            finished_jobs(dir.path()).unwrap(),
+            BTreeSet::from(["a", "b", "m"].map(String::from))
+        );
+        let failed = failed_jobs(dir.path()).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].job, "c");
+        // `c` finishes in another segment: no longer failed.
+        commit(&second, "c", &[0.1]);
+        assert!(failed_jobs(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_shard_lock_of_another_machine_is_taken_over_and_a_live_local_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(".lock.shard-2-of-3");
+        std::fs::write(&lock, "node-17-4242").unwrap();
+        let store = RunStore::open_segment(dir.path(), &info("s"), Some(shard(2, 3))).unwrap();
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), process_tag());
+        drop(store);
+        std::fs::write(&lock, format!("{}-1", host_name())).unwrap();
+        let e = RunStore::open_segment(dir.path(), &info("s"), Some(shard(2, 3)))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(e.to_string().contains("in use by process 1"), "{e}");
     }
 
     #[test]
@@ -843,11 +1083,17 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("models/.tiny.train-4194304/init")).unwrap();
         std::fs::create_dir_all(dir.path().join(SAMPLES_DIR)).unwrap();
         std::fs::write(dir.path().join("samples/abc.tmp-4194304"), "partial").unwrap();
+        let dead_here = format!("samples/ghi.tmp-{}-4194304", host_name());
+        std::fs::write(dir.path().join(&dead_here), "partial").unwrap();
+        // Another machine's write in progress on a shared file system stays.
+        std::fs::write(dir.path().join("samples/jkl.tmp-node-9-4194304"), "theirs").unwrap();
         let live = format!("samples/def.tmp-{}", std::process::id());
         std::fs::write(dir.path().join(&live), "mine").unwrap();
         let _store = RunStore::open(dir.path(), &info("s")).unwrap();
         assert!(!dir.path().join("models/.tiny.train-4194304").exists());
         assert!(!dir.path().join("samples/abc.tmp-4194304").exists());
+        assert!(!dir.path().join(dead_here).exists());
+        assert!(dir.path().join("samples/jkl.tmp-node-9-4194304").exists());
         assert!(
             dir.path().join(live).exists(),
             "a live process's file stays"

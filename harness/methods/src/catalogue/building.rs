@@ -3,7 +3,7 @@
 //! and weight averaging.
 use crate::dense2moe::{
     dense2moe, layer_prune_by_search, layer_prune_by_similarity, llm_streamline,
-    prune_then_upcycle_by_similarity, Dense2MoeConfig, LayerSearch, SpanCriterion,
+    prune_then_upcycle_by_similarity, Dense2MoeConfig, Dense2MoeReport, LayerSearch, SpanCriterion,
     StreamlineConfig,
 };
 use crate::dume::{
@@ -58,7 +58,7 @@ fn require_dense(method: &str, facts: &ModelFacts) -> Result<()> {
     }
 }
 
-/// Sparse upcycling (Komatsuzaki et al.; METHODS.md §7.1).
+/// Sparse upcycling (Komatsuzaki et al.; docs/methods.md §7.1).
 pub struct Upcycle;
 
 #[derive(Deserialize)]
@@ -237,7 +237,7 @@ fn check_span(method: &str, span_len: usize, before: &ModelFacts) -> Result<()> 
     Ok(())
 }
 
-/// Dense2MoE's layer-fusion upcycling without continual pre-training (METHODS.md §3).
+/// Dense2MoE's layer-fusion upcycling without continual pre-training (docs/methods.md §3).
 pub struct Dense2Moe;
 
 /// No `deny_unknown_fields` (serde does not support it with `flatten`): the schema check has
@@ -408,9 +408,24 @@ impl TypedMethod for Dense2Moe {
 
     fn apply(&self, mut model: Model, p: &Dense2MoeParams, env: &dyn MethodEnv) -> Result<Model> {
         let cfg = dense2moe_config(p, env);
-        dense2moe(&mut model, env.calibration(), &cfg)?;
+        log_spans(
+            "dense2moe",
+            &dense2moe(&mut model, env.calibration(), &cfg)?,
+        );
         Ok(model)
     }
+}
+
+/// The spans a Dense2MoE-style method chose and what they save (`RUST_LOG=moebench_methods=info`),
+/// §3.7: always report bytes per token.
+fn log_spans(method: &str, report: &Dense2MoeReport) {
+    tracing::info!(
+        method,
+        spans = %serde_json::to_string(&report.spans).unwrap_or_default(),
+        bytes_before = report.bytes_before.total,
+        bytes_after = report.bytes_after.total,
+        "layer spans chosen"
+    );
 }
 
 fn dense2moe_config(p: &Dense2MoeParams, env: &dyn MethodEnv) -> Dense2MoeConfig {
@@ -450,7 +465,8 @@ impl TypedMethod for PruneThenUpcycle {
 
     fn apply(&self, mut model: Model, p: &Dense2MoeParams, env: &dyn MethodEnv) -> Result<Model> {
         let cfg = dense2moe_config(p, env);
-        prune_then_upcycle_by_similarity(&mut model, env.calibration(), &cfg)?;
+        let report = prune_then_upcycle_by_similarity(&mut model, env.calibration(), &cfg)?;
+        log_spans("prune_then_upcycle", &report);
         Ok(model)
     }
 }
@@ -494,10 +510,11 @@ impl TypedMethod for LayerPrune {
 
     fn apply(&self, mut model: Model, p: &LayerPruneParams, env: &dyn MethodEnv) -> Result<Model> {
         let context = Dense2MoeConfig::default().decode_context;
-        match p.search.search() {
+        let report = match p.search.search() {
             Some(search) => layer_prune_by_search(&mut model, env.calibration(), &search, context)?,
             None => layer_prune_by_similarity(&mut model, env.calibration(), p.span_len, context)?,
         };
+        log_spans("layer_prune", &report);
         Ok(model)
     }
 }
@@ -656,7 +673,7 @@ fn merged_facts(
     })
 }
 
-/// DUME (METHODS.md §2): dense domain experts merged into one MoE with closed-form ridge routers.
+/// DUME (docs/methods.md §2): dense domain experts merged into one MoE with closed-form ridge routers.
 pub struct Dume;
 
 #[derive(Deserialize)]
@@ -735,7 +752,7 @@ fn domain_tokens(method: &str, domains: &[String], env: &dyn MethodEnv) -> Resul
         .collect()
 }
 
-/// DUME+ (METHODS.md §2.3 step 7): DUME's closed-form routers, then router fine-tuning on the
+/// DUME+ (docs/methods.md §2.3 step 7): DUME's closed-form routers, then router fine-tuning on the
 /// shuffled mix of the domain texts with the experts frozen.
 pub struct DumePlus;
 
@@ -800,7 +817,7 @@ impl TypedMethod for DumePlus {
     }
 }
 
-/// BTX (METHODS.md §7.2), DUME's trained-router baseline.
+/// BTX (docs/methods.md §7.2), DUME's trained-router baseline.
 pub struct Btx;
 
 #[derive(Deserialize)]

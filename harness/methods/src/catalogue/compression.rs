@@ -1,4 +1,4 @@
-//! Expert compression: pruning by a calibration saliency (Freq, EAN, REAP; METHODS.md §7.6) and
+//! Expert compression: pruning by a calibration saliency (Freq, EAN, REAP; docs/methods.md §7.6) and
 //! merging (REAM §6, M-SMoE and HC-SMoE §7.7), all at one uniform ratio per MoE layer.
 use crate::calibration::calibrate;
 use crate::error::Result;
@@ -90,7 +90,7 @@ pruning_method!(
     "REAP: expert pruning by the mean router-weighted expert-output norm (arXiv 2510.13999)"
 );
 
-/// REAM (METHODS.md §6).
+/// REAM (docs/methods.md §6).
 pub struct Ream;
 
 #[derive(Deserialize)]
@@ -162,7 +162,7 @@ impl TypedMethod for Ream {
     }
 }
 
-/// M-SMoE (METHODS.md §7.7).
+/// M-SMoE (docs/methods.md §7.7).
 pub struct MSmoe;
 
 impl TypedMethod for MSmoe {
@@ -191,7 +191,7 @@ impl TypedMethod for MSmoe {
     }
 }
 
-/// HC-SMoE (METHODS.md §7.7).
+/// HC-SMoE (docs/methods.md §7.7).
 pub struct HcSmoe;
 
 impl TypedMethod for HcSmoe {

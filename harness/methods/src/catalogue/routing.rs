@@ -166,7 +166,7 @@ impl Grouping<'_> {
     }
 }
 
-/// Token-choice top-k with the checkpoint's normalisation (METHODS.md §7.3).
+/// Token-choice top-k with the checkpoint's normalisation (docs/methods.md §7.3).
 pub struct TopK;
 
 #[derive(Deserialize)]
@@ -227,7 +227,7 @@ impl TypedMethod for TopK {
     }
 }
 
-/// Fixed-threshold Top-p (Huang et al., METHODS.md §7.5).
+/// Fixed-threshold Top-p (Huang et al., docs/methods.md §7.5).
 pub struct TopP;
 
 #[derive(Deserialize)]
@@ -268,7 +268,7 @@ impl TypedMethod for TopP {
     }
 }
 
-/// Expert Choice (Zhou et al., METHODS.md §7.4).
+/// Expert Choice (Zhou et al., docs/methods.md §7.4).
 pub struct ExpertChoice;
 
 #[derive(Deserialize)]
@@ -374,7 +374,7 @@ impl TypedMethod for ExpertChoice {
     }
 }
 
-/// USMoE (METHODS.md §4.3).
+/// USMoE (docs/methods.md §4.3).
 pub struct Usmoe;
 
 #[derive(Deserialize)]
@@ -554,7 +554,7 @@ impl TypedMethod for RandomRouting {
     }
 }
 
-/// DTop-p (METHODS.md §5.3); training-free here: the "calibrated" variant of §5.6.
+/// DTop-p (docs/methods.md §5.3); training-free here: the "calibrated" variant of §5.6.
 pub struct DTopP;
 
 #[derive(Deserialize)]

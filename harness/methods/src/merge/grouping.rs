@@ -1,4 +1,4 @@
-//! Expert similarities and groupings (METHODS.md §8.5 "Clustering"): REAM pseudo-pruning
+//! Expert similarities and groupings (docs/methods.md §8.5 "Clustering"): REAM pseudo-pruning
 //! (§6.3 step 4), nearest-centroid grouping (M-SMoE, REAM with `C = 0`) and average-linkage
 //! agglomerative clustering (HC-SMoE). Distances are row-major `N × N` f64 matrices; every
 //! tie goes to the lower index (or the earlier centroid) so groupings are deterministic.

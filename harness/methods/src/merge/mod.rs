@@ -1,4 +1,4 @@
-//! Expert merging: REAM (Jha et al., arXiv 2604.04356; METHODS.md §6) and the merging
+//! Expert merging: REAM (Jha et al., arXiv 2604.04356; docs/methods.md §6) and the merging
 //! baselines M-SMoE (Li et al., arXiv 2310.01334) and HC-SMoE (Chen et al., arXiv 2410.08589)
 //! (§7.7). Every method is "statistics → groups with a centroid and weights → align each member
 //! to its centroid → weighted merge → router surgery" per MoE layer; they differ only in the

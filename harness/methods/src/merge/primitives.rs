@@ -1,4 +1,4 @@
-//! Merge primitives (METHODS.md §8.5): neuron permutation, a float linear-assignment solver,
+//! Merge primitives (docs/methods.md §8.5): neuron permutation, a float linear-assignment solver,
 //! neuron alignment costs (REAM §6.3 step 5, M-SMoE weight matching), the weighted merge of a
 //! group and the router surgery that installs merged experts (§7.7 router policies).
 use crate::error::{MethodError, Result};
@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 const METHOD: &str = "merge";
 
-/// How the router treats a merged group (METHODS.md §7.7).
+/// How the router treats a merged group (docs/methods.md §7.7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouterPolicy {
     /// REAM (§6.3 step 6): the merged expert takes the centroid's slot, only the centroid's
@@ -98,7 +98,7 @@ fn replace_rows(t: &Tensor, index: &[i64], value: &Tensor) -> Tensor {
 }
 
 /// Reorders the intermediate neurons of `expert` so that its new neuron `p` is old neuron
-/// `perm[p]`: rows of `W_gate`/`W_up`, columns of `W_down` (METHODS.md §1). The expert's
+/// `perm[p]`: rows of `W_gate`/`W_up`, columns of `W_down` (docs/methods.md §1). The expert's
 /// function is unchanged.
 pub fn permute_neurons(moe: &mut MoeLayer, expert: i64, perm: &[i64]) -> Result<()> {
     check_expert(moe, expert, "expert")?;

@@ -1,4 +1,4 @@
-//! Merge statistics (METHODS.md §8.4) beyond the pruning ones of [`crate::calibration`]: router
+//! Merge statistics (docs/methods.md §8.4) beyond the pruning ones of [`crate::calibration`]: router
 //! logit and probability Grams (REAM δ_g, M-SMoE), expert output means over *all* tokens
 //! (HC-SMoE `A_i`, REAM δ̃_E) and a reservoir of intermediate activations for neuron alignment
 //! (REAM §6.3 step 5). Freq and REAP come from the wrapped [`CalibrationStats`], so the two
@@ -50,7 +50,7 @@ pub struct MergeLayerStats {
     /// Row-major `N × H`: `Σ_x σ_i(x) E_i(x)` (REAM δ̃_E); empty without `expert_outputs`.
     pub gated_output_sum: Vec<f64>,
     /// `Σ_{x∈X_i} σ_i(x)·‖σ_i(x) E_i(x)‖₂`: the REAM code's doubly gated REAP numerator
-    /// (METHODS.md §6.7 item 1); empty without `expert_outputs`.
+    /// (docs/methods.md §6.7 item 1); empty without `expert_outputs`.
     pub reap_code_sum: Vec<f64>,
     /// Row-major `N × N`: `Σ_x cos(σ_i(x)E_i(x), σ_j(x)E_j(x))` (a zero output counts 0);
     /// empty without `output_cosines`.

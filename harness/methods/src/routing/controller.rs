@@ -1,4 +1,4 @@
-//! The PI controller of DTop-p (Jin et al., arXiv 2512.13996; METHODS.md §5.3 step 3): once per
+//! The PI controller of DTop-p (Jin et al., arXiv 2512.13996; docs/methods.md §5.3 step 3): once per
 //! training (or calibration) step it moves the Top-p threshold p so that the mean number of
 //! active experts per token tracks the target T. It runs outside the gradient.
 //!
@@ -8,7 +8,7 @@
 //! is within one token in 64 of it after about 50 steps, also after T changes from 2 to 4. In
 //! the positional form the proportional term alone makes p alternate around the set point with
 //! ratio about Kp·(da/dp)/N; with Kp = 2, Ki = 0.2 that router alternated and, at T = 4, locked
-//! into a 1 ↔ 14 experts limit cycle. So Kp stays below the 1–5 of METHODS.md §5.4 and the
+//! into a 1 ↔ 14 experts limit cycle. So Kp stays below the 1–5 of docs/methods.md §5.4 and the
 //! integral does the tracking.
 
 /// A controller shared by the DTop-p selectors that read its p (all layers, or one).

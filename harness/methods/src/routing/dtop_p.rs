@@ -1,4 +1,4 @@
-//! DTop-p routing (Jin et al., arXiv 2512.13996; METHODS.md §5.3): standardise each token's
+//! DTop-p routing (Jin et al., arXiv 2512.13996; docs/methods.md §5.3): standardise each token's
 //! logits over the experts, ẑ = (z − mean)/(std + ε), scale by a learnable positive per-layer
 //! s_ℓ = exp(log_s), P = softmax(s_ℓ·ẑ), keep the Top-p set with the crossing expert (strict
 //! `>`, the same rule as the Huang et al. baseline, §5.7) and renormalise over it. p comes from

@@ -1,4 +1,4 @@
-//! Expert Choice routing (Zhou et al., NeurIPS 2022, arXiv 2202.09368; METHODS.md §7.4):
+//! Expert Choice routing (Zhou et al., NeurIPS 2022, arXiv 2202.09368; docs/methods.md §7.4):
 //! S = softmax over experts; in a group of n real tokens each expert takes the k_e =
 //! round(n·c/N) tokens (at most n) with the largest S in its column; a token's weights are S at
 //! the experts that chose it, so it may get 0 or many experts. Non-causal in

@@ -1,10 +1,10 @@
-//! Selectors beyond the checkpoint's top-k (METHODS.md §8.3): fixed Top-p (Huang et al., §7.5),
+//! Selectors beyond the checkpoint's top-k (docs/methods.md §8.3): fixed Top-p (Huang et al., §7.5),
 //! DTop-p with its PI controller (§5.3), Expert Choice (§7.4) and USMoE (§4.3). Each one is a
 //! [`Selector`] the MoE layer calls; the checkpoint's own top-k is
 //! [`moebench_model::moe::TopK`].
 //!
 //! Conventions shared by every selector here:
-//! - padding tokens (`token_mask` false) get no expert and never take budget (METHODS.md §4.7.3);
+//! - padding tokens (`token_mask` false) get no expert and never take budget (docs/methods.md §4.7.3);
 //! - combine weights stay differentiable w.r.t. the logits and the selector's parameters, only
 //!   the boolean mask comes from non-differentiable ops (sort, top-k, threshold);
 //! - non-causal selectors (Expert Choice, USMoE) take a [`GroupMode`] that says which tokens
@@ -34,7 +34,7 @@ use moebench_model::{Ffn, Model};
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
-/// Which tokens share the budget of a non-causal selector (METHODS.md §4.7.1).
+/// Which tokens share the budget of a non-causal selector (docs/methods.md §4.7.1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum GroupMode {
     /// Group = the real tokens of one sequence (row b); the authors' "prefill" mode. Token t's
@@ -215,7 +215,7 @@ impl ForwardObserver for ScoreRows<'_> {
     }
 }
 
-/// USMoE's (and Expert Choice's) causal mode fitted on calibration data (METHODS.md §4.7.1's
+/// USMoE's (and Expert Choice's) causal mode fitted on calibration data (docs/methods.md §4.7.1's
 /// causal fallback, so `mode: causal` needs no hand-given threshold): MoE layer by layer, in
 /// order, the threshold of layer ℓ is [`fit_threshold`] on the scores of its real calibration
 /// tokens — computed on the hidden states the already installed causal selectors of layers < ℓ

@@ -1,5 +1,5 @@
 //! Fixed-threshold Top-p routing (Huang et al., ACL 2024, "Harder Tasks Need More Experts",
-//! arXiv 2403.07652; METHODS.md §7.5): P = softmax(logits); sort descending; keep every expert
+//! arXiv 2403.07652; docs/methods.md §7.5): P = softmax(logits); sort descending; keep every expert
 //! up to and including the first position where the cumulative sum is strictly > p. Weights are
 //! the raw P, not renormalised (unlike DTop-p, which shares [`top_p_mask`]).
 use super::{real_tokens, selection};
@@ -33,7 +33,7 @@ impl Selector for TopP {
 
 /// Boolean mask of the Top-p set of `probs` (`[..., N]`, rows summing to 1): expert j (in
 /// descending order) is kept while the mass before it is ≤ p, i.e. the crossing expert is
-/// included and the top-1 always is (Huang et al.'s strict `>`; METHODS.md §5.7). p ≥ 1 keeps
+/// included and the top-1 always is (Huang et al.'s strict `>`; docs/methods.md §5.7). p ≥ 1 keeps
 /// every expert without relying on the float sum reaching exactly 1.
 pub(super) fn top_p_mask(probs: &Tensor, p: f64) -> Tensor {
     if p >= 1.0 {

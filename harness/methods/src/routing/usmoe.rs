@@ -1,5 +1,5 @@
 //! USMoE, the "unified" selection (Do, Le & Tran, arXiv 2503.22996; code giangdip2410/USMoE;
-//! METHODS.md §4.3): F = (1−r)·softmax_row(S) + r·(2/N)·sigmoid(S); in each group of n real
+//! docs/methods.md §4.3): F = (1−r)·softmax_row(S) + r·(2/N)·sigmoid(S); in each group of n real
 //! tokens keep the B = round(n·k̄) largest entries of the flattened n×N matrix F, so tokens and
 //! experts share one budget. Non-causal in [`GroupMode::FullSequence`].
 //!

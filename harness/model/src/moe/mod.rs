@@ -3,6 +3,7 @@
 //! linear router, a pluggable [`Selector`] and an optional sigmoid-gated shared expert.
 pub mod selector;
 
+use crate::error::{ModelError, Result};
 use crate::layers::{Linear, Mlp};
 pub use selector::{CalibratedState, Selection, Selector, TopK};
 use std::sync::Arc;
@@ -42,6 +43,33 @@ pub struct MoeLayer {
 impl MoeLayer {
     pub fn num_experts(&self) -> i64 {
         self.w_gate.size()[0]
+    }
+
+    /// Keeps the experts `keep` names, in that order (distinct indices in `0..N`, at least
+    /// one): their expert weights and router rows. Prefer [`crate::Model::retain_experts`],
+    /// which also keeps `config.moe` in step.
+    pub fn retain_experts(&mut self, keep: &[i64]) -> Result<()> {
+        let n = self.num_experts();
+        let mut seen = vec![false; n as usize];
+        for &e in keep {
+            if !(0..n).contains(&e) || std::mem::replace(&mut seen[e as usize], true) {
+                return Err(ModelError::Invalid(format!(
+                    "experts to keep must be distinct indices in 0..{n}; got {keep:?}"
+                )));
+            }
+        }
+        if keep.is_empty() {
+            return Err(ModelError::Invalid(
+                "no expert to keep; at least one must stay".into(),
+            ));
+        }
+        let idx = Tensor::from_slice(keep).to_device(self.w_gate.device());
+        self.w_gate = rows(&self.w_gate, &idx);
+        self.w_up = rows(&self.w_up, &idx);
+        self.w_down = rows(&self.w_down, &idx);
+        self.router.weight = rows(&self.router.weight, &idx);
+        self.router.bias = self.router.bias.as_ref().map(|b| rows(b, &idx));
+        Ok(())
     }
 
     pub fn expert_intermediate_size(&self) -> i64 {
@@ -149,4 +177,10 @@ impl MoeLayer {
         flat.zeros_like()
             .index_add(0, &tokens, &(Tensor::cat(&outputs, 0) * w))
     }
+}
+
+/// `t[idx]` along dim 0, as a fresh leaf that keeps `t`'s `requires_grad` (so a pruned model can
+/// still be fine-tuned).
+fn rows(t: &Tensor, idx: &Tensor) -> Tensor {
+    tch::no_grad(|| t.index_select(0, idx)).set_requires_grad(t.requires_grad())
 }

@@ -1,6 +1,6 @@
 //! Selectors turn router logits into a sparse choice of experts and their combine weights.
 //! The MoE layer calls them through [`Selector`] so routing methods can be swapped without
-//! touching the layer (ARCHITECTURE.md: "the MoE layer is the meeting point").
+//! touching the layer (docs/architecture.md, "The MoE layer").
 use crate::config::RouterNorm;
 use tch::{Kind, Tensor};
 
@@ -20,7 +20,7 @@ impl Selection {
     }
 
     /// Every token sent to `expert` with weight 1: the forced ("oracle") routing DUME collects
-    /// its statistics with (METHODS.md §2.3 step 2).
+    /// its statistics with (docs/methods.md §2.3 step 2).
     pub fn forced(logits: &Tensor, expert: i64) -> Selection {
         let n = logits.size()[logits.dim() - 1];
         let one_hot = Tensor::arange(n, (Kind::Int64, logits.device()))
@@ -62,7 +62,7 @@ pub struct CalibratedState {
     pub scale: f64,
 }
 
-/// Token-choice top-k with the checkpoint's normalisation (METHODS.md §1, §7.3):
+/// Token-choice top-k with the checkpoint's normalisation (docs/methods.md §1, §7.3):
 /// softmax over all experts in f32, keep the k largest, optionally renormalise them to sum 1
 /// (`MixtralSparseMoeBlock` / `Qwen2MoeSparseMoeBlock.forward`).
 #[derive(Debug, Clone)]
