@@ -2,22 +2,22 @@
 //! aliased tasks, a generation task with two filters, a perplexity task) through
 //! `lm_eval.utils.make_table` and lm-eval's file helpers, and every sample line the way its
 //! Zeno and W&B loggers read them (tests/python/read_lm_eval_outputs.py, in the venv that
-//! `make lm-eval-venv` installs). Skips visibly without that venv or the model.
+//! `make hook-venv` installs). Skips visibly without that venv or the model.
 mod common;
 
 use common::*;
 use std::path::PathBuf;
 
-/// `MOEBENCH_LM_EVAL_PYTHON`, else `.venv-lmeval/bin/python` (`make lm-eval-venv`).
+/// `MOEBENCH_LM_EVAL_PYTHON`, else `.venv-hooks/bin/python` (`make hook-venv`).
 fn lm_eval_python(test: &str) -> Option<PathBuf> {
     let python = std::env::var_os("MOEBENCH_LM_EVAL_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv-lmeval/bin/python"));
+        .unwrap_or_else(|| repo_root().join(".venv-hooks/bin/python"));
     if python.exists() {
         return Some(python);
     }
     eprintln!(
-        "SKIPPED {test}: no lm-eval reader venv at {} (run `make lm-eval-venv`)",
+        "SKIPPED {test}: no lm-eval reader venv at {} (run `make hook-venv`)",
         python.display()
     );
     None

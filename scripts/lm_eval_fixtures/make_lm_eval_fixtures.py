@@ -118,7 +118,15 @@ RUNS = {
     "mmlu_5shot": dict(tasks=[f"mmlu_{s}" for s in MMLU_SUBJECTS], limit=20, num_fewshot=5, group="mmlu_subset"),
     "gsm8k": dict(tasks=["gsm8k"], limit=10, fewshot_from_test=True),
     "arc_easy_3shot": dict(tasks=["arc_easy"], limit=30, num_fewshot=3, fewshot_from_test=True),
+    # lm-eval's hellaswag WITH its utils.py process_docs, on rows in the Rowan/hellaswag schema
+    # rebuilt from llama.cpp's text (see conv_hellaswag_rowan).
+    "hellaswag_hooks": dict(tasks=["hellaswag"], limit=100, data_variant="rowan"),
+    # A committed task with a custom filter, metric and aggregation function
+    # (tests/fixtures/lm_eval_tasks/gsm8k_custom_metric/).
+    "gsm8k_custom_metric": dict(tasks=["gsm8k_custom_metric"], limit=10),
 }
+# Task folders of this repository that the runs above use (TaskManager include_path).
+EXTRA_TASKS = REPO / "tests" / "fixtures" / "lm_eval_tasks"
 
 
 # ==========================================================================
@@ -260,15 +268,36 @@ def conv_hellaswag(path: Path) -> list[dict]:
     return out
 
 
+def conv_hellaswag_rowan(path: Path) -> list[dict]:
+    """llama.cpp's 6-line text -> the Rowan/hellaswag columns lm-eval's process_docs reads:
+    `activity_label` (before the first ": "), the rest of the context as `ctx_a`, an empty
+    `ctx_b`, the endings and the label as a string. process_docs rebuilds exactly the
+    llama.cpp line as its query (activity_label + ": " + ctx_a + " " + "", stripped)."""
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    assert len(lines) % 6 == 0, len(lines)
+    out = []
+    for i in range(0, len(lines), 6):
+        label, _, rest = lines[i].partition(": ")
+        out.append({"activity_label": label, "ctx_a": rest, "ctx_b": "",
+                    "endings": lines[i + 2:i + 6], "label": lines[i + 1]})
+    return out
+
+
 def conv_gsm8k(path: Path) -> list[dict]:
     return [{"question": r["question"], "answer": r["answer"]} for r in read_jsonl(path)]
 
 
-def build_data(task: str, data_dir: Path) -> dict:
+def build_data(task: str, data_dir: Path, variant: str | None = None) -> dict:
     """Write converted JSONL for `task`; return {split: path} plus provenance."""
     S = SHARED
     sources: list[Path]
-    if task in ("arc_easy", "arc_challenge"):
+    if task == "hellaswag" and variant == "rowan":
+        src = S / "hellaswag" / "hellaswag_val_full.txt.bz2"
+        splits, sources = {"validation": conv_hellaswag_rowan(src)}, [src]
+    elif task in ("arc_easy", "arc_challenge"):
         src = S / task / ("ARC-Easy-Test.jsonl" if task == "arc_easy" else "ARC-Challenge-Test.jsonl")
         splits, sources = {"test": conv_ai2_arc(src)}, [src]
     elif task == "openbookqa":
@@ -296,7 +325,7 @@ def build_data(task: str, data_dir: Path) -> dict:
         subj = task[len("mmlu_"):]
         a, b = S / "mmlu" / "test" / f"{subj}_test.csv", S / "mmlu" / "dev" / f"{subj}_dev.csv"
         splits, sources = {"test": conv_mmlu(a, subj), "dev": conv_mmlu(b, subj)}, [a, b]
-    elif task == "gsm8k":
+    elif task in ("gsm8k", "gsm8k_custom_metric"):
         splits, sources = {"test": conv_gsm8k(GSM8K_TEST)}, [GSM8K_TEST]
     else:
         raise KeyError(task)
@@ -315,7 +344,8 @@ def build_data(task: str, data_dir: Path) -> dict:
 # ==========================================================================
 # task configs: official YAML + data-source override
 # ==========================================================================
-def task_overrides(tm, task: str, data: dict, fewshot_from_test: bool) -> tuple[dict, dict]:
+def task_overrides(tm, task: str, data: dict, fewshot_from_test: bool,
+                   variant: str | None = None) -> tuple[dict, dict]:
     """(official YAML config, the keys we override in it). Only the data source changes,
     plus the two documented exceptions (hellaswag process_docs, few-shot split)."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -327,7 +357,7 @@ def task_overrides(tm, task: str, data: dict, fewshot_from_test: bool) -> tuple[
     for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
         if base.get(key) is not None and base[key] not in files:
             ov[key] = None
-    if task == "hellaswag":
+    if task == "hellaswag" and variant != "rowan":
         # data is already llama.cpp-preprocessed into {query, choices, label}
         ov["process_docs"] = None
     if fewshot_from_test:
@@ -340,8 +370,9 @@ def task_overrides(tm, task: str, data: dict, fewshot_from_test: bool) -> tuple[
     return base, ov
 
 
-def task_config(tm, task: str, data: dict, fewshot_from_test: bool) -> dict:
-    base, ov = task_overrides(tm, task, data, fewshot_from_test)
+def task_config(tm, task: str, data: dict, fewshot_from_test: bool,
+                variant: str | None = None) -> dict:
+    base, ov = task_overrides(tm, task, data, fewshot_from_test, variant)
     cfg = {**base, **ov}
     for k in ("tag", "group", "task_list"):
         cfg.pop(k, None)
@@ -612,7 +643,7 @@ def main() -> int:
     if data_dir.exists():
         shutil.rmtree(data_dir)
 
-    tm = TaskManager()
+    tm = TaskManager(include_path=str(EXTRA_TASKS))
     out_root = Path(args.out)
     lms: dict = {}
     summary = {}
@@ -626,11 +657,13 @@ def main() -> int:
                             max_length=max_length)
         lm = lms[key]
         data_info, cfgs, ovs = {}, [], []
+        variant = spec.get("data_variant")
         for task in spec["tasks"]:
-            d = build_data(task, data_dir)
+            d = build_data(task, data_dir, variant)
             data_info[task] = d["provenance"]
-            cfgs.append(task_config(tm, task, d, spec.get("fewshot_from_test", False)))
-            ovs.append({"task": task} | task_overrides(tm, task, d, spec.get("fewshot_from_test", False))[1])
+            fewshot = spec.get("fewshot_from_test", False)
+            cfgs.append(task_config(tm, task, d, fewshot, variant))
+            ovs.append({"task": task} | task_overrides(tm, task, d, fewshot, variant)[1])
         task_spec, run_tm = cfgs, tm
         if spec.get("group"):
             # lm-eval 0.4.13 cannot load an inline group dict (its keys leak into the

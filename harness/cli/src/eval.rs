@@ -5,7 +5,7 @@ use crate::common::ModelArgs;
 use anyhow::{Context, Result};
 use moebench_eval::lm::DEFAULT_SAMPLING_SEED;
 use moebench_eval::results::{
-    markdown_table, results_json, write_lm_eval_outputs, RunConfig, TokenizerTokens,
+    markdown_table, results_json, write_lm_eval_outputs, RunConfig, RunGroup, TokenizerTokens,
 };
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
 use moebench_model::cost::param_counts;
@@ -14,7 +14,7 @@ use moebench_runner::code::{check_confirmed, enable_code_execution, CodePolicy};
 use moebench_runner::loaded::TokenBudget;
 use moebench_runner::paths::task_dirs;
 use moebench_suite::write_atomic;
-use moebench_tasks::{GroupSpec, Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
+use moebench_tasks::{Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -85,20 +85,29 @@ pub struct Args {
     ppl_protocol: Option<String>,
 }
 
-/// Flattens resolved nodes into tasks (in order) and the groups to aggregate.
-fn flatten(
-    node: TaskNode,
-    tasks: &mut Vec<moebench_tasks::TaskSpec>,
-    groups: &mut Vec<(GroupSpec, Vec<String>)>,
-) {
+/// Flattens resolved nodes into tasks (in order, each once) and the groups to aggregate,
+/// each over all its leaf tasks (lm-eval's `Group.aggregate` over `get_all_tasks()`, so a
+/// group of groups gets its own score).
+fn flatten(node: TaskNode, tasks: &mut Vec<moebench_tasks::TaskSpec>, groups: &mut Vec<RunGroup>) {
     match node {
-        TaskNode::Task(spec) => tasks.push(spec),
+        TaskNode::Task(spec) => {
+            if !tasks.iter().any(|t| t.name == spec.name) {
+                tasks.push(spec);
+            }
+        }
         TaskNode::Tag { children, .. } => {
             children.into_iter().for_each(|c| flatten(c, tasks, groups))
         }
         TaskNode::Group { spec, children } => {
-            let names = children.iter().flat_map(member_names).collect();
-            groups.push((spec, names));
+            groups.push(RunGroup {
+                tasks: children
+                    .iter()
+                    .flat_map(TaskNode::tasks)
+                    .map(|t| t.name.clone())
+                    .collect(),
+                members: children.iter().flat_map(member_names).collect(),
+                spec,
+            });
             children.into_iter().for_each(|c| flatten(c, tasks, groups));
         }
     }
@@ -123,6 +132,9 @@ pub fn run(args: Args) -> Result<()> {
     let start = now();
     let hub = args.model.hub.config()?;
     let index = TaskIndex::scan(&task_dirs(&args.tasks_dirs))?;
+    for (path, reason) in index.skipped() {
+        eprintln!("warning: skipped {}: {reason}", path.display());
+    }
     let (mut specs, mut groups) = (Vec::new(), Vec::new());
     for name in &args.tasks {
         flatten(index.resolve(name)?, &mut specs, &mut groups);

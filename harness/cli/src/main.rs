@@ -15,6 +15,7 @@ mod report;
 mod rescore;
 mod run;
 mod slurm;
+mod tasks;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,9 @@ enum Command {
     /// Compare two run directories; significant regressions are named (and fail with
     /// --fail-on-regression).
     Compare(report::CompareArgs),
+    /// List the tasks, groups and tags of the task directories; `tasks validate PATH…` checks
+    /// task YAMLs without their data.
+    Tasks(tasks::Args),
     /// What this machine gives moebench: libtorch, CUDA, bf16, the Hub cache, shipped data,
     /// the code sandbox (exit 1 when something is missing).
     Doctor(doctor::Args),
@@ -99,6 +103,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    moebench_pyhooks::install();
     let ok = |r: anyhow::Result<()>| r.map(|()| ExitCode::Ok);
     let result = match cli.command {
         Command::Prepare(a) => ok(prepare::run(a)),
@@ -114,6 +119,7 @@ fn main() {
         Command::Rescore(a) => ok(rescore::run(a)),
         Command::Report(a) => report::run_report(a),
         Command::Compare(a) => report::run_compare(a),
+        Command::Tasks(a) => tasks::run(a),
         Command::Doctor(a) => doctor::run(a),
         Command::Slurm(a) => ok(slurm::run(a)),
         Command::K8s(a) => ok(k8s::run(a)),

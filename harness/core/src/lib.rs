@@ -3,18 +3,24 @@
 //! - [`pyrandom`]: CPython's `random.Random` (few-shot sampling, bootstrap resampling).
 //! - [`metrics`]: per-document metrics and their aggregations (`lm_eval/api/task.py`,
 //!   `lm_eval/api/metrics.py`).
+//! - [`classification`], [`sacrebleu`]: corpus-level metrics (F1, MCC, Brier score; BLEU,
+//!   chrF, chrF++, TER) that lm-eval aggregates over all documents.
+//! - [`numpy`]: numpy's summation order for the metrics lm-eval computes with numpy.
 //! - [`filters`]: the response post-processing pipelines (`lm_eval/filters/`).
 //! - [`stats`]: standard errors, bootstrap, group aggregation, paired comparison of runs.
 //! - [`pyre`], [`pystr`]: Python `re` patterns and `str` semantics on top of Rust's.
 //! - [`suggest`]: "did you mean …?" hints for misspelled names.
 //! - [`params`]: method parameter schemas (types, ranges, defaults) and canonical JSON for hashes.
 
+pub mod classification;
 pub mod filters;
 pub mod metrics;
+pub mod numpy;
 pub mod params;
 pub mod pyrandom;
 pub mod pyre;
 pub mod pystr;
+pub mod sacrebleu;
 pub mod stats;
 pub mod suggest;
 
@@ -53,6 +59,8 @@ pub enum CoreError {
         aggregation: &'static str,
         got: &'static str,
     },
+    #[error("metric `{metric}`: {message}")]
+    Metric { metric: String, message: String },
     #[error("cannot aggregate an empty list of scores")]
     NoScores,
     #[error("{0} per-choice values for {1} choices")]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::pyre::PyRegex;
-use crate::{pystr, stats, CoreError};
+use crate::{classification, numpy, pystr, sacrebleu, stats, CoreError};
 
 pub use crate::stats::mean;
 
@@ -44,11 +44,28 @@ pub enum MetricName {
     BitsPerByte,
     /// Rolling log-likelihood per token (moebench extension; depends on the tokenizer).
     TokenPerplexity,
+    /// Multiple choice: `(gold, prediction)` pairs for the binary F1 aggregation.
+    F1,
+    /// Multiple choice: `(gold, prediction)` pairs for Matthews' correlation coefficient.
+    Mcc,
+    /// Multiple choice: `(gold, softmax of the log-likelihoods)` for the Brier score.
+    BrierScore,
+    /// Generation: `(reference, prediction)` pairs for corpus BLEU.
+    Bleu,
+    /// Generation: `(reference, prediction)` pairs for corpus chrF.
+    Chrf,
+    /// Generation: `(reference, prediction)` pairs for corpus chrF++.
+    #[serde(rename = "chrf++")]
+    ChrfPlusPlus,
+    /// Generation: `(reference, prediction)` pairs for corpus TER.
+    Ter,
+    /// Generation: no per-document value (`None`); its aggregation reports 999.
+    Bypass,
 }
 
 impl MetricName {
     /// Every supported metric.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 19] = [
         Self::Acc,
         Self::AccNorm,
         Self::AccBytes,
@@ -60,6 +77,14 @@ impl MetricName {
         Self::BytePerplexity,
         Self::BitsPerByte,
         Self::TokenPerplexity,
+        Self::F1,
+        Self::Mcc,
+        Self::BrierScore,
+        Self::Bleu,
+        Self::Chrf,
+        Self::ChrfPlusPlus,
+        Self::Ter,
+        Self::Bypass,
     ];
 
     /// The name used in task YAML and result keys.
@@ -76,6 +101,14 @@ impl MetricName {
             Self::BytePerplexity => "byte_perplexity",
             Self::BitsPerByte => "bits_per_byte",
             Self::TokenPerplexity => "token_perplexity",
+            Self::F1 => "f1",
+            Self::Mcc => "mcc",
+            Self::BrierScore => "brier_score",
+            Self::Bleu => "bleu",
+            Self::Chrf => "chrf",
+            Self::ChrfPlusPlus => "chrf++",
+            Self::Ter => "ter",
+            Self::Bypass => "bypass",
         }
     }
 
@@ -87,11 +120,20 @@ impl MetricName {
                 Aggregation::WeightedPerplexity
             }
             Self::BitsPerByte => Aggregation::BitsPerByte,
+            Self::F1 => Aggregation::F1,
+            Self::Mcc => Aggregation::MatthewsCorrcoef,
+            Self::BrierScore => Aggregation::BrierScore,
+            Self::Bleu => Aggregation::Bleu,
+            Self::Chrf => Aggregation::Chrf,
+            Self::ChrfPlusPlus => Aggregation::ChrfPlusPlus,
+            Self::Ter => Aggregation::Ter,
+            Self::Bypass => Aggregation::Bypass,
             _ => Aggregation::Mean,
         }
     }
 
-    /// `higher_is_better` from lm-eval's registry: false for the perplexity family.
+    /// `higher_is_better` from lm-eval's registry: false for the perplexity family, the
+    /// Brier score and TER.
     pub fn higher_is_better(self) -> bool {
         !matches!(
             self,
@@ -100,6 +142,8 @@ impl MetricName {
                 | Self::BytePerplexity
                 | Self::BitsPerByte
                 | Self::TokenPerplexity
+                | Self::BrierScore
+                | Self::Ter
         )
     }
 
@@ -126,7 +170,8 @@ impl fmt::Display for MetricName {
     }
 }
 
-/// One document's contribution to a metric (a value of lm-eval's `process_results` dict).
+/// One document's numeric contribution to a metric (a value of lm-eval's `process_results`
+/// dict). Corpus-level metrics take items instead ([`Aggregation::aggregate_items`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DocScore {
@@ -151,15 +196,43 @@ pub enum Aggregation {
     WeightedPerplexity,
     /// `-(Σll / Σweight) / ln 2`.
     BitsPerByte,
+    /// `np.nanmean`, NaN when every value is NaN.
+    NanMean,
+    /// Binary F1 over `(gold, prediction)` items ([`crate::classification::f1`]).
+    F1,
+    /// Matthews' correlation coefficient over `(gold, prediction)` items.
+    MatthewsCorrcoef,
+    /// Mean Brier score over `(gold, probabilities)` items.
+    BrierScore,
+    /// Corpus BLEU over `(reference, prediction)` items ([`crate::sacrebleu`]).
+    Bleu,
+    /// Corpus chrF.
+    Chrf,
+    /// Corpus chrF++ (word 2-grams added).
+    #[serde(rename = "chrf++")]
+    ChrfPlusPlus,
+    /// Corpus TER.
+    Ter,
+    /// lm-eval's placeholder aggregation: 999.
+    Bypass,
 }
 
 impl Aggregation {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 14] = [
         Self::Mean,
         Self::Median,
         Self::Perplexity,
         Self::WeightedPerplexity,
         Self::BitsPerByte,
+        Self::NanMean,
+        Self::F1,
+        Self::MatthewsCorrcoef,
+        Self::BrierScore,
+        Self::Bleu,
+        Self::Chrf,
+        Self::ChrfPlusPlus,
+        Self::Ter,
+        Self::Bypass,
     ];
 
     /// The name used in task YAML.
@@ -170,12 +243,36 @@ impl Aggregation {
             Self::Perplexity => "perplexity",
             Self::WeightedPerplexity => "weighted_perplexity",
             Self::BitsPerByte => "bits_per_byte",
+            Self::NanMean => "nanmean",
+            Self::F1 => "f1",
+            Self::MatthewsCorrcoef => "matthews_corrcoef",
+            Self::BrierScore => "brier_score",
+            Self::Bleu => "bleu",
+            Self::Chrf => "chrf",
+            Self::ChrfPlusPlus => "chrf++",
+            Self::Ter => "ter",
+            Self::Bypass => "bypass",
         }
     }
 
     /// Whether this aggregation takes [`DocScore::Weighted`] scores.
     pub fn is_weighted(self) -> bool {
         matches!(self, Self::WeightedPerplexity | Self::BitsPerByte)
+    }
+
+    /// Whether this aggregation takes [`DocScore::Item`]s (corpus-level metrics).
+    pub fn takes_items(self) -> bool {
+        matches!(
+            self,
+            Self::F1
+                | Self::MatthewsCorrcoef
+                | Self::BrierScore
+                | Self::Bleu
+                | Self::Chrf
+                | Self::ChrfPlusPlus
+                | Self::Ter
+                | Self::Bypass
+        )
     }
 
     /// The task score.
@@ -187,6 +284,119 @@ impl Aggregation {
             Typed::Plain(xs) => self.plain_statistic()(&xs),
             Typed::Weighted(pairs) => self.weighted_statistic()(&pairs),
         })
+    }
+
+    /// The task score of a corpus-level aggregation ([`Aggregation::takes_items`]) over the
+    /// documents' items: `(gold, prediction)` pairs for `f1`, `(reference, prediction)` for
+    /// `bleu`, ….
+    pub fn aggregate_items(self, items: &[Value]) -> Result<f64, CoreError> {
+        if items.is_empty() {
+            return Err(CoreError::NoScores);
+        }
+        if !self.takes_items() {
+            return Err(CoreError::ScoreKind {
+                aggregation: self.as_str(),
+                got: "item",
+            });
+        }
+        let items: Vec<&Value> = items.iter().collect();
+        self.corpus_statistic(&items)
+    }
+
+    /// The standard error lm-eval reports for a corpus-level aggregation: a bootstrap for
+    /// `f1`, `matthews_corrcoef`, `bleu`, `chrf`, `chrf++` and `ter` (`stderr_for_metric`'s
+    /// bootstrappable list), `None` for `brier_score` and `bypass`.
+    pub fn stderr_items(
+        self,
+        items: &[Value],
+        bootstrap_iters: usize,
+    ) -> Result<Option<f64>, CoreError> {
+        if bootstrap_iters == 0 || matches!(self, Self::BrierScore | Self::Bypass) {
+            return Ok(None);
+        }
+        self.aggregate_items(items)?;
+        // Resample indices: `random.choices(xs)` draws positions, so this is the same
+        // resample as lm-eval's over the items themselves.
+        let indices: Vec<usize> = (0..items.len()).collect();
+        let statistic = |drawn: &[usize]| {
+            let resample: Vec<&Value> = drawn.iter().map(|&i| &items[i]).collect();
+            self.corpus_statistic(&resample).unwrap_or(f64::NAN)
+        };
+        Ok(stats::bootstrap_stderr(
+            statistic,
+            &indices,
+            bootstrap_iters,
+            0,
+        ))
+    }
+
+    /// A corpus-level statistic of items (`lm_eval/api/metrics.py`).
+    fn corpus_statistic(self, items: &[&Value]) -> Result<f64, CoreError> {
+        let bad = |message: String| CoreError::Metric {
+            metric: self.as_str().to_owned(),
+            message,
+        };
+        let pairs = || -> Result<Vec<(i64, i64)>, CoreError> {
+            items
+                .iter()
+                .map(|item| match item.as_array().map(Vec::as_slice) {
+                    Some([gold, pred]) => match (gold.as_i64(), pred.as_i64()) {
+                        (Some(gold), Some(pred)) => Ok((gold, pred)),
+                        _ => Err(bad(format!("expected integer labels, got {item}"))),
+                    },
+                    _ => Err(bad(format!(
+                        "expected a (gold, prediction) pair, got {item}"
+                    ))),
+                })
+                .collect()
+        };
+        match self {
+            Self::F1 => {
+                let (golds, preds): (Vec<i64>, Vec<i64>) = pairs()?.into_iter().unzip();
+                classification::f1(&golds, &preds)
+            }
+            Self::MatthewsCorrcoef => {
+                let (golds, preds): (Vec<i64>, Vec<i64>) = pairs()?.into_iter().unzip();
+                Ok(classification::matthews_corrcoef(&golds, &preds))
+            }
+            Self::BrierScore => {
+                let mut golds = Vec::with_capacity(items.len());
+                let mut probabilities = Vec::with_capacity(items.len());
+                for item in items {
+                    let (gold, probs) = match item.as_array().map(Vec::as_slice) {
+                        Some([gold, Value::Array(probs)]) => (gold, probs),
+                        _ => {
+                            return Err(bad(format!("expected (gold, probabilities), got {item}")))
+                        }
+                    };
+                    golds.push(gold.as_i64().ok_or_else(|| bad(format!("gold {gold}")))?);
+                    probabilities.push(
+                        probs
+                            .iter()
+                            .map(Value::as_f64)
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| bad(format!("probabilities {item}")))?,
+                    );
+                }
+                classification::brier_score(&golds, &probabilities)
+            }
+            Self::Bleu | Self::Chrf | Self::ChrfPlusPlus => {
+                let owned: Vec<Value> = items.iter().map(|item| (*item).clone()).collect();
+                let (references, predictions) = sacrebleu::sacreformat(&owned)?;
+                Ok(match self {
+                    Self::Bleu => sacrebleu::corpus_bleu(&predictions, &references),
+                    Self::Chrf => sacrebleu::corpus_chrf(&predictions, &references, 0),
+                    _ => sacrebleu::corpus_chrf(&predictions, &references, 2),
+                })
+            }
+            Self::Ter => {
+                let owned: Vec<Value> = items.iter().map(|item| (*item).clone()).collect();
+                let (references, predictions) = sacrebleu::sacreformat(&owned)?;
+                Ok(sacrebleu::corpus_ter(&predictions, &references))
+            }
+            Self::Bypass => Ok(999.0),
+            _ => Err(bad("not a corpus-level aggregation".to_owned())),
+        }
     }
 
     /// The standard error lm-eval reports for this aggregation (`stderr_for_metric` and
@@ -217,15 +427,16 @@ impl Aggregation {
     }
 
     /// Whether lm-eval reports a standard error for this aggregation (it does not for the
-    /// weighted perplexity family).
+    /// weighted perplexity family, the Brier score and `bypass`).
     pub fn lm_eval_reports_stderr(self) -> bool {
-        !self.is_weighted()
+        !self.is_weighted() && !matches!(self, Self::BrierScore | Self::Bypass)
     }
 
     fn plain_statistic(self) -> fn(&[f64]) -> f64 {
         match self {
             Self::Median => median,
             Self::Perplexity => perplexity,
+            Self::NanMean => numpy::nanmean,
             _ => mean,
         }
     }
@@ -243,6 +454,9 @@ impl Aggregation {
             aggregation: self.as_str(),
             got,
         };
+        if self.takes_items() {
+            return Err(mismatch("numeric"));
+        }
         if self.is_weighted() {
             let pairs = scores.iter().map(|s| match *s {
                 DocScore::Weighted(ll, w) => Ok((ll, w)),
@@ -425,6 +639,36 @@ pub fn score_multiple_choice(
     Ok(scores)
 }
 
+/// The items of the corpus-level metrics of a multiple-choice document
+/// (`ConfigurableTask.process_results`): `f1` and `mcc` get `(gold, argmax)`, `brier_score`
+/// gets `(gold, softmax(lls))`; the gold after lm-eval's `-100` replacement, a list for
+/// several golds.
+pub fn multiple_choice_items(
+    doc: &MultipleChoice<'_>,
+    gold: &Gold,
+) -> Result<Vec<(MetricName, Value)>, CoreError> {
+    let n = doc.choices.len();
+    if doc.results.len() != n {
+        return Err(CoreError::ChoiceCount(doc.results.len(), n));
+    }
+    let golds = gold.resolved(n);
+    let lls: Vec<f64> = doc.results.iter().map(|r| r.loglikelihood).collect();
+    let gold = match gold {
+        Gold::Index(_) => Value::from(golds[0]),
+        Gold::Indices(_) => Value::from(golds),
+    };
+    let pair = Value::from(vec![gold.clone(), Value::from(argmax(&lls))]);
+    let probabilities: Vec<Value> = numpy::softmax(&lls).into_iter().map(Value::from).collect();
+    Ok(vec![
+        (MetricName::F1, pair.clone()),
+        (MetricName::Mcc, pair),
+        (
+            MetricName::BrierScore,
+            Value::from(vec![gold, Value::from(probabilities)]),
+        ),
+    ])
+}
+
 /// 1.0 for true, 0.0 for false (Python's `1.0 if ... else 0.0` / `int(bool)`).
 fn indicator(condition: bool) -> f64 {
     f64::from(u8::from(condition))
@@ -530,11 +774,9 @@ impl ExactMatch {
             };
         };
         for (key, value) in map {
-            let flag = || {
-                value
-                    .as_bool()
-                    .ok_or_else(|| exact_match_error(format!("`{key}` must be a boolean")))
-            };
+            // `exact_match_hf_evaluate` tests the flags with `if flag:`: Python truthiness
+            // (lm-eval's YAMLs contain e.g. a multi-line plain scalar `true - "." …`).
+            let flag = || -> Result<bool, CoreError> { Ok(python_truthy(value)) };
             match key.as_str() {
                 "ignore_case" => options.ignore_case = flag()?,
                 "ignore_punctuation" => options.ignore_punctuation = flag()?,
@@ -589,6 +831,18 @@ impl ExactMatch {
                 s
             })
             .collect()
+    }
+}
+
+/// Python's `bool(value)` for a JSON value.
+fn python_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
     }
 }
 
@@ -894,10 +1148,10 @@ mod tests {
             );
         }
         assert!(matches!(
-            "brier_score".parse::<MetricName>(),
+            "rouge1".parse::<MetricName>(),
             Err(CoreError::UnknownMetric(_))
         ));
-        assert!("nanmean".parse::<Aggregation>().is_err());
+        assert!("sum".parse::<Aggregation>().is_err());
         assert_eq!(
             MetricName::WordPerplexity.default_aggregation(),
             Aggregation::WeightedPerplexity
@@ -957,11 +1211,18 @@ mod tests {
 
     #[test]
     fn exact_match_config_errors() {
-        assert!(ExactMatch::from_config(&json!({"ignore_case": "yes"})).is_err());
+        // Flags are tested for truthiness, as `if ignore_case:` does.
+        let truthy = ExactMatch::from_config(&json!({"ignore_case": "true - \".\""})).unwrap();
+        assert!(truthy.ignore_case);
+        assert!(
+            !ExactMatch::from_config(&json!({"ignore_case": 0}))
+                .unwrap()
+                .ignore_case
+        );
         assert!(ExactMatch::from_config(&json!({"ignorecase": true})).is_err());
         assert!(ExactMatch::from_config(&json!({"regexes_to_ignore": [1]})).is_err());
         assert!(matches!(
-            ExactMatch::from_config(&json!({"regexes_to_ignore": ["(?<=a)b"]})),
+            ExactMatch::from_config(&json!({"regexes_to_ignore": ["(a"]})),
             Err(CoreError::Regex { .. })
         ));
     }

@@ -18,6 +18,11 @@ pub fn rstrip(s: &str) -> &str {
     s.trim_end_matches(is_space)
 }
 
+/// `str.split()` with no argument: the runs of non-whitespace.
+pub fn split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(is_space).filter(|piece| !piece.is_empty())
+}
+
 /// `len(re.split(r"\s+", text))`: lm-eval's default word count for perplexity
 /// (`ConfigurableTask.count_words`, `lm_eval/api/task.py`). Leading and trailing whitespace
 /// each add an empty piece, and the empty string counts as one word.

@@ -2,8 +2,10 @@
 //! with standard errors (closed form for means, bootstrap otherwise, perplexities included).
 use crate::lm::LanguageModel;
 use crate::EvalError;
-use moebench_core::metrics::{DocScore, Gold};
-use moebench_tasks::{build_instances, score_doc, DocInstance, Expected, Request, Response, Task};
+use moebench_core::metrics::Gold;
+use moebench_tasks::{
+    build_instances, DocInstance, Expected, Request, Response, SampleScore, ScoredDoc, Task,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -107,13 +109,6 @@ fn response_json(r: &Response) -> Value {
             tokens,
         } => json!([loglikelihood, tokens]),
         Response::Generated(text) => json!(text),
-    }
-}
-
-fn score_json(s: &DocScore) -> Value {
-    match s {
-        DocScore::Value(v) => json!(v),
-        DocScore::Weighted(ll, w) => json!([ll, w]),
     }
 }
 
@@ -269,23 +264,22 @@ pub fn score_task(
     docs: &[(&DocInstance, Vec<Response>)],
     opts: &EvalOptions,
 ) -> Result<TaskOutcome, EvalError> {
-    let mut by_metric: BTreeMap<String, Vec<DocScore>> = BTreeMap::new();
+    let mut by_metric: BTreeMap<String, Vec<SampleScore>> = BTreeMap::new();
     let mut samples = Vec::with_capacity(docs.len());
-    let generation =
-        task.spec().config.output_type == moebench_tasks::config::OutputType::GenerateUntil;
-    for (inst, resp) in docs {
-        let scores = score_doc(task, inst, resp)?;
-        let filtered = match generation {
-            true => task
-                .scorer()
-                .filtered_responses(inst, resp)
-                .map_err(|message| moebench_tasks::TaskError::Responses {
-                    task: task.name().to_owned(),
-                    doc: inst.doc_id,
-                    message,
-                })?,
-            false => Vec::new(),
-        };
+    // All documents at once: Python hooks (process_results, metric functions, filters) are
+    // called once per filter pipeline, not once per document.
+    let pairs: Vec<(&DocInstance, &[Response])> = docs
+        .iter()
+        .map(|(inst, resp)| (*inst, resp.as_slice()))
+        .collect();
+    let scored = task.scorer().score_documents(&pairs).map_err(|source| {
+        moebench_tasks::TaskError::Score {
+            task: task.name().to_owned(),
+            doc: None,
+            source: Box::new(source),
+        }
+    })?;
+    for ((inst, resp), ScoredDoc { scores, filtered }) in docs.iter().zip(scored) {
         samples.push(SampleRecord {
             doc_id: inst.doc_id,
             doc: inst.doc.clone(),
@@ -298,7 +292,7 @@ pub fn score_task(
             responses: resp.iter().map(response_json).collect(),
             metrics: scores
                 .iter()
-                .map(|(k, v)| (k.clone(), score_json(v)))
+                .map(|(k, v)| (k.clone(), v.to_json()))
                 .collect(),
         });
         for (key, score) in scores {
@@ -306,21 +300,24 @@ pub fn score_task(
         }
     }
     let mut metrics = BTreeMap::new();
-    for spec in task.scorer().reported_metrics() {
-        for (key, scores) in &by_metric {
-            if key.split(',').next() != Some(spec.name.as_str()) {
-                continue;
-            }
-            metrics.insert(
-                key.clone(),
-                MetricValue {
-                    value: spec.aggregation.aggregate(scores)?,
-                    stderr: spec.aggregation.stderr(scores, opts.bootstrap_iters)?,
-                    higher_is_better: spec.higher_is_better,
-                    stderr_is_moebench_extension: !spec.aggregation.lm_eval_reports_stderr(),
-                },
-            );
-        }
+    for (key, scores) in &by_metric {
+        // A key only a `process_results` hook reports is averaged, as lm-eval does.
+        let (name, _) = key.split_once(',').unwrap_or((key, "none"));
+        let spec = task.scorer().metric(name);
+        let failed = |source| moebench_tasks::TaskError::Score {
+            task: task.name().to_owned(),
+            doc: None,
+            source: Box::new(source),
+        };
+        metrics.insert(
+            key.clone(),
+            MetricValue {
+                value: spec.aggregate(scores).map_err(failed)?,
+                stderr: spec.stderr(scores, opts.bootstrap_iters).map_err(failed)?,
+                higher_is_better: spec.higher_is_better,
+                stderr_is_moebench_extension: !spec.lm_eval_reports_stderr(),
+            },
+        );
     }
     let instances: Vec<DocInstance> = docs.iter().map(|(i, _)| (*i).clone()).collect();
     let filters = task.scorer().filter_names().len().max(1);

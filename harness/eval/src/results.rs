@@ -9,7 +9,7 @@
 //! are extra keys outside the per-task results, where lm-eval's readers ignore them.
 use crate::evaluate::{SampleRecord, TaskOutcome};
 use crate::EvalError;
-use moebench_core::stats::{group_mean, pooled_sample_stderr};
+use moebench_core::stats::{group_mean, pooled_sample_stderr, unweighted_mean_stderr};
 use moebench_model::Tokenizer;
 use moebench_tasks::hashing::python_str;
 use moebench_tasks::GroupSpec;
@@ -129,8 +129,21 @@ pub fn sanitize_model_name(name: &str) -> String {
     out
 }
 
-/// A group's aggregate of its subtasks' metrics (size-weighted mean, pooled stderr), as
-/// lm-eval's `results[group]` (`consolidate_group_results`).
+/// A group of the run.
+#[derive(Debug, Clone)]
+pub struct RunGroup {
+    pub spec: GroupSpec,
+    /// Every task below it, which its score aggregates (lm-eval's `Group.aggregate` over
+    /// `get_all_tasks()`, so a group of groups gets its own score).
+    pub tasks: Vec<String>,
+    /// Its members as lm-eval lists them in `group_subtasks`: tasks and groups, with tags
+    /// replaced by their tasks.
+    pub members: Vec<String>,
+}
+
+/// A group's aggregate of its subtasks' metrics (`lm_eval/api/group.py` `Group.aggregate`):
+/// the size-weighted mean with the pooled stderr, or with `weight_by_size: false` the plain
+/// mean with the stderr of a mean of independent means.
 pub fn group_outcome(group: &GroupSpec, children: &[&TaskOutcome]) -> Map<String, Value> {
     let name = &group.config.group;
     let mut out = Map::new();
@@ -168,10 +181,17 @@ pub fn group_outcome(group: &GroupSpec, children: &[&TaskOutcome]) -> Map<String
                 json!(group_mean(&values, &sizes, agg.weight_by_size)),
             );
             let stderrs: Option<Vec<f64>> = parts.iter().map(|p| p.2).collect();
+            let stderr = stderrs.map(|s| {
+                if agg.weight_by_size {
+                    pooled_sample_stderr(&s, &sizes)
+                } else {
+                    unweighted_mean_stderr(&s)
+                }
+            });
             let (metric, filter) = key.split_once(',').unwrap_or((key, "none"));
             out.insert(
                 format!("{metric}_stderr,{filter}"),
-                stderrs.map_or(json!("N/A"), |s| json!(pooled_sample_stderr(&s, &sizes))),
+                stderr.map_or(json!("N/A"), |s| json!(s)),
             );
             sample_count.insert(key.clone(), json!(sizes.iter().sum::<usize>()));
         }
@@ -204,7 +224,7 @@ fn task_entry(t: &TaskOutcome) -> Map<String, Value> {
 /// (start, end) in seconds since the Unix epoch; the start is lm-eval's `date`.
 pub fn results_json(
     outcomes: &[TaskOutcome],
-    groups: &[(GroupSpec, Vec<String>)],
+    groups: &[RunGroup],
     run: &RunConfig,
     timing: (f64, f64),
 ) -> Value {
@@ -216,8 +236,13 @@ pub fn results_json(
     let mut versions = Map::new();
     let mut n_shot = Map::new();
     let mut higher_is_better = Map::new();
-    for (group, names) in groups {
-        let children: Vec<&TaskOutcome> = names
+    for RunGroup {
+        spec: group,
+        tasks,
+        members,
+    } in groups
+    {
+        let children: Vec<&TaskOutcome> = tasks
             .iter()
             .filter_map(|n| by_name.get(n.as_str()).copied())
             .collect();
@@ -225,7 +250,7 @@ pub fn results_json(
         let name = group.config.group.clone();
         results.insert(name.clone(), entry.clone());
         group_results.insert(name.clone(), entry);
-        group_subtasks.insert(name.clone(), json!(names));
+        group_subtasks.insert(name.clone(), json!(members));
         let version = group
             .config
             .metadata
@@ -493,7 +518,7 @@ pub fn date_id(seconds: f64) -> String {
 pub fn write_lm_eval_outputs(
     output: &Path,
     outcomes: &[TaskOutcome],
-    groups: &[(GroupSpec, Vec<String>)],
+    groups: &[RunGroup],
     run: &RunConfig,
     timing: (f64, f64),
     log_samples: bool,
@@ -567,6 +592,55 @@ pub fn markdown_table(outcomes: &[TaskOutcome]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluate::MetricValue;
+
+    fn outcome(name: &str, acc: f64, stderr: f64, n: usize) -> TaskOutcome {
+        let metric = MetricValue {
+            value: acc,
+            stderr: Some(stderr),
+            higher_is_better: true,
+            stderr_is_moebench_extension: false,
+        };
+        TaskOutcome {
+            name: name.to_owned(),
+            metrics: BTreeMap::from([("acc,none".to_owned(), metric)]),
+            n_original: n,
+            n_effective: n,
+            samples: Vec::new(),
+            task_hash: String::new(),
+            content_hash: String::new(),
+            version: json!(1),
+            num_fewshot: 0,
+            config: json!({}),
+            ppl_protocol: None,
+        }
+    }
+
+    fn group(weight_by_size: bool) -> GroupSpec {
+        GroupSpec {
+            path: "g.yaml".into(),
+            config: serde_json::from_value(json!({
+                "group": "g",
+                "task": ["a", "b"],
+                "aggregate_metric_list": [{"metric": "acc", "weight_by_size": weight_by_size}],
+            }))
+            .unwrap(),
+        }
+    }
+
+    /// Values from lm-eval 0.4.13 (`aggregate_subtask_metrics`, `pooled_sample_stderr`,
+    /// `unweighted_mean_stderr` of `lm_eval/api/metrics.py`) for these two subtasks: the
+    /// unweighted group must not take the pooled stderr (regression: it did).
+    #[test]
+    fn group_stderr_follows_weight_by_size() {
+        let (a, b) = (outcome("a", 0.5, 0.1, 10), outcome("b", 0.8, 0.05, 30));
+        let weighted = group_outcome(&group(true), &[&a, &b]);
+        assert_eq!(weighted["acc,none"], json!(0.725));
+        assert_eq!(weighted["acc_stderr,none"], json!(0.04497806482930845));
+        let unweighted = group_outcome(&group(false), &[&a, &b]);
+        assert_eq!(unweighted["acc,none"], json!(0.65));
+        assert_eq!(unweighted["acc_stderr,none"], json!(0.05590169943749475));
+    }
 
     #[test]
     fn date_ids_are_iso_with_dashes() {

@@ -11,10 +11,9 @@
 //!
 //! Programs run only in [`moebench_sandbox`] (namespaces, rlimits, wall clock), and only once
 //! the user confirmed that the task may execute generated code.
-use crate::config::MetricConfig;
 use moebench_sandbox::python::{PythonChecker, Verdict};
 use moebench_sandbox::{Isolation, Limits, Policy, Sandbox, SandboxError};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -98,27 +97,25 @@ pub struct CodeMetric {
 }
 
 impl CodeMetric {
-    /// The metric a `metric_list` entry names, or `None` when it is not a code metric.
-    pub(crate) fn from_config(config: &MetricConfig) -> Option<Result<Self, String>> {
+    /// The metric a `metric_list` entry (`metric: name` with keyword arguments `kwargs`)
+    /// names, or `None` when it is not a code metric.
+    pub(crate) fn from_config(
+        name: &str,
+        kwargs: &Map<String, Value>,
+    ) -> Option<Result<Self, String>> {
         let unknown = |allowed: &[&str]| {
-            config
-                .kwargs
+            kwargs
                 .keys()
                 .find(|key| !allowed.contains(&key.as_str()))
-                .map(|key| {
-                    Err(format!(
-                        "metric `{}` takes no argument `{key}`",
-                        config.metric
-                    ))
-                })
+                .map(|key| Err(format!("metric `{name}` takes no argument `{key}`")))
         };
-        match config.metric.as_str() {
+        match name {
             "pass_at_1" => Some(unknown(&[]).unwrap_or(Ok(Self {
                 name: "pass_at_1",
                 ks: vec![1],
             }))),
             "pass_at_k" => Some(unknown(&["k"]).unwrap_or_else(|| {
-                let ks = match config.kwargs.get("k") {
+                let ks = match kwargs.get("k") {
                     Some(Value::Array(items)) => items.iter().map(Value::as_u64).collect(),
                     Some(one) => one.as_u64().map(|k| vec![k]),
                     None => None,
@@ -292,10 +289,10 @@ mod tests {
 
     #[test]
     fn metrics_read_lm_eval_configs_and_name_their_keys() {
-        let config = |yaml: &str| -> MetricConfig { serde_yaml::from_str(yaml).unwrap() };
-        let humaneval = CodeMetric::from_config(&config("metric: pass_at_k\nk: [1, 10]"))
-            .unwrap()
-            .unwrap();
+        let config = |name: &str, kwargs: Value| {
+            CodeMetric::from_config(name, kwargs.as_object().unwrap_or(&Map::new()))
+        };
+        let humaneval = config("pass_at_k", json!({"k": [1, 10]})).unwrap().unwrap();
         assert_eq!(humaneval.keys(), ["pass@1", "pass@10"]);
         assert_eq!(humaneval.max_k(), 10);
         let mut passed = [false; 10];
@@ -304,19 +301,13 @@ mod tests {
         assert_eq!(scores[0].0, "pass@1");
         assert!((scores[0].1 - 0.1).abs() < 1e-15);
         assert_eq!(scores[1], ("pass@10".to_owned(), 1.0));
-        let mbpp = CodeMetric::from_config(&config("metric: pass_at_1"))
-            .unwrap()
-            .unwrap();
+        let mbpp = config("pass_at_1", Value::Null).unwrap().unwrap();
         assert_eq!(mbpp.keys(), ["pass_at_1"]);
         assert_eq!(mbpp.score(&[false]), [("pass_at_1".to_owned(), 0.0)]);
-        assert!(CodeMetric::from_config(&config("metric: acc")).is_none());
-        let bad = CodeMetric::from_config(&config("metric: pass_at_k"))
-            .unwrap()
-            .unwrap_err();
+        assert!(config("acc", Value::Null).is_none());
+        let bad = config("pass_at_k", Value::Null).unwrap().unwrap_err();
         assert!(bad.contains("needs `k`"), "{bad}");
-        let bad = CodeMetric::from_config(&config("metric: pass_at_1\nk: 3"))
-            .unwrap()
-            .unwrap_err();
+        let bad = config("pass_at_1", json!({"k": 3})).unwrap().unwrap_err();
         assert!(bad.contains("no argument `k`"), "{bad}");
     }
 

@@ -8,18 +8,64 @@
 //!   - `doc_to_target`: a result that looks like `[…]` is parsed as a list when it can be;
 //!   - `doc_to_choice`: the result is parsed with `ast.literal_eval`;
 //! - integers, lists and (for choices) dict values are taken as they are;
+//! - a `!function` hook's return value is taken as it is;
 //! - fields a `moebench_processor` provides come from it.
 use crate::config::FieldSpec;
+use crate::hooks::{self, HookRef, PyTarget};
 use crate::processors::Processor;
 use crate::template::{literal_eval, Templates};
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 /// How one `doc_to_*` field is computed.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Field {
     Spec(FieldSpec),
     Processor(Processor, &'static str),
+}
+
+/// Hook results by hook and document (the document's JSON text), filled in one batch per
+/// hook and split when the task is loaded.
+#[derive(Debug, Default)]
+pub(crate) struct HookValues {
+    values: Mutex<HashMap<(HookRef, String), Value>>,
+}
+
+impl HookValues {
+    /// Calls `hook` once for all of `docs` and remembers the results.
+    pub(crate) fn prefill(&self, hook: &HookRef, docs: &[Value]) -> Result<(), String> {
+        let target = PyTarget::Hook(hook.clone());
+        let runtime = hooks::runtime_for(&target).map_err(|error| error.to_string())?;
+        let results = runtime
+            .map_docs(hook, docs)
+            .map_err(|error| error.to_string())?;
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        for (doc, result) in docs.iter().zip(results) {
+            values.insert((hook.clone(), doc.to_string()), result);
+        }
+        Ok(())
+    }
+
+    /// `hook(doc)`, from the batch when it was in it.
+    fn get(&self, hook: &HookRef, doc: &Value) -> Result<Value, String> {
+        let key = (hook.clone(), doc.to_string());
+        if let Some(value) = self
+            .values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(value.clone());
+        }
+        self.prefill(hook, std::slice::from_ref(doc))?;
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| format!("`{hook}` returned nothing"))
+    }
 }
 
 /// What the field rules need besides the document.
@@ -30,6 +76,7 @@ pub(crate) struct FieldContext {
     pub(crate) features: BTreeSet<String>,
     /// Whether the task has `doc_to_choice` (digits then mean an index).
     pub(crate) has_choices: bool,
+    pub(crate) hooks: HookValues,
 }
 
 impl FieldContext {
@@ -40,15 +87,31 @@ impl FieldContext {
                 doc.get(text).cloned().unwrap_or(Value::Null),
             ));
         }
-        self.templates.render(text, doc).map(Resolved::Rendered)
+        self.templates
+            .render(text, doc)
+            .map(Resolved::Rendered)
+            .map_err(|error| error.to_string())
     }
 
     /// The rendered string as an index if it is all digits and the task has choices.
     fn index(&self, rendered: &str) -> Result<Option<Value>, String> {
         if self.has_choices && is_digits(rendered) {
-            return literal_eval(rendered).map(Some);
+            return literal_eval(rendered)
+                .map(Some)
+                .map_err(|error| error.to_string());
         }
         Ok(None)
+    }
+
+    /// `resolve_field(doc, field)` (`gen_prefix`, `description`): a column of the document,
+    /// else the rendered template.
+    pub(crate) fn column_or_template(&self, field: &str, doc: &Value) -> Result<String, String> {
+        if let Some(value) = doc.get(field) {
+            return Ok(crate::hashing::python_str(value));
+        }
+        self.templates
+            .render(field, doc)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -64,17 +127,26 @@ fn is_digits(text: &str) -> bool {
 }
 
 impl Field {
-    /// The processor-provided value, if this field is one.
-    fn provided(&self, doc: &Value) -> Option<Result<Value, String>> {
+    /// The processor- or hook-provided value, if this field is one.
+    fn provided(&self, cx: &FieldContext, doc: &Value) -> Option<Result<Value, String>> {
         match self {
             Self::Processor(processor, name) => Some(processor.field(name, doc)),
+            Self::Spec(FieldSpec::Hook(hook)) => Some(cx.hooks.get(hook, doc)),
             Self::Spec(_) => None,
+        }
+    }
+
+    /// The hook computing this field, if one does.
+    pub(crate) fn hook(&self) -> Option<&HookRef> {
+        match self {
+            Self::Spec(FieldSpec::Hook(hook)) => Some(hook),
+            _ => None,
         }
     }
 
     /// `doc_to_text`: a string, or an index for multiple-input tasks.
     pub(crate) fn text(&self, cx: &FieldContext, doc: &Value) -> Result<Value, String> {
-        if let Some(value) = self.provided(doc) {
+        if let Some(value) = self.provided(cx, doc) {
             return value;
         }
         match self {
@@ -91,7 +163,7 @@ impl Field {
 
     /// `doc_to_target`: a string, an index, or a list (several targets).
     pub(crate) fn target(&self, cx: &FieldContext, doc: &Value) -> Result<Value, String> {
-        if let Some(value) = self.provided(doc) {
+        if let Some(value) = self.provided(cx, doc) {
             return value;
         }
         match self {
@@ -117,7 +189,7 @@ impl Field {
 
     /// `doc_to_choice`: the list of choice strings.
     pub(crate) fn choices(&self, cx: &FieldContext, doc: &Value) -> Result<Vec<String>, String> {
-        let value = match (self.provided(doc), self) {
+        let value = match (self.provided(cx, doc), self) {
             (Some(value), _) => value?,
             (None, Self::Spec(FieldSpec::List(items))) => Value::Array(items.clone()),
             (None, Self::Spec(FieldSpec::Map(map))) => {
@@ -125,7 +197,9 @@ impl Field {
             }
             (None, Self::Spec(FieldSpec::Text(text))) => match cx.resolve(text, doc)? {
                 Resolved::Column(value) => value,
-                Resolved::Rendered(rendered) => literal_eval(&rendered)?,
+                Resolved::Rendered(rendered) => {
+                    literal_eval(&rendered).map_err(|error| error.to_string())?
+                }
             },
             (None, _) => return Err("doc_to_choice must be a string, a list or a map".to_owned()),
         };
@@ -153,6 +227,7 @@ mod tests {
             templates: Templates::new(sources.iter().map(|s| (*s).to_owned())).unwrap(),
             features: features.iter().map(|s| (*s).to_owned()).collect(),
             has_choices: true,
+            hooks: HookValues::default(),
         }
     }
 

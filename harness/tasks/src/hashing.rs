@@ -1,7 +1,6 @@
 //! Hashes: lm-eval's per-sample `doc_hash`/`prompt_hash`/`target_hash` and `task_hashes`
 //! (`lm_eval/evaluator.py` `evaluate`, `lm_eval/loggers/evaluation_tracker.py`
 //! `save_results_aggregated`), and moebench's task content hash for caching.
-use crate::requests::DocInstance;
 use crate::TaskError;
 use serde::Serialize;
 use serde_json::Value;
@@ -31,13 +30,18 @@ impl SampleHashes {
     }
 }
 
+/// Something logged as an lm-eval sample (a document instance).
+pub trait HasSampleHashes {
+    fn sample_hashes(&self) -> &SampleHashes;
+}
+
 /// lm-eval's `task_hashes[task]`: the hash of every sample's three hashes concatenated, the
 /// samples being logged once per filter (in `filter_list` order), documents in order.
-pub fn lm_eval_task_hash(instances: &[DocInstance], filters: usize) -> String {
+pub fn lm_eval_task_hash<T: HasSampleHashes>(instances: &[T], filters: usize) -> String {
     let mut all = String::new();
     for _ in 0..filters {
         for instance in instances {
-            let hashes = &instance.hashes;
+            let hashes = instance.sample_hashes();
             all.push_str(&hashes.doc);
             all.push_str(&hashes.prompt);
             all.push_str(&hashes.target);

@@ -59,6 +59,15 @@ impl Processor {
         }
     }
 
+    /// How to get the same result without Python, for error messages.
+    pub fn native_alternative(self) -> String {
+        format!(
+            "set `moebench_processor: {}` (a built-in port of lm-eval's {}) instead of the `!function` hooks",
+            self.name(),
+            self.ported_from()
+        )
+    }
+
     /// The processor whose name occurs in `text` (a file path, task name or `!function`).
     pub(crate) fn suggest(text: &str) -> Option<Self> {
         Self::ALL

@@ -11,90 +11,21 @@
 //!   minus the documents equal to the evaluated one, cut to `n` (resampling the pool without
 //!   them if fewer remain). `FirstNSampler` takes the first `n` (minus the evaluated document
 //!   in that same case);
+//! - `gen_prefix` (`build_qa_turn`): the evaluated document's text is followed by the target
+//!   delimiter (when neither side has whitespace at the join) and the prefix; a shot's answer
+//!   is the prefix and the answer joined by a space (`maybe_delimit`);
 //! - requests (`construct_requests`): see [`Request`].
-use crate::config::{OutputType, Sampler};
+use crate::config::{OutputType, Sampler, Sampling};
 use crate::hashing::{python_str, SampleHashes};
+pub use crate::instance::{DocInstance, Expected, Request};
 use crate::task::{Formatting, Task};
 use crate::TaskError;
 use moebench_core::metrics::Gold;
-use moebench_core::PyRandom;
+use moebench_core::{pystr, PyRandom};
 use serde_json::Value;
 
 /// lm-eval's default `fewshot_random_seed` (`lm_eval/defaults.py` `DEFAULT_OTHER_SEED`).
 pub const DEFAULT_FEWSHOT_SEED: u64 = 1234;
-
-/// One call to the model.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    /// `loglikelihood(context, continuation)`. Multiple choice: one per choice,
-    /// `continuation = target_delimiter + choice` (multiple input: one per context with the
-    /// shared target), then for `acc_mutual_info` one `("", target_delimiter + choice)` per
-    /// choice. Loglikelihood tasks: the target itself as continuation.
-    Loglikelihood {
-        context: String,
-        continuation: String,
-    },
-    /// `loglikelihood_rolling(text)` of the whole target, without context.
-    Rolling { text: String },
-    /// `generate_until(context, until, max_gen_toks)`: greedy, or sampled with `sampling`.
-    /// A task with `repeats: n` asks for n of these per document.
-    Generate {
-        context: String,
-        until: Vec<String>,
-        max_gen_toks: usize,
-        sampling: Option<Sampling>,
-    },
-}
-
-/// `do_sample: true` settings of a generation request (transformers' warpers, see
-/// [`crate::config::GenerationKwargs`]), and which of its document's `repeats` draws it is:
-/// the model side seeds each draw differently and reproducibly.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampling {
-    pub temperature: f64,
-    pub top_p: f64,
-    /// `None`: no top-k filtering.
-    pub top_k: Option<usize>,
-    pub draw: usize,
-}
-
-impl Request {
-    /// `arguments[0]`, the string lm-eval hashes as `prompt_hash`.
-    pub fn first_argument(&self) -> &str {
-        match self {
-            Self::Loglikelihood { context, .. } | Self::Generate { context, .. } => context,
-            Self::Rolling { text } => text,
-        }
-    }
-}
-
-/// What a document's responses are compared with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Expected {
-    /// `multiple_choice`: the gold index or indices into [`DocInstance::choices`].
-    Choice(Gold),
-    /// `generate_until`: the reference strings.
-    References(Vec<String>),
-    /// `loglikelihood_rolling`: the text whose words and UTF-8 bytes the perplexities count
-    /// (the target, or what the processor says, e.g. WikiText's original page).
-    CountedText(String),
-    /// `loglikelihood`: only the greediness of the continuation is scored.
-    Greedy,
-}
-
-/// One evaluated document with its requests.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DocInstance {
-    pub doc_id: usize,
-    pub doc: Value,
-    pub requests: Vec<Request>,
-    /// `doc_to_target(doc)`, as lm-eval logs it as the sample's `target`.
-    pub target: Value,
-    pub expected: Expected,
-    /// `doc_to_choice(doc)` for multiple-choice tasks (contexts for multiple input), else empty.
-    pub choices: Vec<String>,
-    pub hashes: SampleHashes,
-}
 
 /// Builds the instances of the first `limit` documents (all without a limit), drawing shots
 /// with `random.Random(fewshot_seed)`.
@@ -329,17 +260,28 @@ impl Builder<'_> {
         for (i, shot) in self.shots(doc, rng)?.iter().enumerate() {
             prefix.push_str(&self.shot_text(shot, i)?);
         }
+        let gen_prefix = self.gen_prefix(&task.eval, doc, "gen_prefix")?;
         if task.multiple_input {
             let contexts = self
                 .choices(&task.eval, doc, "doc_to_choice")?
                 .unwrap_or_default();
             return Ok(contexts
                 .into_iter()
-                .map(|context| format!("{prefix}{context}"))
+                .map(|context| {
+                    format!(
+                        "{prefix}{}",
+                        question_turn(&context, gen_prefix.as_deref(), "")
+                    )
+                })
                 .collect());
         }
         let text = self.text(&task.eval, doc, "doc_to_text")?;
-        prefix.push_str(as_str(&text).map_err(|m| self.error("doc_to_text", m))?);
+        let question = as_str(&text).map_err(|m| self.error("doc_to_text", m))?;
+        prefix.push_str(&question_turn(
+            question,
+            gen_prefix.as_deref(),
+            &task.eval.target_delimiter,
+        ));
         Ok(vec![prefix])
     }
 
@@ -349,14 +291,28 @@ impl Builder<'_> {
         if description.is_empty() {
             return Ok(String::new());
         }
-        if let Some(value) = doc.get(description) {
-            return Ok(python_str(value));
-        }
         self.task
             .context
-            .templates
-            .render(description, doc)
+            .column_or_template(description, doc)
             .map_err(|m| self.error("description", m))
+    }
+
+    /// The document's `gen_prefix` (a column or a template), `None` when unset or empty.
+    fn gen_prefix(
+        &self,
+        formatting: &Formatting,
+        doc: &Value,
+        field: &str,
+    ) -> Result<Option<String>, TaskError> {
+        let Some(gen_prefix) = &formatting.gen_prefix else {
+            return Ok(None);
+        };
+        let rendered = self
+            .task
+            .context
+            .column_or_template(gen_prefix, doc)
+            .map_err(|m| self.error(field, m))?;
+        Ok(Some(rendered).filter(|p| !p.is_empty()))
     }
 
     /// `build_qa_turn` for shot `i`: question, target delimiter, answer, few-shot delimiter.
@@ -378,11 +334,18 @@ impl Builder<'_> {
                 self.error(&text_field, message)
             })?);
         }
-        let mut text = as_str(&question)
-            .map_err(|m| self.error(&text_field, m))?
-            .to_owned();
+        let question = as_str(&question).map_err(|m| self.error(&text_field, m))?;
+        let gen_prefix = self.gen_prefix(
+            fewshot,
+            shot,
+            &format!("gen_prefix of few-shot example {i}"),
+        )?;
         if answer.is_null() || answer.as_str() == Some("") {
-            return Ok(text);
+            return Ok(question_turn(
+                question,
+                gen_prefix.as_deref(),
+                &fewshot.target_delimiter,
+            ));
         }
         let answer_text = match (&answer, &choices) {
             (Value::Number(_), Some(choices)) if !choices.is_empty() => {
@@ -398,8 +361,15 @@ impl Builder<'_> {
                 .map_err(|m| self.error(&target_field, m))?
                 .to_owned(),
         };
-        text.push_str(&fewshot.target_delimiter);
-        text.push_str(&answer_text);
+        let mut text = question.to_owned();
+        match gen_prefix.as_deref() {
+            None => text.push_str(&fewshot.target_delimiter),
+            Some(prefix) if requires_delimiter(question, prefix) => {
+                text.push_str(&fewshot.target_delimiter)
+            }
+            Some(_) => {}
+        }
+        text.push_str(&maybe_delimit(gen_prefix.as_deref(), &answer_text));
         text.push_str(&fewshot.fewshot_delimiter);
         Ok(text)
     }
@@ -445,6 +415,37 @@ impl Builder<'_> {
                 Ok(shots)
             }
         }
+    }
+}
+
+/// `build_qa_turn` without an answer: the question, then with a `gen_prefix` the target
+/// delimiter (when `requires_delimiter`) and the prefix.
+fn question_turn(question: &str, gen_prefix: Option<&str>, target_delimiter: &str) -> String {
+    match gen_prefix {
+        None => question.to_owned(),
+        Some(prefix) if requires_delimiter(question, prefix) => {
+            format!("{question}{target_delimiter}{prefix}")
+        }
+        Some(prefix) => format!("{question}{prefix}"),
+    }
+}
+
+/// `lm_eval/api/utils.py` `requires_delimiter`: neither side has whitespace at the join.
+fn requires_delimiter(prefix: &str, suffix: &str) -> bool {
+    match (prefix.chars().next_back(), suffix.chars().next()) {
+        (Some(last), Some(first)) => !(pystr::is_space(last) || pystr::is_space(first)),
+        (None, _) => false,
+        (Some(_), None) => true,
+    }
+}
+
+/// `lm_eval/api/utils.py` `maybe_delimit(prefix, suffix, " ")`.
+fn maybe_delimit(prefix: Option<&str>, suffix: &str) -> String {
+    match prefix.filter(|p| !p.is_empty()) {
+        None => suffix.to_owned(),
+        Some(prefix) if suffix.is_empty() => prefix.to_owned(),
+        Some(prefix) if requires_delimiter(prefix, suffix) => format!("{prefix} {suffix}"),
+        Some(prefix) => format!("{prefix}{suffix}"),
     }
 }
 

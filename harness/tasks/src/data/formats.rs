@@ -8,6 +8,25 @@ use serde_json::{Map, Value};
 use std::fs::File;
 use std::path::Path;
 
+/// How CSV files are read (the `datasets` CSV builder's `header` and `column_names`, from
+/// `dataset_kwargs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvOptions {
+    /// Whether the first row is a header (`header: null` says it is not).
+    pub header_row: bool,
+    /// Column names; with a header row they replace it.
+    pub column_names: Option<Vec<String>>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            header_row: true,
+            column_names: None,
+        }
+    }
+}
+
 /// A file format `datasets.load_dataset` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -41,10 +60,10 @@ impl Format {
         }
     }
 
-    pub(crate) fn read(self, path: &Path) -> Result<Vec<Value>, TaskError> {
+    pub(crate) fn read(self, path: &Path, csv: &CsvOptions) -> Result<Vec<Value>, TaskError> {
         let rows = match self {
             Self::Json => read_json(path)?,
-            Self::Csv => read_csv(path)?,
+            Self::Csv => read_csv(path, csv)?,
             Self::Parquet => read_parquet(path)?,
         };
         Ok(unify_columns(rows))
@@ -107,22 +126,40 @@ fn check_objects(path: &Path, rows: Vec<Value>) -> Result<Vec<Value>, TaskError>
     }
 }
 
-/// CSV with a header row. Column types are inferred as pandas does for the common cases: all
-/// integers → int, all numbers (empty cells allowed, as `null`) → float, all
-/// `True`/`False` → bool, else strings with empty cells as `null`.
-fn read_csv(path: &Path) -> Result<Vec<Value>, TaskError> {
-    let mut reader =
-        csv::Reader::from_path(path).map_err(|error| TaskError::data(path, error.to_string()))?;
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|error| TaskError::data(path, error.to_string()))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
+/// CSV with a header row, or with `column_names` (`header: null`: the first row is data).
+/// Column types are inferred as pandas does for the common cases: all integers → int, all
+/// numbers (empty cells allowed, as `null`) → float, all `True`/`False` → bool, else strings
+/// with empty cells as `null`.
+fn read_csv(path: &Path, options: &CsvOptions) -> Result<Vec<Value>, TaskError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(options.header_row)
+        .flexible(!options.header_row)
+        .from_path(path)
+        .map_err(|error| TaskError::data(path, error.to_string()))?;
+    let file_header: Vec<String> = if options.header_row {
+        reader
+            .headers()
+            .map_err(|error| TaskError::data(path, error.to_string()))?
+            .iter()
+            .map(str::to_owned)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let records = reader
         .records()
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TaskError::data(path, error.to_string()))?;
+    let header = match &options.column_names {
+        Some(names) => names.clone(),
+        None if options.header_row => file_header,
+        None => {
+            return Err(TaskError::data(
+                path,
+                "`header: null` needs `column_names` in `dataset_kwargs`",
+            ))
+        }
+    };
     let columns: Vec<Vec<Value>> = (0..header.len())
         .map(|c| {
             infer_column(
@@ -237,7 +274,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            Format::Json.read(&lines).unwrap(),
+            Format::Json.read(&lines, &CsvOptions::default()).unwrap(),
             vec![
                 json!({"b": 1.0, "a": "x", "c": null}),
                 json!({"b": 2.0, "a": "y", "c": 2.5})
@@ -246,7 +283,7 @@ mod tests {
         let array = dir.path().join("b.json");
         std::fs::write(&array, "[{\"q\": 1}, {\"q\": 2}]").unwrap();
         assert_eq!(
-            Format::Json.read(&array).unwrap(),
+            Format::Json.read(&array, &CsvOptions::default()).unwrap(),
             vec![json!({"q": 1}), json!({"q": 2})]
         );
     }
@@ -257,11 +294,20 @@ mod tests {
         let path = dir.path().join("a.csv");
         std::fs::write(&path, "n,x,t,s\n1,1.5,True,\"a, b\"\n2,,False,\n").unwrap();
         assert_eq!(
-            Format::Csv.read(&path).unwrap(),
+            Format::Csv.read(&path, &CsvOptions::default()).unwrap(),
             vec![
                 json!({"n": 1, "x": 1.5, "t": true, "s": "a, b"}),
                 json!({"n": 2, "x": null, "t": false, "s": null})
             ]
+        );
+        let headerless = CsvOptions {
+            header_row: false,
+            column_names: Some(vec!["q".into(), "a".into()]),
+        };
+        std::fs::write(&path, "What?,1\nWho?,2\n").unwrap();
+        assert_eq!(
+            Format::Csv.read(&path, &headerless).unwrap(),
+            vec![json!({"q": "What?", "a": 1}), json!({"q": "Who?", "a": 2})]
         );
     }
 }

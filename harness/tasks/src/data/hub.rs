@@ -28,6 +28,7 @@ pub(crate) struct HubSource<'a> {
     pub(crate) name: Option<&'a str>,
     pub(crate) revision: Option<&'a str>,
     pub(crate) data_files: Option<BTreeMap<String, Vec<String>>>,
+    pub(crate) csv: &'a super::CsvOptions,
 }
 
 pub(crate) fn load_split(
@@ -61,7 +62,7 @@ pub(crate) fn load_split(
                 "unsupported data file type (supported: parquet, json, jsonl, csv)",
             )
         })?;
-        docs.extend(format.read(file)?);
+        docs.extend(format.read(file, source.csv)?);
     }
     Ok(SplitData { docs, files })
 }
@@ -215,6 +216,7 @@ mod tests {
             name,
             revision: None,
             data_files: None,
+            csv: &crate::data::CsvOptions::default(),
         };
         load_split(&hub, &source, split).unwrap().docs
     }

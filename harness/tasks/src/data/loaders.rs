@@ -33,6 +33,12 @@ pub enum Loader {
     /// recovered from it (llama.cpp already joined and preprocessed them, and lm-eval
     /// capitalizes `ctx_b`), so it feeds a dedicated task, not lm-eval's `hellaswag`.
     HellaswagLlamacppBz2,
+    /// The same llama.cpp text → the `Rowan/hellaswag` columns lm-eval's own `hellaswag` task
+    /// and its `utils.py` `process_docs` read: `{activity_label, ctx_a, ctx_b, endings,
+    /// label: str}`, the context split at its first `": "` with an empty `ctx_b`. lm-eval's
+    /// `process_docs` then rebuilds exactly llama.cpp's line as its query (it is already
+    /// preprocessed); the split is a reconstruction, not the original fields.
+    HellaswagLlamacppRowan,
     /// MMLU's header-less CSVs (`question,A,B,C,D,answer letter`) → `cais/mmlu`:
     /// `{question, subject, choices, answer: int}`. `subject` comes from the file name
     /// (`<subject>_test.csv`). A directory stands for `<dir>/<dataset_name>_*.csv` (every CSV
@@ -71,7 +77,21 @@ impl Loader {
             Self::PiqaJsonlLst => with_labels(&files, piqa_row)?,
             Self::WinograndeJsonlLst => with_labels(&files, winogrande_row)?,
             Self::SuperglueBoolqJsonl => map_jsonl(&files, boolq_row)?,
-            Self::HellaswagLlamacppBz2 => concat(&files, read_hellaswag)?,
+            Self::HellaswagLlamacppBz2 => concat(&files, |path| {
+                read_hellaswag(
+                    path,
+                    |context, label, endings| json!({ "query": context, "choices": endings, "label": label }),
+                )
+            })?,
+            Self::HellaswagLlamacppRowan => concat(&files, |path| {
+                read_hellaswag(path, |context, label, endings| {
+                    let (activity, rest) = context.split_once(": ").unwrap_or((context, ""));
+                    json!({
+                        "activity_label": activity, "ctx_a": rest, "ctx_b": "",
+                        "endings": endings, "label": label.to_string(),
+                    })
+                })
+            })?,
             Self::MmluCsv => concat(&files, read_mmlu)?,
             Self::WikitextTokens => concat(&files, |path| {
                 Ok(wikitext_pages(&read_text(path)?)
@@ -299,7 +319,11 @@ fn boolq_row(row: &Value) -> Result<Value, String> {
     }))
 }
 
-fn read_hellaswag(path: &Path) -> Result<Vec<Value>, TaskError> {
+/// Items of llama.cpp's HellaSwag text (context, gold index, 4 endings), as `row` builds them.
+fn read_hellaswag(
+    path: &Path,
+    row: impl Fn(&str, i64, &[&str]) -> Value,
+) -> Result<Vec<Value>, TaskError> {
     let file = std::fs::File::open(path).map_err(TaskError::io(path))?;
     let mut text = String::new();
     bzip2::read::MultiBzDecoder::new(file)
@@ -327,7 +351,7 @@ fn read_hellaswag(path: &Path) -> Result<Vec<Value>, TaskError> {
                     ),
                 )
             })?;
-            Ok(json!({ "query": item[0], "choices": &item[2..6], "label": label }))
+            Ok(row(item[0], label, &item[2..6]))
         })
         .collect()
 }

@@ -5,17 +5,24 @@
 //! and `None`.
 use serde_json::{Map, Number, Value};
 
+/// Text that is not a Python literal `ast.literal_eval` would accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LiteralError(String);
+
 /// Parses `text` as one Python literal.
-pub fn literal_eval(text: &str) -> Result<Value, String> {
+pub fn literal_eval(text: &str) -> Result<Value, LiteralError> {
     let mut parser = Parser {
         chars: text.chars().collect(),
         pos: 0,
     };
-    let value = parser.value()?;
+    let value = parser.value().map_err(LiteralError)?;
     parser.skip_space();
     match parser.peek() {
         None => Ok(value),
-        Some(c) => Err(parser.error(&format!("unexpected `{c}` after the literal"))),
+        Some(c) => Err(LiteralError(
+            parser.error(&format!("unexpected `{c}` after the literal")),
+        )),
     }
 }
 

@@ -12,13 +12,21 @@
 mod literal;
 mod repr;
 
-pub use literal::literal_eval;
+pub use literal::{literal_eval, LiteralError};
 pub(crate) use repr::{float_repr, py_repr, py_str};
 
 use minijinja::value::{from_args, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
 use moebench_core::pystr;
 use regex::Regex;
+
+/// A template that does not compile, or failed to render for a document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template {template:?}: {message}")]
+pub struct TemplateError {
+    pub template: String,
+    pub message: String,
+}
 
 /// A set of compiled templates, each registered under its own source text.
 pub struct Templates {
@@ -33,7 +41,7 @@ impl std::fmt::Debug for Templates {
 
 impl Templates {
     /// Compiles `sources`; a syntax error is returned with the offending source.
-    pub fn new<I: IntoIterator<Item = String>>(sources: I) -> Result<Self, (String, String)> {
+    pub fn new<I: IntoIterator<Item = String>>(sources: I) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         let mut syntax = minijinja::syntax::SyntaxConfig::builder();
         syntax.keep_trailing_newline(true);
@@ -45,20 +53,24 @@ impl Templates {
         env.add_filter("string", |value: Value| py_str(&value));
         for source in sources {
             env.add_template_owned(source.clone(), source.clone())
-                .map_err(|error| (source, describe(&error)))?;
+                .map_err(|error| TemplateError {
+                    message: describe(&error),
+                    template: source,
+                })?;
         }
         Ok(Self { env })
     }
 
     /// Renders the registered template `source` with the columns of `doc` as variables.
-    pub fn render(&self, source: &str, doc: &serde_json::Value) -> Result<String, String> {
-        let template = self
-            .env
-            .get_template(source)
-            .map_err(|error| describe(&error))?;
+    pub fn render(&self, source: &str, doc: &serde_json::Value) -> Result<String, TemplateError> {
+        let failed = |error: Error| TemplateError {
+            template: source.to_owned(),
+            message: describe(&error),
+        };
+        let template = self.env.get_template(source).map_err(failed)?;
         template
             .render(Value::from(minijinja::value::Serde(doc)))
-            .map_err(|error| describe(&error))
+            .map_err(failed)
     }
 }
 
@@ -179,6 +191,7 @@ mod tests {
         Templates::new([source.to_owned()])
             .unwrap()
             .render(source, &doc)
+            .map_err(|error| error.message)
     }
 
     #[test]
