@@ -676,14 +676,26 @@ fn merged_facts(
 /// DUME (docs/methods.md §2): dense domain experts merged into one MoE with closed-form ridge routers.
 pub struct Dume;
 
+/// No `deny_unknown_fields` (DUME+ flattens it; see [`Dense2MoeParams`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DumeParams {
     experts: Vec<String>,
     domains: Vec<String>,
     top_k: usize,
     temperature: f64,
     lambda: f64,
+}
+
+impl DumeParams {
+    /// The closed-form router settings (§2.4).
+    fn config(&self) -> DumeConfig {
+        DumeConfig {
+            top_k: self.top_k as i64,
+            temperature: self.temperature,
+            lambda: self.lambda,
+            ..DumeConfig::default()
+        }
+    }
 }
 
 impl TypedMethod for Dume {
@@ -714,12 +726,7 @@ impl TypedMethod for Dume {
     fn apply(&self, base: Model, p: &DumeParams, env: &dyn MethodEnv) -> Result<Model> {
         check_domains("dume", &p.experts, &p.domains)?;
         let dense = with_experts(base, "dume", &p.experts, env)?;
-        let cfg = DumeConfig {
-            top_k: p.top_k as i64,
-            temperature: p.temperature,
-            lambda: p.lambda,
-            ..DumeConfig::default()
-        };
+        let cfg = p.config();
         let batches = domain_batches("dume", &p.domains, &dense[0], env)?;
         Ok(dume(dense, &batches, &cfg)?.0)
     }
@@ -756,14 +763,11 @@ fn domain_tokens(method: &str, domains: &[String], env: &dyn MethodEnv) -> Resul
 /// shuffled mix of the domain texts with the experts frozen.
 pub struct DumePlus;
 
+/// No `deny_unknown_fields`: see [`Dense2MoeParams`].
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DumePlusParams {
-    experts: Vec<String>,
-    domains: Vec<String>,
-    top_k: usize,
-    temperature: f64,
-    lambda: f64,
+    #[serde(flatten)]
+    dume: DumeParams,
     steps: usize,
     lr: f64,
     batch_size: usize,
@@ -795,24 +799,24 @@ impl TypedMethod for DumePlus {
     }
 
     fn plan(&self, p: &DumePlusParams, before: &ModelFacts) -> Result<ModelFacts> {
-        check_domains("dume_plus", &p.experts, &p.domains)?;
-        merged_facts("dume_plus", &p.experts, p.top_k, before)
+        check_domains("dume_plus", &p.dume.experts, &p.dume.domains)?;
+        merged_facts("dume_plus", &p.dume.experts, p.dume.top_k, before)
     }
 
     fn apply(&self, base: Model, p: &DumePlusParams, env: &dyn MethodEnv) -> Result<Model> {
-        check_domains("dume_plus", &p.experts, &p.domains)?;
-        let dense = with_experts(base, "dume_plus", &p.experts, env)?;
-        let mut cfg = DumePlusConfig::default();
-        cfg.dume.top_k = p.top_k as i64;
-        cfg.dume.temperature = p.temperature;
-        cfg.dume.lambda = p.lambda;
+        check_domains("dume_plus", &p.dume.experts, &p.dume.domains)?;
+        let dense = with_experts(base, "dume_plus", &p.dume.experts, env)?;
+        let mut cfg = DumePlusConfig {
+            dume: p.dume.config(),
+            ..DumePlusConfig::default()
+        };
         cfg.train.steps = p.steps;
         cfg.train.lr = p.lr;
         cfg.train.batch_size = p.batch_size;
         cfg.train.seq_len = p.seq_len;
         cfg.train.seed = env.seed();
-        let batches = domain_batches("dume_plus", &p.domains, &dense[0], env)?;
-        let tokens = domain_tokens("dume_plus", &p.domains, env)?;
+        let batches = domain_batches("dume_plus", &p.dume.domains, &dense[0], env)?;
+        let tokens = domain_tokens("dume_plus", &p.dume.domains, env)?;
         dume_plus(dense, &batches, &tokens, &cfg, &mut |_| {})
     }
 }

@@ -125,45 +125,51 @@ impl Grouping<'_> {
             )?;
             return Ok(model);
         }
-        let selectors = self
-            .modes(&model)?
-            .into_iter()
-            .map(|mode| Arc::new(selector_for(mode)) as Arc<dyn Selector>)
-            .collect();
-        install(
-            &mut model,
-            LayerSelectors {
-                selectors,
-                controllers: Vec::new(),
-            },
-        )?;
+        let selectors = self.selectors(&model, selector_for)?;
+        install(&mut model, selectors)?;
         Ok(model)
     }
 
-    /// The saved router of a causal mode records each layer's threshold (fitted or given).
-    fn saved_router(
+    /// One `selector_for(mode)` per MoE layer.
+    fn selectors<S: Selector + 'static>(
         &self,
         model: &Model,
-        checked: &serde_json::Map<String, serde_json::Value>,
-    ) -> Option<SavedRouterParts> {
-        let mut params = checked.clone();
-        if self.mode == "causal" {
-            let thresholds: Vec<f64> = model
-                .layers
-                .iter()
-                .filter_map(|b| match &b.ffn {
-                    moebench_model::Ffn::Moe(m) => m.selector.calibrated_state(),
-                    moebench_model::Ffn::Dense(_) => None,
-                })
-                .map(|s| s.threshold)
-                .collect();
-            params.insert("threshold".into(), serde_json::json!(thresholds));
-        }
-        Some(SavedRouterParts {
-            params,
-            frozen_p: Vec::new(),
+        selector_for: impl Fn(GroupMode) -> S,
+    ) -> Result<LayerSelectors> {
+        Ok(LayerSelectors {
+            selectors: self
+                .modes(model)?
+                .into_iter()
+                .map(|mode| Arc::new(selector_for(mode)) as Arc<dyn Selector>)
+                .collect(),
+            controllers: Vec::new(),
         })
     }
+}
+
+/// The saved router of USMoE or Expert Choice: in a causal mode it records each layer's
+/// threshold (fitted or given), read back from the installed selectors.
+fn saved_grouped_router(
+    model: &Model,
+    checked: &serde_json::Map<String, serde_json::Value>,
+) -> Option<SavedRouterParts> {
+    let mut params = checked.clone();
+    if checked.get("mode").and_then(serde_json::Value::as_str) == Some("causal") {
+        let thresholds: Vec<f64> = model
+            .layers
+            .iter()
+            .filter_map(|b| match &b.ffn {
+                moebench_model::Ffn::Moe(m) => m.selector.calibrated_state(),
+                moebench_model::Ffn::Dense(_) => None,
+            })
+            .map(|s| s.threshold)
+            .collect();
+        params.insert("threshold".into(), serde_json::json!(thresholds));
+    }
+    Some(SavedRouterParts {
+        params,
+        frozen_p: Vec::new(),
+    })
 }
 
 /// Token-choice top-k with the checkpoint's normalisation (docs/methods.md §7.3).
@@ -341,17 +347,8 @@ impl TypedMethod for ExpertChoice {
     fn selectors(&self, model: &Model, p: &ExpertChoiceParams) -> Option<Result<LayerSelectors>> {
         Some((|| {
             let capacity = p.capacity(model)?;
-            Ok(LayerSelectors {
-                selectors: p
-                    .grouping()
-                    .modes(model)?
-                    .into_iter()
-                    .map(|mode| {
-                        Arc::new(crate::routing::ExpertChoice::new(capacity, mode))
-                            as Arc<dyn Selector>
-                    })
-                    .collect(),
-                controllers: Vec::new(),
+            p.grouping().selectors(model, |mode| {
+                crate::routing::ExpertChoice::new(capacity, mode)
             })
         })())
     }
@@ -361,16 +358,7 @@ impl TypedMethod for ExpertChoice {
         model: &Model,
         checked: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<SavedRouterParts> {
-        let mode = checked
-            .get("mode")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        Grouping {
-            method: "expert_choice",
-            mode,
-            threshold: None,
-        }
-        .saved_router(model, checked)
+        saved_grouped_router(model, checked)
     }
 }
 
@@ -446,15 +434,7 @@ impl TypedMethod for Usmoe {
     fn selectors(&self, model: &Model, p: &UsmoeParams) -> Option<Result<LayerSelectors>> {
         Some((|| {
             let selector_for = p.selector_for(model)?;
-            Ok(LayerSelectors {
-                selectors: p
-                    .grouping()
-                    .modes(model)?
-                    .into_iter()
-                    .map(|mode| Arc::new(selector_for(mode)) as Arc<dyn Selector>)
-                    .collect(),
-                controllers: Vec::new(),
-            })
+            p.grouping().selectors(model, selector_for)
         })())
     }
 
@@ -463,16 +443,7 @@ impl TypedMethod for Usmoe {
         model: &Model,
         checked: &serde_json::Map<String, serde_json::Value>,
     ) -> Option<SavedRouterParts> {
-        let mode = checked
-            .get("mode")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        Grouping {
-            method: "usmoe",
-            mode,
-            threshold: None,
-        }
-        .saved_router(model, checked)
+        saved_grouped_router(model, checked)
     }
 }
 
