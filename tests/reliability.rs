@@ -5,25 +5,8 @@ mod common;
 
 use common::*;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
-
-fn tiny(name: &str) -> String {
-    repo_root()
-        .join("tests/fixtures/tiny")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// A suite file in a fresh temporary directory, and the run directory next to it (not created).
-fn suite(text: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("suite.yaml");
-    std::fs::write(&path, text).unwrap();
-    let run_dir = dir.path().join("run");
-    (dir, path, run_dir)
-}
 
 fn run(path: &Path, run_dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec![

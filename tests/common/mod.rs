@@ -234,3 +234,21 @@ pub fn lm_eval_samples(out: &Path, task: &str) -> Vec<serde_json::Value> {
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()
 }
+
+/// Directory of a tiny fixture model under `tests/fixtures/tiny`.
+pub fn tiny(name: &str) -> String {
+    repo_root()
+        .join("tests/fixtures/tiny")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A suite file in a fresh temporary directory, and the run directory next to it (not created).
+pub fn suite(text: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("suite.yaml");
+    std::fs::write(&path, text).unwrap();
+    let run_dir = dir.path().join("run");
+    (dir, path, run_dir)
+}
