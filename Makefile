@@ -14,7 +14,7 @@ DEPS_STAMP := .deps/.installed-$(shell echo '$(PIP_PACKAGES)' | sha256sum | cut 
 deps: $(DEPS_STAMP)
 
 $(DEPS_STAMP):
-	python3 -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target .deps $(PIP_PACKAGES)
+	python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --upgrade --target .deps $(PIP_PACKAGES)
 	touch $@
 
 # GPU hosts: the full torch dependency set (cuDNN, cuBLAS, NCCL, …) so that libtorch_cuda loads.
@@ -61,7 +61,9 @@ PYTHON_SHARED := $(shell python3 -c 'import os, sys, sysconfig as s; lib = os.pa
 CARGO_FEATURES := $(if $(PYTHON_SHARED),,--no-default-features)
 
 # Tests run several libtorch users at once on 2 cores: passive OpenMP waiting keeps spinning
-# threads from starving each other.
+# threads from starving each other. No incremental cache: a one-off build does not reuse it,
+# and it would add about 3 GB to the disk a clean machine needs (docs/architecture.md, "Set-up").
 test: deps hook-venv k8s-schema slurm-cluster
 	@$(if $(PYTHON_SHARED),,echo "SKIP embedded Python: no shared libpython for python3; building without the python feature" >&2)
-	OMP_WAIT_POLICY=PASSIVE cargo test --workspace $(CARGO_FEATURES)
+	@df -h . | tail -1 | awk '{print "disk before the test build: " $$4 " free"}'
+	OMP_WAIT_POLICY=PASSIVE CARGO_INCREMENTAL=0 cargo test --workspace $(CARGO_FEATURES)

@@ -34,5 +34,5 @@ if [[ -f $stamp ]]; then
   exit 0
 fi
 "$python" -m venv "$dir"
-"$dir/bin/pip" install --quiet --disable-pip-version-check "${packages[@]}"
+"$dir/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "${packages[@]}"
 touch "$stamp"
