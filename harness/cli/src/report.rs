@@ -56,13 +56,14 @@ pub fn run_report(args: ReportArgs) -> Result<ExitCode> {
     }
 }
 
-/// `--check-targets` of `report` and `run`: prints target / obtained / Δ / source and returns
-/// status 3 when a target is missed; a run without targets is an error (nothing to gate on).
+/// `--check-targets` of `report` and `run`: prints target / obtained / Δ / source (and the
+/// claims' paired tests) and returns status 3 when a target is missed or a claim does not
+/// hold; a run without targets or claims is an error (nothing to gate on).
 pub fn gate_targets(check: Option<&TargetCheck>, run_dir: &Path) -> Result<ExitCode> {
     let Some(check) = check else {
         bail!(
-            "{}: --check-targets, but the run has no targets (targets.json); add `targets:` to \
-             the suite (docs/suite-format.md)",
+            "{}: --check-targets, but the run has no targets or claims (targets.json, \
+             claims.json); add `targets:` or `claims:` to the suite (docs/suite-format.md)",
             run_dir.display()
         );
     };
@@ -72,12 +73,21 @@ pub fn gate_targets(check: Option<&TargetCheck>, run_dir: &Path) -> Result<ExitC
         println!("targets: {}", check.summary());
         return Ok(ExitCode::Ok);
     }
-    eprintln!(
-        "targets missed: {} of {} not met in {}; see the table above",
-        check.results.len() - check.passed(),
-        check.results.len(),
-        run_dir.display()
-    );
+    let (targets, claims) = (check.results.len(), check.claims.len());
+    if check.passed() < targets {
+        eprintln!(
+            "targets missed: {} of {targets} not met in {}; see the table above",
+            targets - check.passed(),
+            run_dir.display()
+        );
+    }
+    if check.claims_holding() < claims {
+        eprintln!(
+            "claims not shown: {} of {claims} do not hold in {}; see the table above",
+            claims - check.claims_holding(),
+            run_dir.display()
+        );
+    }
     Ok(ExitCode::Regression)
 }
 

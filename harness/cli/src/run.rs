@@ -6,7 +6,7 @@ use crate::report::gate_targets;
 use crate::ExitCode;
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use moebench_report::{render, REPORT_SPEC_FILE, TARGETS_FILE};
+use moebench_report::{render, CLAIMS_FILE, REPORT_SPEC_FILE, TARGETS_FILE};
 use moebench_runner::engine::{prepare, run as run_plan};
 use moebench_runner::events::{Event, RunEvents};
 use moebench_suite::leaderboard::{best_per_model, leaderboard_markdown, Best};
@@ -87,6 +87,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     write_atomic(
         &run_dir.join(TARGETS_FILE),
         &serde_json::to_vec_pretty(&prepared.plan.suite.targets)?,
+    )?;
+    write_atomic(
+        &run_dir.join(CLAIMS_FILE),
+        &serde_json::to_vec_pretty(&prepared.plan.suite.claims)?,
     )?;
     write_atomic(
         &run_dir.join(REPORT_SPEC_FILE),

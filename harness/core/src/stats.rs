@@ -150,8 +150,8 @@ pub struct PairedBootstrap {
 /// Paired bootstrap comparison of two runs `a` (baseline) and `b` (candidate) scored on the
 /// same documents (`a[i]` and `b[i]` belong to document `i`): documents are resampled
 /// jointly with the same chunked `random.Random(seed + c).choices` scheme as
-/// [`bootstrap_replicates`]. A moebench extension; lm-eval only offers an unpaired z-test
-/// (`scripts/model_comparator.py`).
+/// [`bootstrap_replicates`]; the difference is `mean(b) − mean(a)`. A moebench extension;
+/// lm-eval only offers an unpaired z-test (`scripts/model_comparator.py`).
 ///
 /// Fails when the runs differ in length, or when there is nothing to resample (no documents
 /// or `iters == 0`).
@@ -170,11 +170,26 @@ pub fn paired_bootstrap(
         let n = pairs.len() as f64;
         py_sum(pairs.iter().map(|p| p.1)) / n - py_sum(pairs.iter().map(|p| p.0)) / n
     };
-    let mut replicates = bootstrap_replicates(difference, &pairs, iters, seed);
+    paired_bootstrap_of(difference, &pairs, iters, seed)
+}
+
+/// The paired bootstrap of any statistic `difference` of (baseline, candidate) document pairs
+/// — e.g. the difference of two bits-per-byte aggregates over `(loglikelihood, bytes)` pairs.
+pub fn paired_bootstrap_of<T, F>(
+    difference: F,
+    pairs: &[T],
+    iters: usize,
+    seed: u64,
+) -> Result<PairedBootstrap, CoreError>
+where
+    T: Copy + Send + Sync,
+    F: Fn(&[T]) -> f64 + Sync,
+{
+    let mut replicates = bootstrap_replicates(&difference, pairs, iters, seed);
     if replicates.is_empty() {
         return Err(CoreError::NoScores);
     }
-    let delta = difference(&pairs);
+    let delta = difference(pairs);
     let against = replicates
         .iter()
         .filter(|&&d| (delta > 0.0 && d <= 0.0) || (delta < 0.0 && d >= 0.0))

@@ -70,7 +70,8 @@ pub struct Run {
 /// Batching limits of the forward passes.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
-    /// Most rows per forward pass.
+    /// Most requests per forward pass; the answer choices that continue one kept prefix count
+    /// as one request (see `Execution::next_batch`).
     pub batch_size: usize,
     /// Most (padded) new positions per forward pass, in tokens of `max_length`-long rows.
     pub token_budget: usize,
@@ -254,14 +255,27 @@ impl<'e, 'm> Execution<'e, 'm> {
 
     /// Stages from the top of the stack that fit one pass (at least one). Stages from scratch
     /// and continuations are not mixed.
+    ///
+    /// The batch size counts requests, and the final continuations of one kept prefix (a
+    /// document's answer choices after its shared context) count as one: they ride in the same
+    /// pass, as long as it fits the memory budget. On a memory-bound CPU a pass costs about the
+    /// same for 1 or 4 short rows, so a zero-shot multiple-choice document takes two passes
+    /// (context, then all choices) where lm-eval at batch 1 takes one per choice.
     fn next_batch(&mut self) -> Vec<usize> {
         let mut batch: Vec<usize> = Vec::new();
+        let mut requests = 0;
         let (mut new, mut past) = (0, 0);
         while let Some(&s) = self.ready.last() {
-            if batch.len() == self.engine.batch_size {
+            let stage = &self.plan.stages[s];
+            let rides_along = stage.parent.is_some()
+                && !stage.is_continued()
+                && batch.iter().any(|&b| {
+                    let other = &self.plan.stages[b];
+                    other.parent == stage.parent && !other.is_continued()
+                });
+            if !rides_along && requests == self.engine.batch_size {
                 break;
             }
-            let stage = &self.plan.stages[s];
             if let Some(&first) = batch.first() {
                 let continues = self.plan.stages[first].parent.is_some();
                 let (n, p) = (new.max(stage.len()), past.max(self.past_len(s)));
@@ -273,6 +287,7 @@ impl<'e, 'm> Execution<'e, 'm> {
             }
             new = new.max(stage.len());
             past = past.max(self.past_len(s));
+            requests += usize::from(!rides_along);
             batch.push(s);
             self.ready.pop();
         }

@@ -280,6 +280,39 @@ fn non_causal_routing_disables_prefix_reuse() {
     );
 }
 
+/// At batch 1, a zero-shot multiple-choice document takes two passes with the cache: its
+/// context, then its choices together (they count as one request), with the same scores as
+/// each job alone.
+#[test]
+fn a_documents_choices_share_one_pass_at_batch_one() {
+    let model = load("llama");
+    let mut rng = Tokens(11);
+    // Long enough to be shared (plan::MIN_SAVED_TOKENS).
+    let context = rng.take(24);
+    let jobs: Vec<Job> = (1..=4)
+        .map(|n| {
+            let choice = rng.take(n);
+            let full = [context.clone(), choice.clone()].concat();
+            Job::Score {
+                input: full[..full.len() - 1].to_vec(),
+                targets: choice,
+            }
+        })
+        .collect();
+    let cached = run(&model, &jobs, Reuse::SharedPrefixes, 1, 4096);
+    let alone = run(&model, &jobs, Reuse::LongerPasses, 1, 4096);
+    assert_eq!(cached.stats.passes, 2, "{:?}", cached.stats);
+    // Without the cache: one pass per choice, but the one-token choice reads its score off a
+    // longer choice's pass (its input is the bare context).
+    assert_eq!(alone.stats.passes, 3, "{:?}", alone.stats);
+    let worst = compare(
+        "choices in one pass",
+        &cached.outputs,
+        &reference(&model, &jobs),
+    );
+    assert!(worst <= LL_BOUND, "|Δ ll| = {worst:e}");
+}
+
 #[test]
 fn bad_jobs_are_errors() {
     let model = load("llama");

@@ -5,6 +5,7 @@
 //! the run has any), then per base model quality vs cost and the leaderboard; details
 //! (suite plots, every metric, measures, routing, jobs) follow and the run's metadata ends it.
 use crate::baseline::{Analysis, Base};
+use crate::claims::{cells as claim_cells, ClaimStatus, HEADER as CLAIMS_HEADER};
 use crate::frame::{averages, primary_values, PrimaryValue};
 use crate::leaderboard::{leaderboard, Leaderboard};
 use crate::metric::{self, fmt_cell, fmt_delta, fmt_measure, fmt_value};
@@ -73,7 +74,9 @@ struct HistoryBase {
 struct Targets {
     summary: String,
     all_pass: bool,
-    table: Table,
+    /// `None` when the suite has claims only.
+    table: Option<Table>,
+    claims: Option<Table>,
 }
 
 #[derive(Debug, Serialize)]
@@ -346,13 +349,30 @@ fn targets(check: &TargetCheck) -> Targets {
             ]
         })
         .collect();
+    let claims = check
+        .claims
+        .iter()
+        .map(|r| {
+            let style = match r.status {
+                ClaimStatus::Holds => Style::Pass,
+                _ => Style::Fail,
+            };
+            let mut cells: Vec<Cell> = claim_cells(r).into_iter().map(Cell::label).collect();
+            cells[8] = Cell::styled(r.status.describe().to_lowercase(), style);
+            cells
+        })
+        .collect();
     Targets {
         summary: check.summary(),
         all_pass: check.all_pass(),
-        table: Table {
+        table: (!check.results.is_empty()).then(|| Table {
             header: TARGETS_HEADER.map(str::to_owned).to_vec(),
             rows,
-        },
+        }),
+        claims: (!check.claims.is_empty()).then(|| Table {
+            header: CLAIMS_HEADER.map(str::to_owned).to_vec(),
+            rows: claims,
+        }),
     }
 }
 

@@ -5,12 +5,14 @@
 //!   number with its costs) and `results.json` (lm-eval's layout).
 //! - [`compare()`]: two runs side by side, with a paired bootstrap over shared documents and
 //!   the significant regressions named.
-//! - [`check_targets`]: a run's numbers against its suite's targets (`--check-targets`).
+//! - [`check_targets`]: a run's numbers against its suite's targets, and [`check_claims`] its
+//!   claims (paired bootstrap between two methods), for `--check-targets`.
 //! - [`synthetic`]: synthetic run directories for tests, demos and scale measurements.
 //!
 //! Records come from [`moebench_suite::read_records`] (only jobs with a `job_done` count);
 //! rows are compared only within their base model ([`baseline`]), against its dense row.
 mod baseline;
+mod claims;
 mod compare;
 mod error;
 mod export;
@@ -29,6 +31,7 @@ mod table;
 mod targets;
 mod text;
 
+pub use claims::{check_claims, ClaimResult, ClaimStatus, CLAIMS_FILE};
 pub use compare::{compare, CompareOptions, Comparison, Row, Verdict};
 pub use error::ReportError;
 pub use export::{results_json, CSV_FILE, JSON_FILE};
@@ -45,7 +48,7 @@ pub struct Written {
     pub html: PathBuf,
     pub csv: PathBuf,
     pub json: PathBuf,
-    /// `None` when the run has no targets.
+    /// `None` when the run has neither targets nor claims.
     pub targets: Option<TargetCheck>,
 }
 

@@ -1,9 +1,10 @@
 //! A run directory as the report reads it: `run.json`, the records of its finished jobs
 //! (through [`moebench_suite::read_records`], which applies the `job_done` rule), its optional
 //! `targets.json` and per-job sample logs.
+use crate::claims::CLAIMS_FILE;
 use crate::ReportError;
 use moebench_suite::store::{read_json_if_present, read_run_info, read_samples, samples_path};
-use moebench_suite::suite::{ParetoAxes, Target};
+use moebench_suite::suite::{Claim, ParetoAxes, Target};
 use moebench_suite::{read_records, Record, RecordKind, RunInfo};
 use serde::Deserialize;
 use serde_json::Value;
@@ -98,6 +99,11 @@ impl Run {
     /// `targets.json`, `None` when the run has none.
     pub fn targets(&self) -> Result<Option<Vec<Target>>, ReportError> {
         Ok(read_json_if_present(&self.dir.join(TARGETS_FILE))?)
+    }
+
+    /// `claims.json`, `None` when the run has none.
+    pub fn claims(&self) -> Result<Option<Vec<Claim>>, ReportError> {
+        Ok(read_json_if_present(&self.dir.join(CLAIMS_FILE))?)
     }
 
     /// `report_spec.json`, all defaults when the run has none.

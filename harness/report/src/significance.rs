@@ -11,6 +11,7 @@ use crate::run::{DocScores, Run};
 use crate::ReportError;
 use moebench_core::stats::paired_bootstrap;
 use moebench_suite::Record;
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// How a p-value was obtained.
@@ -121,15 +122,9 @@ impl DocValues {
     /// The numeric values of `metric` in a sample log; documents that log no number for it
     /// (corpus-level metrics log pairs) are left out.
     pub fn of(log: &[DocScores], metric: &str) -> Self {
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let values = log
-            .iter()
-            .filter_map(|d| {
-                let value = d.metrics.get(metric)?.as_f64()?;
-                let k = seen.entry(d.doc_hash.as_str()).or_default();
-                *k += 1;
-                Some(((d.doc_hash.clone(), *k), value))
-            })
+        let values = logged(log, metric)
+            .into_iter()
+            .filter_map(|(doc, v)| Some((doc, v.as_f64()?)))
             .collect();
         Self { values }
     }
@@ -145,6 +140,20 @@ impl DocValues {
             .unzip();
         (base.len() >= 2).then_some(Paired { base, new })
     }
+}
+
+/// What a sample log holds for `metric`, per document keyed by (doc_hash, occurrence) so
+/// that repeated documents pair up in order.
+pub fn logged<'l>(log: &'l [DocScores], metric: &str) -> Vec<((String, usize), &'l Value)> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    log.iter()
+        .filter_map(|d| {
+            let value = d.metrics.get(metric)?;
+            let k = seen.entry(d.doc_hash.as_str()).or_default();
+            *k += 1;
+            Some(((d.doc_hash.clone(), *k), value))
+        })
+        .collect()
 }
 
 /// The sample log of the job read last: a job's records are consecutive, so its metrics are

@@ -6,6 +6,7 @@
 //! it in the metric's direction (a regression gate: doing better is never a failure). A
 //! target whose number the run does not have (its job did not finish, or never ran) and one
 //! whose number is not finite are missed, never passed.
+use crate::claims::{check_claims, render_claims, ClaimResult, ClaimStatus};
 use crate::metric::{self, fmt_delta, fmt_value};
 use crate::run::{key, MetricKey, Run};
 use crate::text::render_table;
@@ -48,10 +49,12 @@ pub struct TargetResult {
     pub status: TargetStatus,
 }
 
-/// Every target of a run, checked, in the suite's order.
+/// Every target and claim of a run, checked, in the suite's order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetCheck {
     pub results: Vec<TargetResult>,
+    /// The suite's claims ([`crate::claims`]).
+    pub claims: Vec<ClaimResult>,
 }
 
 /// Checks `targets` against `records` (the records of a run's finished jobs in file order; a
@@ -82,7 +85,10 @@ pub fn check_targets(targets: &[Target], records: &[Record]) -> TargetCheck {
             }
         })
         .collect();
-    TargetCheck { results }
+    TargetCheck {
+        results,
+        claims: Vec::new(),
+    }
 }
 
 fn verdict(target: &Target, obtained: &Record) -> TargetResult {
@@ -116,12 +122,17 @@ pub fn check_run_targets(dir: &Path) -> Result<Option<TargetCheck>, ReportError>
 }
 
 impl Run {
-    /// [`check_targets`] on this run's `targets.json`; `None` when it has no targets.
+    /// [`check_targets`] on this run's `targets.json` and [`check_claims`] on its
+    /// `claims.json`; `None` when it has neither.
     pub fn check_targets(&self) -> Result<Option<TargetCheck>, ReportError> {
-        Ok(self
-            .targets()?
-            .filter(|t| !t.is_empty())
-            .map(|t| check_targets(&t, &self.records)))
+        let targets = self.targets()?.unwrap_or_default();
+        let claims = self.claims()?.unwrap_or_default();
+        if targets.is_empty() && claims.is_empty() {
+            return Ok(None);
+        }
+        let mut check = check_targets(&targets, &self.records);
+        check.claims = check_claims(self, &claims)?;
+        Ok(Some(check))
     }
 }
 
@@ -133,22 +144,59 @@ impl TargetCheck {
             .count()
     }
 
+    pub fn claims_holding(&self) -> usize {
+        self.claims
+            .iter()
+            .filter(|c| c.status == ClaimStatus::Holds)
+            .count()
+    }
+
+    /// Every target passes and every claim holds.
     pub fn all_pass(&self) -> bool {
-        self.passed() == self.results.len()
+        self.passed() == self.results.len() && self.claims_holding() == self.claims.len()
     }
 
-    /// `2 of 3 targets pass`.
+    /// `2 of 3 targets pass`, `1 of 2 claims hold`, or both joined by `; `.
     pub fn summary(&self) -> String {
-        let n = self.results.len();
-        format!(
-            "{} of {n} target{} pass",
-            self.passed(),
-            if n == 1 { "" } else { "s" }
-        )
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let mut parts = Vec::new();
+        if !self.results.is_empty() {
+            let n = self.results.len();
+            parts.push(format!("{} of {n} target{} pass", self.passed(), plural(n)));
+        }
+        if !self.claims.is_empty() {
+            let n = self.claims.len();
+            let verb = if self.claims_holding() == 1 {
+                "holds"
+            } else {
+                "hold"
+            };
+            parts.push(format!(
+                "{} of {n} claim{} {verb}",
+                self.claims_holding(),
+                plural(n)
+            ));
+        }
+        parts.join("; ")
     }
 
-    /// The check as a table — target, obtained, Δ, status, source — aligned or as markdown.
+    /// The check as tables — target, obtained, Δ, status, source; then the claims — aligned
+    /// or as markdown.
     pub fn render(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        if !self.results.is_empty() {
+            out.push_str(&self.render_targets(markdown));
+        }
+        if !self.claims.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&render_claims(&self.claims, markdown));
+        }
+        out
+    }
+
+    fn render_targets(&self, markdown: bool) -> String {
         let rows: Vec<Vec<String>> = self
             .results
             .iter()

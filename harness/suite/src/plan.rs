@@ -75,38 +75,57 @@ pub struct Group<'a> {
 }
 
 impl Plan {
-    /// Targets that name no job of the plan (a typo in a task name, a method restricted to
-    /// other models), each as a problem to fix before anything runs. A target's task may be
-    /// a task or the suite entry (group) it comes from; without a task it names the measures.
+    /// Targets and claims that name no job of the plan (a typo in a task name, a method
+    /// restricted to other models), each as a problem to fix before anything runs. A target's
+    /// task may be a task or the suite entry (group) it comes from, and without a task it names
+    /// the measures; a claim names one task (its per-document scores are compared).
     pub fn target_problems(&self) -> Vec<String> {
         let suite = &self.suite;
-        let names_job = |t: &crate::suite::Target, job: &Job| {
-            suite.models[job.model].label == t.model
-                && suite.methods[job.method].label == t.method
-                && match (&t.task, job.kind) {
-                    (None, JobKind::Measure) => true,
-                    (Some(name), JobKind::Task(i)) => {
-                        let task = &self.tasks[i];
-                        &task.name == name || &suite.tasks[task.entry].name == name
-                    }
-                    _ => false,
-                }
-        };
-        suite
-            .targets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| !self.jobs.iter().any(|job| names_job(t, job)))
-            .map(|(i, t)| {
+        let fix =
+            "check the task name and that the method runs on that model (`models:` of the method)";
+        let targets = suite.targets.iter().enumerate().filter_map(|(i, t)| {
+            (!self.names_job(&t.model, &t.method, t.task.as_deref(), true)).then(|| {
                 format!(
-                    "{}: targets[{i}] ({}/{}/{}) names no job of the plan: check the task name and that the method runs on that model (`models:` of the method)",
+                    "{}: targets[{i}] ({}/{}/{}) names no job of the plan: {fix}",
                     suite.path.display(),
                     t.model,
                     t.method,
                     t.task.as_deref().unwrap_or("measure")
                 )
             })
-            .collect()
+        });
+        let claims = suite.claims.iter().enumerate().flat_map(|(i, c)| {
+            [&c.better, &c.than]
+                .into_iter()
+                .filter(|method| !self.names_job(&c.model, method, Some(&c.task), false))
+                .map(move |method| {
+                    format!(
+                        "{}: claims[{i}] ({}/{method}/{}) names no job of the plan: {fix}",
+                        suite.path.display(),
+                        c.model,
+                        c.task
+                    )
+                })
+        });
+        targets.chain(claims).collect()
+    }
+
+    /// Whether some job runs `method` on `model` for `task` (a task, or with `by_entry` also
+    /// the suite entry it comes from), or its measures when `task` is `None` (suite labels).
+    fn names_job(&self, model: &str, method: &str, task: Option<&str>, by_entry: bool) -> bool {
+        let suite = &self.suite;
+        self.jobs.iter().any(|job| {
+            suite.models[job.model].label == model
+                && suite.methods[job.method].label == method
+                && match (task, job.kind) {
+                    (None, JobKind::Measure) => true,
+                    (Some(name), JobKind::Task(i)) => {
+                        let t = &self.tasks[i];
+                        t.name == name || (by_entry && suite.tasks[t.entry].name == name)
+                    }
+                    _ => false,
+                }
+        })
     }
 
     /// Expands models × methods × (measures + tasks). `models` follows the suite's models;

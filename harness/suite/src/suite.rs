@@ -42,6 +42,7 @@ pub struct Suite {
     pub calibration_missing: Vec<String>,
     pub report: ReportSpec,
     pub targets: Vec<Target>,
+    pub claims: Vec<Claim>,
     pub code_execution: CodeExecution,
     /// Things that load but look unintended (a very large sweep), for the runner to show.
     pub warnings: Vec<String>,
@@ -67,6 +68,8 @@ struct SuiteFile {
     report: ReportSpec,
     #[serde(default)]
     targets: Vec<Target>,
+    #[serde(default)]
+    claims: Vec<Claim>,
     #[serde(default)]
     code_execution: CodeExecution,
 }
@@ -366,6 +369,32 @@ pub struct Target {
     pub source: Option<String>,
 }
 
+/// A paper's claim as an inequality between two methods on one model and task — `better`
+/// beats `than` on `metric` by more than `margin` — checked with a paired bootstrap over the
+/// two jobs' per-document scores (`moebench report --check-targets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// The claim in words, as the table shows it.
+    pub claim: String,
+    /// A model label.
+    pub model: String,
+    /// The method label claimed to do better.
+    pub better: String,
+    /// The method label it is claimed to beat.
+    pub than: String,
+    /// A task name (a task, or the suite entry it comes from when that has one task).
+    pub task: String,
+    /// A per-document metric key as in the records (`acc,none`, `bits_per_byte,none`, …).
+    pub metric: String,
+    /// How much better, in the metric's units (default 0: any improvement).
+    #[serde(default)]
+    pub margin: f64,
+    /// Where the claim comes from (paper, section, table).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
 impl Suite {
     /// The name a task entry is looked up by: a path (ends with `.yaml` or has a `/`) resolved
     /// against the suite's directory, else the name as written.
@@ -518,6 +547,7 @@ pub fn load_suite(path: impl AsRef<Path>, schemas: &[&MethodSchema]) -> Result<S
         &at,
     ));
     problems.check(check_targets(&file.targets, &models, &methods, &at));
+    problems.check(check_claims(&file.claims, &models, &methods, &at));
     let mut calibration = file.calibration;
     let mut calibration_missing = Vec::new();
     let mut read_source = |source: &Path| -> Result<(PathBuf, String), SuiteError> {
@@ -607,6 +637,7 @@ pub fn load_suite(path: impl AsRef<Path>, schemas: &[&MethodSchema]) -> Result<S
         calibration_missing,
         report: file.report,
         targets: file.targets,
+        claims: file.claims,
         code_execution: file.code_execution,
         warnings,
     })
@@ -891,22 +922,72 @@ fn check_targets(
     at: &Locator,
 ) -> Result<(), SuiteError> {
     for t in targets {
-        let unknown = |key: &str, value: &str, known: Vec<&str>| {
-            SuiteError::invalid(
-                at.at(&[key], value, 0),
+        check_labels(
+            "targets",
+            &t.model,
+            &[("method", &t.method)],
+            models,
+            methods,
+            at,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_claims(
+    claims: &[Claim],
+    models: &[ModelSpec],
+    methods: &[MethodConfig],
+    at: &Locator,
+) -> Result<(), SuiteError> {
+    for c in claims {
+        let labels = [("better", c.better.as_str()), ("than", c.than.as_str())];
+        check_labels("claims", &c.model, &labels, models, methods, at)?;
+        if c.better == c.than {
+            return Err(SuiteError::invalid(
+                at.at(&["than"], &c.than, 0),
                 format!(
-                    "targets: no {key} labelled `{value}` (labels: {})",
-                    known.join(", ")
+                    "claims: `{}` compares method `{}` with itself; name two method labels",
+                    c.claim, c.than
                 ),
-            )
-        };
-        if !models.iter().any(|m| m.label == t.model) {
-            let known = models.iter().map(|m| m.label.as_str()).collect();
-            return Err(unknown("model", &t.model, known));
+            ));
         }
-        if !methods.iter().any(|m| m.label == t.method) {
+    }
+    Ok(())
+}
+
+/// A model label and method labels (by key) of `list` (`targets`, `claims`) must name suite
+/// entries.
+fn check_labels(
+    list: &str,
+    model: &str,
+    method_labels: &[(&str, &str)],
+    models: &[ModelSpec],
+    methods: &[MethodConfig],
+    at: &Locator,
+) -> Result<(), SuiteError> {
+    let unknown = |key: &str, kind: &str, value: &str, known: Vec<&str>| {
+        let within = if key == kind {
+            String::new()
+        } else {
+            format!(" (`{key}`)")
+        };
+        SuiteError::invalid(
+            at.at(&[key], value, 0),
+            format!(
+                "{list}: no {kind} labelled `{value}`{within} (labels: {})",
+                known.join(", ")
+            ),
+        )
+    };
+    if !models.iter().any(|m| m.label == model) {
+        let known = models.iter().map(|m| m.label.as_str()).collect();
+        return Err(unknown("model", "model", model, known));
+    }
+    for (key, method) in method_labels {
+        if !methods.iter().any(|m| m.label == *method) {
             let known = methods.iter().map(|m| m.label.as_str()).collect();
-            return Err(unknown("method", &t.method, known));
+            return Err(unknown(key, "method", method, known));
         }
     }
     Ok(())
