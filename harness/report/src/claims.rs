@@ -73,10 +73,10 @@ pub fn check_claims(run: &Run, claims: &[Claim]) -> Result<Vec<ClaimResult>, Rep
         .filter(|r| r.kind == RecordKind::Metric)
         .map(|r| (key(r), r))
         .collect();
-    let find = |c: &Claim, method: &str| {
+    let find = |c: &Claim, model: &str, method: &str| {
         latest
             .get(&(
-                c.model.clone(),
+                model.to_owned(),
                 method.to_owned(),
                 Some(c.task.clone()),
                 c.metric.clone(),
@@ -86,7 +86,7 @@ pub fn check_claims(run: &Run, claims: &[Claim]) -> Result<Vec<ClaimResult>, Rep
     claims
         .iter()
         .map(|c| {
-            let (better, than) = (find(c, &c.better), find(c, &c.than));
+            let (better, than) = (find(c, &c.model, &c.better), find(c, c.than_model(), &c.than));
             let mut result = ClaimResult {
                 claim: c.clone(),
                 better: better.map(|r| r.value),
@@ -210,9 +210,13 @@ pub fn cells(r: &ClaimResult) -> Vec<String> {
         0.0 => String::new(),
         m => format!(" (margin {})", fmt_value(m)),
     };
+    let model = match c.than_model() {
+        than if than == c.model => c.model.clone(),
+        than => format!("{} vs {than}", c.model),
+    };
     vec![
         c.claim.clone(),
-        c.model.clone(),
+        model,
         c.better.clone(),
         c.than.clone(),
         format!("{} · {}", c.task, c.metric),
@@ -243,6 +247,7 @@ mod tests {
             model: "m".into(),
             better: better.into(),
             than: than.into(),
+            than_model: None,
             task: "arc_easy".into(),
             metric: "acc,none".into(),
             margin,

@@ -95,14 +95,13 @@ impl Plan {
             })
         });
         let claims = suite.claims.iter().enumerate().flat_map(|(i, c)| {
-            [&c.better, &c.than]
+            [(c.model.as_str(), &c.better), (c.than_model(), &c.than)]
                 .into_iter()
-                .filter(|method| !self.names_job(&c.model, method, Some(&c.task), false))
-                .map(move |method| {
+                .filter(|(model, method)| !self.names_job(model, method, Some(&c.task), false))
+                .map(move |(model, method)| {
                     format!(
-                        "{}: claims[{i}] ({}/{method}/{}) names no job of the plan: {fix}",
+                        "{}: claims[{i}] ({model}/{method}/{}) names no job of the plan: {fix}",
                         suite.path.display(),
-                        c.model,
                         c.task
                     )
                 })

@@ -369,9 +369,10 @@ pub struct Target {
     pub source: Option<String>,
 }
 
-/// A paper's claim as an inequality between two methods on one model and task — `better`
-/// beats `than` on `metric` by more than `margin` — checked with a paired bootstrap over the
-/// two jobs' per-document scores (`moebench report --check-targets`).
+/// A paper's claim as an inequality between two methods on one task — `better` on `model`
+/// beats `than` (on `than_model`, default `model`) on `metric` by more than `margin` — checked
+/// with a paired bootstrap over the two jobs' per-document scores (`moebench report
+/// --check-targets`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claim {
@@ -383,6 +384,10 @@ pub struct Claim {
     pub better: String,
     /// The method label it is claimed to beat.
     pub than: String,
+    /// The model label of `than` when it is another model (two models trained differently,
+    /// each evaluated as trained); default `model`.
+    #[serde(default)]
+    pub than_model: Option<String>,
     /// A task name (a task, or the suite entry it comes from when that has one task).
     pub task: String,
     /// A per-document metric key as in the records (`acc,none`, `bits_per_byte,none`, …).
@@ -393,6 +398,13 @@ pub struct Claim {
     /// Where the claim comes from (paper, section, table).
     #[serde(default)]
     pub source: Option<String>,
+}
+
+impl Claim {
+    /// The model label of `than`.
+    pub fn than_model(&self) -> &str {
+        self.than_model.as_deref().unwrap_or(&self.model)
+    }
 }
 
 impl Suite {
@@ -943,12 +955,13 @@ fn check_claims(
     for c in claims {
         let labels = [("better", c.better.as_str()), ("than", c.than.as_str())];
         check_labels("claims", &c.model, &labels, models, methods, at)?;
-        if c.better == c.than {
+        check_labels("claims", c.than_model(), &[], models, methods, at)?;
+        if c.better == c.than && c.than_model() == c.model {
             return Err(SuiteError::invalid(
                 at.at(&["than"], &c.than, 0),
                 format!(
-                    "claims: `{}` compares method `{}` with itself; name two method labels",
-                    c.claim, c.than
+                    "claims: `{}` compares `{}/{}` with itself; name two methods or `than_model`",
+                    c.claim, c.model, c.than
                 ),
             ));
         }
