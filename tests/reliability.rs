@@ -393,6 +393,46 @@ fn a_target_naming_no_job_is_refused() {
     );
 }
 
+/// A claim whose `than` job is not in the plan (the method is restricted to another model) is a
+/// pre-run problem, like a target's.
+#[test]
+fn a_claim_naming_no_job_is_refused() {
+    let text = format!(
+        "{}claims:\n  - {{claim: c, model: dense, better: dense, than: topk, task: arc_easy_shared, metric: \"acc,none\"}}\n",
+        tiny_suite("  - name: dense\n  - name: topk\n    params: {k: 1}\n    models: [moe]\n")
+    );
+    assert_checked_before_running(
+        &text,
+        &["claims[0] (dense/topk/arc_easy_shared) names no job of the plan"],
+    );
+}
+
+/// `run --check-targets` gates on claims too: a tiny built MoE's own top-2 routing and a Top-2
+/// router swap answer every document alike, so "the swap beats it" is inconclusive (exit 3, the
+/// claims table with both values and the paired interval over the documents).
+#[test]
+fn run_check_targets_exits_3_when_a_claim_does_not_hold() {
+    let text = "name: t\ndefaults:\n  max_length: 32\nmodels:\n  - label: moe\n    build: {layers: 1, hidden_size: 32, heads: 2, intermediate_size: 32, experts: 4, top_k: 2, steps: 2, batch_size: 2, seq_len: 32, warmup: 1, text: [train.txt]}\nmethods:\n  - name: dense\n  - name: topk\n    params: {k: 2}\ntasks:\n  - name: shakespeare_nextline\n    limit: 6\nmeasure:\n  routing: false\nclaims:\n  - {claim: twins differ, model: moe, better: topk, than: dense, task: shakespeare_nextline, metric: \"acc,none\", source: \"made up\"}\n";
+    let (dir, path, run_dir) = suite(text);
+    std::fs::write(
+        dir.path().join("train.txt"),
+        "Shall I compare thee to a summer's day?\n".repeat(20),
+    )
+    .unwrap();
+    let out = run(&path, &run_dir, &["--quiet", "--check-targets"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("twins differ") && table.contains("INCONCLUSIVE") && table.contains("(n=6)"),
+        "{table}"
+    );
+    assert!(
+        stderr(&out).contains("claims failed: 1 of 1 do not hold"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// `run --check-targets` gates on the suite's targets: a missed target exits 3 with the table
 /// (target / obtained / Δ / source), a met one exits 0.
 #[test]

@@ -83,7 +83,7 @@ pub fn gate_targets(check: Option<&TargetCheck>, run_dir: &Path) -> Result<ExitC
     }
     if check.claims_holding() < claims {
         eprintln!(
-            "claims not shown: {} of {claims} do not hold in {}; see the table above",
+            "claims failed: {} of {claims} do not hold in {}; see the table above",
             claims - check.claims_holding(),
             run_dir.display()
         );

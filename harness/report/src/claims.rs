@@ -86,7 +86,10 @@ pub fn check_claims(run: &Run, claims: &[Claim]) -> Result<Vec<ClaimResult>, Rep
     claims
         .iter()
         .map(|c| {
-            let (better, than) = (find(c, &c.model, &c.better), find(c, c.than_model(), &c.than));
+            let (better, than) = (
+                find(c, &c.model, &c.better),
+                find(c, c.than_model(), &c.than),
+            );
             let mut result = ClaimResult {
                 claim: c.clone(),
                 better: better.map(|r| r.value),

@@ -1125,6 +1125,18 @@ mod tests {
             "{MINIMAL}targets:\n  - {{model: other, method: dense, metric: acc, value: 1}}\n"
         ));
         assert!(e.contains("no model labelled `other`"), "{e}");
+        let claim = |better: &str, than: &str| {
+            format!(
+                "{MINIMAL}claims:\n  - {{claim: c, model: org/model, better: {better}, than: {than}, task: arc_easy, metric: acc}}\n"
+            )
+        };
+        let e = error(&claim("dense", "pruned"));
+        assert!(
+            e.contains("claims: no method labelled `pruned` (`than`)"),
+            "{e}"
+        );
+        let e = error(&claim("dense", "dense"));
+        assert!(e.contains("compares `org/model/dense` with itself"), "{e}");
     }
 
     #[test]
