@@ -50,9 +50,9 @@ class Case:
     fewshot_from_test: bool = False
     fewshot_set: bool = False  # part of the few-shot set (the overall ratio)
     metrics: list = field(default_factory=lambda: ["acc", "acc_norm"])
-    # `--scale` does not go below this: GSM8K's `first_n` few-shot sampler gives each of the
-    # first 8 test documents its own prompt (the document itself is left out of its examples),
-    # so only documents from the 9th on share the 8-shot prefix, as ~99% of a full run does.
+    # `--scale` does not go below this. GSM8K (lm-eval's `gsm8k.yaml`, default sampler) draws
+    # each document's 8 examples at random, so its prompts share no few-shot prefix: what is
+    # timed is prefill and decoding; 16 documents of ~150-token answers keep it above noise.
     min_limit: int = 1
 
 

@@ -140,6 +140,9 @@ pub fn check_claims(run: &Run, claims: &[Claim]) -> Result<Vec<ClaimResult>, Rep
         .collect()
 }
 
+/// One document's `(loglikelihood, weight)` under `than` and under `better`.
+type WeightedPair = ((f64, f64), (f64, f64));
+
 /// The paired bootstrap of `than → better` over documents' logged values: numbers are
 /// averaged; `[loglikelihood, weight]` pairs (the perplexity family, bits per byte) are
 /// aggregated as the metric's default aggregation does, so that the difference is one of task
@@ -177,7 +180,7 @@ fn paired_test(
     let Some(docs) = pairs
         .iter()
         .map(|(a, b)| Some((weighted(a)?, weighted(b)?)))
-        .collect::<Option<Vec<((f64, f64), (f64, f64))>>>()
+        .collect::<Option<Vec<WeightedPair>>>()
     else {
         return Ok(None);
     };
@@ -185,7 +188,7 @@ fn paired_test(
         let scores: Vec<DocScore> = side.map(|(ll, w)| DocScore::Weighted(ll, w)).collect();
         aggregation.aggregate(&scores).unwrap_or(f64::NAN)
     };
-    let difference = |docs: &[((f64, f64), (f64, f64))]| {
+    let difference = |docs: &[WeightedPair]| {
         score(&mut docs.iter().map(|d| d.1)) - score(&mut docs.iter().map(|d| d.0))
     };
     Ok(Some(paired_bootstrap_of(difference, &docs, ITERS, SEED)?))

@@ -83,8 +83,12 @@ impl Plan {
         let suite = &self.suite;
         let fix =
             "check the task name and that the method runs on that model (`models:` of the method)";
-        let targets = suite.targets.iter().enumerate().filter_map(|(i, t)| {
-            (!self.names_job(&t.model, &t.method, t.task.as_deref(), true)).then(|| {
+        let targets = suite
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !self.names_job(&t.model, &t.method, t.task.as_deref(), true))
+            .map(|(i, t)| {
                 format!(
                     "{}: targets[{i}] ({}/{}/{}) names no job of the plan: {fix}",
                     suite.path.display(),
@@ -92,8 +96,7 @@ impl Plan {
                     t.method,
                     t.task.as_deref().unwrap_or("measure")
                 )
-            })
-        });
+            });
         let claims = suite.claims.iter().enumerate().flat_map(|(i, c)| {
             [(c.model.as_str(), &c.better), (c.than_model(), &c.than)]
                 .into_iter()
