@@ -21,7 +21,7 @@ pub use building::{
     Upcycle, WeightAverage,
 };
 pub use compression::{EanPrune, FreqPrune, HcSmoe, MSmoe, Ream, Reap};
-pub use routing::{DTopP, ExpertChoice, RandomRouting, TopK, TopP, Usmoe};
+pub use routing::{DTopP, ExpertChoice, OracleRouting, RandomRouting, TopK, TopP, Usmoe};
 
 /// Every method, in the order `moebench methods` lists them.
 pub static CATALOGUE: &[&dyn Method] = &[
@@ -35,6 +35,7 @@ pub static CATALOGUE: &[&dyn Method] = &[
     &ExpertChoice,
     &Usmoe,
     &RandomRouting,
+    &OracleRouting,
     &FreqPrune,
     &EanPrune,
     &Reap,
@@ -270,6 +271,38 @@ mod tests {
         assert!(reap
             .saved_router(&model, &Params::check(reap, &Map::new()).unwrap())
             .is_none());
+    }
+
+    /// `oracle_routing` sends every real token of every MoE layer to its one expert, and its
+    /// plan refuses an expert the model does not have.
+    #[test]
+    fn oracle_routing_routes_every_token_to_its_expert() {
+        use serde_json::json;
+        let (_dir, mut model) = tiny_moe();
+        let m = lookup("oracle_routing").unwrap();
+        let experts = model.moe_layers().next().unwrap().1.num_experts() as i64;
+        let params =
+            |e: i64| Params::check(m, json!({ "expert": e }).as_object().unwrap()).unwrap();
+        let facts = crate::method::ModelFacts::of(&model.config);
+        let e = m.plan(&params(experts), &facts).unwrap_err().to_string();
+        assert!(e.contains("expert"), "{e}");
+        m.plan(&params(experts - 1), &facts).unwrap();
+        let built = m.selectors(&model, &params(1)).unwrap().unwrap();
+        install(&mut model, built).unwrap();
+        use tch::{Device, Kind, Tensor};
+        let logits = Tensor::randn([2, 5, experts], (Kind::Float, Device::Cpu));
+        for (_, moe) in model.moe_layers() {
+            let s = moe.selector.select(&logits, None);
+            let picked = s.mask.to_kind(Kind::Int64).argmax(-1, false);
+            assert!(picked.eq(1).all().int64_value(&[]) == 1);
+            assert_eq!(
+                s.mask
+                    .to_kind(Kind::Int64)
+                    .sum(Kind::Int64)
+                    .int64_value(&[]),
+                10
+            );
+        }
     }
 
     #[test]

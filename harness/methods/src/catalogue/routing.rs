@@ -1,6 +1,6 @@
 //! Router swaps: training-free changes of the selection rule on an MoE model's routers.
 use crate::calibration::observe;
-use crate::dume::RandomRouter;
+use crate::dume::{OracleRouter, RandomRouter};
 use crate::error::{MethodError, Result};
 use crate::method::{
     at_most_experts, install, moe_config, moe_layers, shared, swap, MethodEnv, ModelFacts,
@@ -522,6 +522,57 @@ impl TypedMethod for RandomRouting {
                 controllers: Vec::new(),
             })
         })())
+    }
+}
+
+/// Oracle routing (DUME's §2.5 upper bound): every token of every MoE layer goes to one expert,
+/// the one of the domain being evaluated — after DUME, expert d is domain d's dense model, so a
+/// row with `expert: d` is the oracle on domain d's tasks (its other tasks are not an oracle).
+pub struct OracleRouting;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OracleRoutingParams {
+    expert: i64,
+}
+
+impl TypedMethod for OracleRouting {
+    type Params = OracleRoutingParams;
+
+    fn schema(&self) -> &'static MethodSchema {
+        const SCHEMA: MethodSchema = MethodSchema {
+            name: "oracle_routing",
+            kind: MethodKind::RouterSwap,
+            description: "oracle routing baseline: every token to one expert, the evaluated domain's (DUME §2.5)",
+            calibrated: false,
+            params: &[P::new(
+                "expert",
+                T::int(0),
+                D::Required,
+                "the expert every token goes to (after DUME: the domain's index, the suite's model being 0)",
+            )],
+        };
+        &SCHEMA
+    }
+
+    fn plan(&self, p: &OracleRoutingParams, before: &ModelFacts) -> Result<ModelFacts> {
+        // Experts are numbered from 0: `expert` must be below the count.
+        at_most_experts("oracle_routing", "expert", (p.expert + 1) as f64, before)?;
+        Ok(before.clone())
+    }
+
+    fn apply(&self, model: Model, p: &OracleRoutingParams, _env: &dyn MethodEnv) -> Result<Model> {
+        swap(self, model, p)
+    }
+
+    fn selectors(&self, model: &Model, p: &OracleRoutingParams) -> Option<Result<LayerSelectors>> {
+        Some(moe_layers(model, "oracle_routing").map(|layers| {
+            let oracle: Arc<dyn Selector> = Arc::new(OracleRouter { domain: p.expert });
+            LayerSelectors {
+                selectors: vec![oracle; layers.len()],
+                controllers: Vec::new(),
+            }
+        }))
     }
 }
 
