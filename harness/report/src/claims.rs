@@ -10,14 +10,14 @@
 //! averaged; `[loglikelihood, weight]` pairs (perplexities, bits per byte) are aggregated as
 //! the task score is, on each resample.
 use crate::metric::{self, fmt_delta, fmt_value};
-use crate::run::{key, MetricKey, Run};
+use crate::run::Run;
 use crate::significance::logged;
 use crate::text::render_table;
 use crate::ReportError;
 use moebench_core::metrics::{DocScore, MetricName};
 use moebench_core::stats::{paired_bootstrap, paired_bootstrap_of, PairedBootstrap};
 use moebench_suite::suite::Claim;
-use moebench_suite::{Record, RecordKind};
+use moebench_suite::RecordKind;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -67,12 +67,7 @@ pub struct ClaimResult {
 
 /// Checks `claims` against the finished jobs of `run`, reading their sample logs.
 pub fn check_claims(run: &Run, claims: &[Claim]) -> Result<Vec<ClaimResult>, ReportError> {
-    let latest: HashMap<MetricKey, &Record> = run
-        .records
-        .iter()
-        .filter(|r| r.kind == RecordKind::Metric)
-        .map(|r| (key(r), r))
-        .collect();
+    let latest = run.latest_by_key(RecordKind::Metric);
     let find = |c: &Claim, model: &str, method: &str| {
         latest
             .get(&(
@@ -193,6 +188,9 @@ fn paired_test(
     };
     Ok(Some(paired_bootstrap_of(difference, &docs, ITERS, SEED)?))
 }
+
+/// The index of the status column in [`HEADER`].
+pub const STATUS_COLUMN: usize = 8;
 
 /// The columns of [`render_claims`] and of the report's claims table.
 pub const HEADER: [&str; 10] = [

@@ -2,12 +2,11 @@
 //! as [`crate::significance`] describes (paired bootstrap over the documents both runs scored,
 //! else a z-test on the two standard errors).
 use crate::metric::fmt_value;
-use crate::run::{key, MetricKey, Run};
+use crate::run::{key, Run};
 use crate::significance::{test_records, LastLog, Test, Tested};
 use crate::text::render_table;
 use crate::ReportError;
 use moebench_suite::{Record, RecordKind};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// When a change counts as significant.
@@ -79,11 +78,7 @@ pub fn compare(
 ) -> Result<Comparison, ReportError> {
     let base_run = Run::load_nonempty(base)?;
     let new_run = Run::load_nonempty(new)?;
-    let new_by_key: HashMap<MetricKey, &Record> = new_run
-        .latest(RecordKind::Metric)
-        .into_iter()
-        .map(|r| (key(r), r))
-        .collect();
+    let new_by_key = new_run.latest_by_key(RecordKind::Metric);
     let (mut base_log, mut new_log) = (LastLog::default(), LastLog::default());
     let mut rows = Vec::new();
     for a in base_run.latest(RecordKind::Metric) {

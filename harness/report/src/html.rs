@@ -5,7 +5,9 @@
 //! the run has any), then per base model quality vs cost and the leaderboard; details
 //! (suite plots, every metric, measures, routing, jobs) follow and the run's metadata ends it.
 use crate::baseline::{Analysis, Base};
-use crate::claims::{cells as claim_cells, ClaimStatus, HEADER as CLAIMS_HEADER};
+use crate::claims::{
+    cells as claim_cells, ClaimStatus, HEADER as CLAIMS_HEADER, STATUS_COLUMN as CLAIM_STATUS,
+};
 use crate::frame::{averages, primary_values, PrimaryValue};
 use crate::leaderboard::{leaderboard, Leaderboard};
 use crate::metric::{self, fmt_cell, fmt_delta, fmt_measure, fmt_value};
@@ -358,7 +360,7 @@ fn targets(check: &TargetCheck) -> Targets {
                 _ => Style::Fail,
             };
             let mut cells: Vec<Cell> = claim_cells(r).into_iter().map(Cell::label).collect();
-            cells[8] = Cell::styled(r.status.describe().to_lowercase(), style);
+            cells[CLAIM_STATUS] = Cell::styled(r.status.describe().to_lowercase(), style);
             cells
         })
         .collect();

@@ -96,6 +96,11 @@ impl Run {
         out
     }
 
+    /// [`Run::latest`] keyed by [`MetricKey`], for lookups.
+    pub fn latest_by_key(&self, kind: RecordKind) -> HashMap<MetricKey, &Record> {
+        self.latest(kind).into_iter().map(|r| (key(r), r)).collect()
+    }
+
     /// `targets.json`, `None` when the run has none.
     pub fn targets(&self) -> Result<Option<Vec<Target>>, ReportError> {
         Ok(read_json_if_present(&self.dir.join(TARGETS_FILE))?)

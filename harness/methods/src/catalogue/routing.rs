@@ -566,13 +566,11 @@ impl TypedMethod for OracleRouting {
     }
 
     fn selectors(&self, model: &Model, p: &OracleRoutingParams) -> Option<Result<LayerSelectors>> {
-        Some(moe_layers(model, "oracle_routing").map(|layers| {
-            let oracle: Arc<dyn Selector> = Arc::new(OracleRouter { domain: p.expert });
-            LayerSelectors {
-                selectors: vec![oracle; layers.len()],
-                controllers: Vec::new(),
-            }
-        }))
+        Some(shared(
+            model,
+            "oracle_routing",
+            Arc::new(OracleRouter { domain: p.expert }),
+        ))
     }
 }
 
