@@ -8,7 +8,7 @@ moebench's *_shared / *_offline tasks read). For every case and batch size it ti
 
 - lm-eval: `simple_evaluate` on an already loaded HFLM (model loading excluded);
 - moebench: the whole `moebench eval` process (model loading included, so ratios are
-  conservative for moebench), with the prefix KV cache (default) and with `--no-prefix-cache`,
+  conservative for moebench), with the prefix KV cache (default) and with `--no-prefix-cache --no-lookup-decoding` (the plain engine),
   and with `--bf16` also `--dtype bf16` (cache on);
 
 and checks that both engines saw the same prompts (lm-eval's prompt hashes) and compares their
@@ -19,7 +19,7 @@ measurement and, at the end, a markdown table ready for docs/performance.md.
         --moebench target/release/moebench --threads 2 --batch-sizes 1,8 --cases fewshot,arc_easy
 
 `--cases` takes case names or the sets `fewshot` (MMLU 5-shot on 3 subjects, HellaSwag 10-shot,
-ARC-Challenge 25-shot, GSM8K 8-shot: the issue's set) and `all`; `--scale 0.25` shrinks every
+ARC-Challenge 25-shot, GSM8K 8-shot chain of thought: the issue's set) and `all`; `--scale 0.25` shrinks every
 limit for a quick development run (ratios from small runs are noisier).
 """
 import argparse
@@ -50,9 +50,7 @@ class Case:
     fewshot_from_test: bool = False
     fewshot_set: bool = False  # part of the issue's few-shot set (the overall ratio)
     metrics: list = field(default_factory=lambda: ["acc", "acc_norm"])
-    # `--scale` does not go below this. GSM8K (lm-eval's `gsm8k.yaml`, default sampler) draws
-    # each document's 8 examples at random, so its prompts share no few-shot prefix: what is
-    # timed is prefill and decoding; 16 documents of ~150-token answers keep it above noise.
+    # `--scale` does not go below this (GSM8K: 16 problems keep generation timings above noise).
     min_limit: int = 1
 
 
@@ -63,8 +61,14 @@ CASES = [
     Case("hellaswag_10shot", ["hellaswag"], ["hellaswag_shared"], 10, 40, fewshot_set=True),
     Case("arc_challenge_25shot", ["arc_challenge"], ["arc_challenge_shared"], 25, 25,
          fewshot_from_test=True, fewshot_set=True),
+    # lm-eval's 8-shot GSM8K: `gsm8k_cot.yaml`, Wei et al.'s 8 chain-of-thought exemplars,
+    # the same for every problem (`first_n` samples in the task file).
+    Case("gsm8k_cot_8shot", ["gsm8k_cot"], ["gsm8k_cot_offline"], None, 16, fewshot_set=True,
+         metrics=["exact_match"], min_limit=16),
+    # `gsm8k.yaml` (5-shot by default) at 8 shots, outside the set: its default sampler draws
+    # each problem's examples at random, so no prompt shares a prefix with another.
     Case("gsm8k_8shot", ["gsm8k"], ["gsm8k_offline"], 8, 16, fewshot_from_test=True,
-         fewshot_set=True, metrics=["exact_match"], min_limit=16),
+         metrics=["exact_match"], min_limit=16),
     Case("arc_easy", ["arc_easy"], ["arc_easy_shared"], None, 200),
     Case("hellaswag", ["hellaswag"], ["hellaswag_shared"], None, 100),
     Case("wikitext", ["wikitext"], ["wikitext_shared"], None, 10, metrics=["word_perplexity"]),
@@ -193,7 +197,7 @@ def main() -> int:
                    "docs": limit * len(case.moebench_tasks), "batch_size": batch, "threads": args.threads}
             ref = None if lm is None else lm_eval_run(fx, tm, lm, case, limit, work)
             cached = moebench_run(args, case, limit, batch, [])
-            plain = moebench_run(args, case, limit, batch, ["--no-prefix-cache"])
+            plain = moebench_run(args, case, limit, batch, ["--no-prefix-cache", "--no-lookup-decoding"])
             row.update({"moebench_s": round(cached["seconds"], 2), "moebench_no_cache_s": round(plain["seconds"], 2),
                         "peak_rss_mib": round(cached["peak_rss_mib"]), "peak_rss_no_cache_mib": round(plain["peak_rss_mib"]),
                         "prefix_cache": cached["prefix_cache"], "positions": cached["positions"],

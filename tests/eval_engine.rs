@@ -43,6 +43,7 @@ fn results_do_not_depend_on_batch_size() {
             batch_size,
             token_budget: 4096,
             prefix_cache: true,
+            lookup_decoding: true,
         };
         let lm = LanguageModel::new(&model, &tok, settings);
         runs.push(

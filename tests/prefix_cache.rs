@@ -62,6 +62,7 @@ fn prefix_cache_changes_no_result() {
                 batch_size,
                 token_budget: 4096,
                 prefix_cache,
+                lookup_decoding: prefix_cache,
             };
             let lm = LanguageModel::new(&model, &tok, settings);
             assert_eq!(

@@ -44,6 +44,7 @@ fn draws(
         batch_size,
         token_budget: 4096,
         prefix_cache: true,
+        lookup_decoding: true,
     };
     let lm = LanguageModel::new(model, tok, settings).with_sampling_seed(seed);
     let opts = EvalOptions {

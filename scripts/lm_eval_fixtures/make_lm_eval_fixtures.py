@@ -325,7 +325,7 @@ def build_data(task: str, data_dir: Path, variant: str | None = None) -> dict:
         subj = task[len("mmlu_"):]
         a, b = S / "mmlu" / "test" / f"{subj}_test.csv", S / "mmlu" / "dev" / f"{subj}_dev.csv"
         splits, sources = {"test": conv_mmlu(a, subj), "dev": conv_mmlu(b, subj)}, [a, b]
-    elif task in ("gsm8k", "gsm8k_custom_metric"):
+    elif task in ("gsm8k", "gsm8k_cot", "gsm8k_custom_metric"):
         splits, sources = {"test": conv_gsm8k(GSM8K_TEST)}, [GSM8K_TEST]
     else:
         raise KeyError(task)

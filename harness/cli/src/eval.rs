@@ -79,6 +79,10 @@ pub struct Args {
     /// comparisons of the prefix KV cache; the results are the same up to float rounding).
     #[arg(long)]
     no_prefix_cache: bool,
+    /// Decode one generation at a time without prompt-lookup drafts (A/B comparisons; the
+    /// generations are the same up to float rounding).
+    #[arg(long)]
+    no_lookup_decoding: bool,
     /// Perplexity tasks: `gptq_concat:SEQLEN` or `strided:MAX_LENGTH:STRIDE` (token-level
     /// perplexity of the concatenated documents) instead of lm-eval's rolling windows.
     #[arg(long)]
@@ -172,6 +176,7 @@ pub fn run(args: Args) -> Result<()> {
         batch_size: args.batch_size.max(1),
         token_budget,
         prefix_cache: !args.no_prefix_cache,
+        lookup_decoding: !args.no_lookup_decoding,
     };
     let lm = LanguageModel::new(model, &tokenizer, settings.clone())
         .with_sampling_seed(args.sampling_seed);
@@ -214,6 +219,7 @@ pub fn run(args: Args) -> Result<()> {
         token_budget_source,
         max_length: settings.max_length,
         prefix_cache: lm.prefix_cache().to_string(),
+        lookup_decoding: lm.lookup_decoding(),
         limit: args.limit,
         bootstrap_iters: args.bootstrap_iters,
         fewshot_seed: args.seed,

@@ -85,6 +85,24 @@ pub enum ExitCode {
 }
 // Usage errors exit with 2, clap's code.
 
+/// libtorch allocates every tensor through malloc. glibc serves blocks above its mmap threshold
+/// (at most 32 MiB) with a fresh `mmap` that the kernel zero-fills page by page and unmaps again
+/// on free, so each large temporary costs page faults: 8 % of REAM's profile, half its system
+/// time. Serving all blocks from the heap and keeping freed memory in it lets the next one
+/// reuse the pages (docs/performance.md, "REAM application speed"); peak RSS grows by what
+/// fragmentation holds (+3 % on ARC-Easy, +16 % on REAM). A user's own `GLIBC_TUNABLES`
+/// malloc settings win.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        }
+    }
+}
+
 fn main() {
     // Like other Unix tools, stop quietly when the reader of stdout goes away (`| head`)
     // instead of panicking on the failed write.
@@ -92,6 +110,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             // RUST_LOG as usual; MOEBENCH_LOG, the older name, wins when both are set.

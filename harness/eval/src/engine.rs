@@ -14,7 +14,7 @@
 use crate::memory;
 use crate::plan::{Plan, PlanJob, Reuse};
 use crate::EvalError;
-use moebench_model::generate::{decode, GreedyDecoder, StopCondition};
+use moebench_model::generate::{decode, decode_lookup, GreedyDecoder, StopCondition};
 use moebench_model::kv_cache::{KvCache, SequenceKv};
 use moebench_model::Model;
 use tch::{Device, Kind, Tensor};
@@ -54,6 +54,8 @@ pub struct RunStats {
     pub passes: usize,
     /// New token positions those passes encoded (padding excluded).
     pub positions: usize,
+    /// Positions the passes computed, padding included (rows × widest row).
+    pub padded_positions: usize,
     /// Kept prefixes dropped under the memory limit before all their continuations ran.
     pub evictions: usize,
     /// Most bytes of kept keys and values at any time.
@@ -87,6 +89,7 @@ pub struct Engine<'m> {
     token_bytes: u64,
     kv_bytes: u64,
     cache_bytes: u64,
+    lookup_decoding: bool,
 }
 
 impl<'m> Engine<'m> {
@@ -100,7 +103,15 @@ impl<'m> Engine<'m> {
             token_bytes,
             kv_bytes: memory::kv_bytes_per_token(&model.config, model.kind),
             cache_bytes: (pass_bytes as f64 * memory::PREFIX_CACHE_SHARE) as u64,
+            lookup_decoding: true,
         }
+    }
+
+    /// Whether a generation decoded alone (batch 1, or the last of a batch) feeds prompt-lookup
+    /// drafts with each step ([`decode_lookup`]; on by default, off for A/B timing).
+    pub fn lookup_decoding(mut self, on: bool) -> Self {
+        self.lookup_decoding = on;
+        self
     }
 
     /// Answers `jobs` in order. `stop` decides when a generation (by job index) is finished,
@@ -150,6 +161,8 @@ impl<'m> Engine<'m> {
         let plan = Plan::new(&plan_jobs, reuse);
         let _guard = tch::no_grad_guard();
         let mut run = Execution::new(self, plan, jobs);
+        run.pack_ragged = reuse != Reuse::Nothing;
+        run.lookup_decoding = self.lookup_decoding && reuse != Reuse::Nothing;
         loop {
             if run.should_decode() {
                 run.decode_batch(stop);
@@ -169,6 +182,7 @@ impl<'m> Engine<'m> {
             ?reuse,
             passes = s.passes,
             positions = s.positions,
+            padded_positions = s.padded_positions,
             evictions = s.evictions,
             peak_kept_mib = s.peak_kept_bytes as f64 / (1 << 20) as f64,
             "engine run"
@@ -193,6 +207,12 @@ struct Execution<'e, 'm> {
     scores: Vec<(f64, bool)>,
     generated: Vec<Vec<i64>>,
     stats: RunStats,
+    /// Ragged passes run packed ([`Model::forward_hidden_packed`]): rows are independent
+    /// token by token, which routing that is not causal ([`Reuse::Nothing`]) rules out.
+    pack_ragged: bool,
+    /// A generation decoded alone uses prompt-lookup drafts ([`decode_lookup`]); it needs
+    /// per-token routing too, and [`Engine::lookup_decoding`].
+    lookup_decoding: bool,
 }
 
 impl<'e, 'm> Execution<'e, 'm> {
@@ -214,6 +234,8 @@ impl<'e, 'm> Execution<'e, 'm> {
             scores: vec![(0.0, true); jobs.len()],
             generated: vec![Vec::new(); jobs.len()],
             stats: RunStats::default(),
+            pack_ragged: false,
+            lookup_decoding: false,
         };
         let roots = run.plan.roots.clone();
         run.push_ready(&roots);
@@ -310,6 +332,7 @@ impl<'e, 'm> Execution<'e, 'm> {
             .map(|&s| self.plan.stages[s].len())
             .max()
             .unwrap_or(0);
+        self.stats.padded_positions += batch.len() * width;
         let mut ids = vec![0i64; batch.len() * width];
         let mut new_mask = vec![0i64; batch.len() * width];
         for (r, &s) in batch.iter().enumerate() {
@@ -343,24 +366,39 @@ impl<'e, 'm> Execution<'e, 'm> {
         });
         let input = Tensor::from_slice(&ids).view(shape).to_device(device);
         let keep_cache = continued || cached > 0;
-        let hidden = model.forward_hidden(
-            &input,
-            mask.as_ref(),
-            keep_cache.then_some(&mut cache),
-            &mut Default::default(),
-        );
-        let hidden = hidden.view([-1, hidden.size()[2]]);
+        let cache_arg = keep_cache.then_some(&mut cache);
+        // Row `r`'s first position in `hidden`'s rows: padded rows of `width`, or packed real
+        // tokens when the batch is ragged and rows may be packed (per-token routing).
+        let (hidden, row_starts): (Tensor, Vec<usize>) = match mask.as_ref() {
+            Some(m) if ragged && self.pack_ragged => {
+                let starts = batch
+                    .iter()
+                    .scan(0, |at, &s| {
+                        let start = *at;
+                        *at += self.plan.stages[s].len();
+                        Some(start)
+                    })
+                    .collect();
+                (model.forward_hidden_packed(&input, m, cache_arg), starts)
+            }
+            _ => {
+                let hidden =
+                    model.forward_hidden(&input, mask.as_ref(), cache_arg, &mut Default::default());
+                let starts = (0..batch.len()).map(|r| r * width).collect();
+                (hidden.view([-1, hidden.size()[2]]), starts)
+            }
+        };
 
         // Scored positions and the last prompt position of generations, flattened.
         let (mut flat_rows, mut targets) = (Vec::new(), Vec::new());
-        for (r, &s) in batch.iter().enumerate() {
+        for (&s, &row_start) in batch.iter().zip(&row_starts) {
             let stage = &self.plan.stages[s];
             for sp in &stage.scored {
-                flat_rows.push((r * width + sp.position - stage.start) as i64);
+                flat_rows.push((row_start + sp.position - stage.start) as i64);
                 targets.push(sp.target);
             }
             if !stage.generations.is_empty() {
-                flat_rows.push((r * width + stage.len() - 1) as i64);
+                flat_rows.push((row_start + stage.len() - 1) as i64);
                 targets.push(0);
             }
         }
@@ -447,8 +485,26 @@ impl<'e, 'm> Execution<'e, 'm> {
             limits: &limits,
             inner: stop,
         };
-        let first = batch.iter().map(|b| b.2).collect();
-        let out = decode(decoder, first, longest.1, &mut rows);
+        let out = match batch.as_slice() {
+            [(job, _, first)] if self.lookup_decoding => {
+                let Job::Generate { prompt, .. } = &self.jobs[*job] else {
+                    unreachable!("only generations decode")
+                };
+                vec![decode_lookup(
+                    decoder,
+                    prompt.clone(),
+                    *first,
+                    longest.1,
+                    &mut rows,
+                )]
+            }
+            _ => decode(
+                decoder,
+                batch.iter().map(|b| b.2).collect(),
+                longest.1,
+                &mut rows,
+            ),
+        };
         for ((job, stage, _), mut ids) in batch.into_iter().zip(out) {
             ids.truncate(self.max_new_tokens(job));
             self.generated[job] = ids;

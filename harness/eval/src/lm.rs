@@ -47,6 +47,9 @@ pub struct LmSettings {
     /// Encode a prefix shared by several requests once and continue its keys and values
     /// (`--no-prefix-cache` turns it off for A/B comparisons; results are the same).
     pub prefix_cache: bool,
+    /// Decode a generation that runs alone with prompt-lookup drafts (`--no-lookup-decoding`
+    /// turns it off for A/B comparisons; generations are the same up to float rounding).
+    pub lookup_decoding: bool,
 }
 
 pub struct LanguageModel<'a> {
@@ -321,6 +324,12 @@ impl<'a> LanguageModel<'a> {
         PrefixCache::for_model(self.model, self.settings.prefix_cache)
     }
 
+    /// Whether lone generations use prompt-lookup drafts: asked for, and routing per token
+    /// (a draft token must not change the experts of the tokens before it).
+    pub fn lookup_decoding(&self) -> bool {
+        self.settings.lookup_decoding && self.reuse() != Reuse::Nothing
+    }
+
     fn reuse(&self) -> Reuse {
         self.prefix_cache().reuse()
     }
@@ -334,6 +343,7 @@ impl<'a> LanguageModel<'a> {
                 max_length: self.settings.max_length,
             },
         )
+        .lookup_decoding(self.settings.lookup_decoding)
     }
 
     /// `HFLM.generate_until`'s prompt: the context left-truncated to

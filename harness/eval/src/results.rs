@@ -69,6 +69,8 @@ pub struct RunConfig {
     pub max_length: usize,
     /// `on`, `off` (`--no-prefix-cache`) or why it is off (non-causal routing).
     pub prefix_cache: String,
+    /// Prompt-lookup drafts in lone generations (`--no-lookup-decoding` turns them off).
+    pub lookup_decoding: bool,
     pub limit: Option<usize>,
     pub bootstrap_iters: usize,
     pub fewshot_seed: u64,
@@ -104,6 +106,7 @@ impl RunConfig {
             "token_budget": self.token_budget,
             "token_budget_source": self.token_budget_source,
             "prefix_cache": self.prefix_cache,
+            "lookup_decoding": self.lookup_decoding,
             "max_length": self.max_length,
             "tokenizer_sha256": self.tokenizer_sha256,
             "harness_version": self.harness_version,

@@ -325,16 +325,14 @@ impl BlockStream {
         self.states.iter().map(|(_, inputs)| inputs).collect()
     }
 
-    /// Runs block `next_block()` on every batch for `observer`'s sake, without advancing: the
-    /// statistics of a block that is about to change.
+    /// Shows `observer` block `next_block()` of every batch, without advancing: the statistics
+    /// of a block that is about to change. Only its MoE event and hidden-state hooks up to the
+    /// FFN input fire ([`Model::observe_moe_block`]): the block's own expert pass and output
+    /// would be thrown away. A dense block is not observed.
     pub fn observe(&self, model: &Model, observer: &mut dyn ForwardObserver) {
         tch::no_grad(|| {
             for (x, inputs) in &self.states {
-                let mut opts = ForwardOptions {
-                    observer: Some(&mut *observer),
-                    route_override: None,
-                };
-                let _ = model.forward_block(self.next, x.shallow_clone(), inputs, None, &mut opts);
+                model.observe_moe_block(self.next, x.shallow_clone(), inputs, observer);
             }
         });
     }

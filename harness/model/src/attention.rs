@@ -4,6 +4,7 @@
 use crate::config::QkNorm;
 use crate::kv_cache::LayerCache;
 use crate::layers::{Linear, RmsNorm};
+use crate::packing::Packing;
 use crate::rope;
 use tch::Tensor;
 
@@ -24,7 +25,10 @@ pub struct Attention {
 
 impl Attention {
     /// `x` `[B, T, H]`, `cos`/`sin` `[B, T, head_dim]`, `mask` `[B, 1, T, S]` bool. Without a mask,
-    /// `causal` selects SDPA's built-in causal mask (valid only when nothing is cached).
+    /// `causal` selects SDPA's built-in causal mask (valid only when nothing is cached). With a
+    /// `packing`, `x` and the output are its real tokens `[N, H]`: the projections skip padding,
+    /// and queries, keys and values are laid out padded (zero at padding) for SDPA and the cache.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         x: &Tensor,
@@ -33,8 +37,12 @@ impl Attention {
         mask: Option<&Tensor>,
         causal: bool,
         cache: Option<&mut LayerCache>,
+        packing: Option<&Packing>,
     ) -> Tensor {
-        let (b, t) = (x.size()[0], x.size()[1]);
+        let (b, t) = match packing {
+            Some(p) => p.padded_shape(),
+            None => (x.size()[0], x.size()[1]),
+        };
         let mut q = self.q_proj.forward(x);
         let mut k = self.k_proj.forward(x);
         let mut v = self.v_proj.forward(x);
@@ -47,7 +55,13 @@ impl Attention {
             k = k.clamp(-c, c);
             v = v.clamp(-c, c);
         }
-        let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]);
+        let split = |y: Tensor, heads: i64| {
+            match packing {
+                Some(p) => p.unpack(&y),
+                None => y,
+            }
+            .view([b, t, heads, self.head_dim])
+        };
         let mut q = split(q, self.num_heads);
         let mut k = split(k, self.num_kv_heads);
         if self.qk_norm == QkNorm::PerHead {
@@ -75,6 +89,9 @@ impl Attention {
             .transpose(1, 2)
             .contiguous()
             .view([b, t, self.num_heads * self.head_dim]);
-        self.o_proj.forward(&out)
+        match packing {
+            Some(p) => self.o_proj.forward(&p.pack(&out)),
+            None => self.o_proj.forward(&out),
+        }
     }
 }

@@ -98,6 +98,13 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Forgets every column from `len` on (rejected draft tokens); the next append overwrites them.
+    pub fn truncate(&mut self, len: i64) {
+        for layer in &mut self.layers {
+            layer.len = layer.len.min(len);
+        }
+    }
+
     /// A batch whose row `r` continues `seqs[r]`, and the `[B, S]` attention mask of the cached
     /// columns (1 = real) when the sequences differ in length (`None`: no padding). Rows that
     /// all continue the same sequence share its storage (an expanded view, no copy).

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod model;
 pub mod moe;
 pub mod observer;
+pub mod packing;
 pub mod rope;
 pub mod sampling;
 pub mod save;

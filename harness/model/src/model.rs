@@ -8,6 +8,7 @@ use crate::kv_cache::LayerCache;
 use crate::layers::{Linear, Mlp, RmsNorm};
 use crate::moe::{MoeEvent, MoeLayer, SharedExpert, TopK};
 use crate::observer::{ForwardObserver, HiddenPoint};
+use crate::packing::Packing;
 use crate::rope::Rope;
 use crate::weights::WeightMap;
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub struct BlockInputs {
     token_mask: Option<Tensor>,
     /// Nothing is cached: SDPA's causal mask is valid when `mask` is `None`.
     causal: bool,
+    /// The residual stream holds only the real tokens ([`Model::forward_hidden_packed`]).
+    packing: Option<Packing>,
 }
 
 /// Optional parts of a forward call.
@@ -380,6 +383,7 @@ impl Model {
             mask,
             token_mask,
             causal: past == 0,
+            packing: None,
         }
     }
 
@@ -389,11 +393,53 @@ impl Model {
     pub fn forward_block(
         &self,
         l: usize,
-        mut x: Tensor,
+        x: Tensor,
         inputs: &BlockInputs,
         cache: Option<&mut LayerCache>,
         opts: &mut ForwardOptions<'_>,
     ) -> Tensor {
+        let (x, h) = self.attention_half(l, x, inputs, cache, opts);
+        let y = match &self.layers[l].ffn {
+            Ffn::Dense(m) => m.forward(&h),
+            Ffn::Moe(moe) => {
+                // A packed stream `[N, H]` is one row of real tokens to the MoE layer.
+                let (h, token_mask) = match &inputs.packing {
+                    Some(_) => (h.unsqueeze(0), None),
+                    None => (h, inputs.token_mask.as_ref()),
+                };
+                let y = match opts.observer.as_deref_mut() {
+                    Some(o) => moe.forward(
+                        l,
+                        &h,
+                        token_mask,
+                        opts.route_override,
+                        Some(&mut |event: &MoeEvent<'_>| o.on_moe(l, moe, event)),
+                    ),
+                    None => moe.forward(l, &h, token_mask, opts.route_override, None),
+                };
+                match &inputs.packing {
+                    Some(_) => y.squeeze_dim(0),
+                    None => y,
+                }
+            }
+        };
+        // Out of place on purpose: autograd keeps `x` for the norm's backward (training).
+        let x = x + y;
+        if let Some(o) = opts.observer.as_deref_mut() {
+            o.on_hidden(l, HiddenPoint::BlockOutput, &x);
+        }
+        x
+    }
+
+    /// Block `l` up to its FFN: the residual stream after attention, and the FFN's input.
+    fn attention_half(
+        &self,
+        l: usize,
+        x: Tensor,
+        inputs: &BlockInputs,
+        cache: Option<&mut LayerCache>,
+        opts: &mut ForwardOptions<'_>,
+    ) -> (Tensor, Tensor) {
         let block = &self.layers[l];
         if let Some(o) = opts.observer.as_deref_mut() {
             o.on_hidden(l, HiddenPoint::BlockInput, &x);
@@ -406,37 +452,78 @@ impl Model {
             inputs.mask.as_ref(),
             inputs.causal,
             cache,
+            inputs.packing.as_ref(),
         );
         // Out of place on purpose: autograd keeps `x` for the norm's backward (training).
-        #[allow(clippy::assign_op_pattern)]
-        {
-            x = x + attn;
-        }
+        let x = x + attn;
         let h = block.post_norm.forward(&x);
         if let Some(o) = opts.observer.as_deref_mut() {
             o.on_hidden(l, HiddenPoint::FfnInput, &h);
         }
-        let y = match &block.ffn {
-            Ffn::Dense(m) => m.forward(&h),
-            Ffn::Moe(moe) => match opts.observer.as_deref_mut() {
-                Some(o) => moe.forward(
-                    l,
-                    &h,
-                    inputs.token_mask.as_ref(),
-                    opts.route_override,
-                    Some(&mut |event: &MoeEvent<'_>| o.on_moe(l, moe, event)),
-                ),
-                None => moe.forward(l, &h, inputs.token_mask.as_ref(), opts.route_override, None),
-            },
+        (x, h)
+    }
+
+    /// What [`Model::forward_block`] shows `observer` of MoE block `l` — the block input, the
+    /// FFN input and the MoE event, the same values bit for bit — without running its experts
+    /// or producing its output: statistics of a block about to change (REAM's sequential pass)
+    /// need only these, and the experts are most of the block's cost. Returns `false` (and
+    /// observes nothing) for a dense block.
+    pub fn observe_moe_block(
+        &self,
+        l: usize,
+        x: Tensor,
+        inputs: &BlockInputs,
+        observer: &mut dyn ForwardObserver,
+    ) -> bool {
+        let Ffn::Moe(moe) = &self.layers[l].ffn else {
+            return false;
         };
-        #[allow(clippy::assign_op_pattern)]
-        {
-            x = x + y;
+        let mut opts = ForwardOptions {
+            observer: Some(&mut *observer),
+            route_override: None,
+        };
+        let (_, h) = self.attention_half(l, x, inputs, None, &mut opts);
+        let (logits, selection) = moe.route(&h, inputs.token_mask.as_ref(), None);
+        observer.on_moe(
+            l,
+            moe,
+            &MoeEvent {
+                layer: l,
+                input: &h,
+                router_logits: &logits,
+                selection: &selection,
+                token_mask: inputs.token_mask.as_ref(),
+            },
+        );
+        true
+    }
+
+    /// Final hidden states `[N, H]` of the real new tokens of `input_ids` `[B, T]` (those with
+    /// `attention_mask` `[B, past + T]` set), row-major: [`Model::forward_hidden`] with the
+    /// token-wise work done on real tokens only ([`Packing`]). For per-token routing the rows
+    /// equal `forward_hidden`'s at those positions (tested); no observer or route override.
+    pub fn forward_hidden_packed(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let mut inputs = self.block_inputs(input_ids, Some(attention_mask), past);
+        let packing = Packing::new(
+            inputs
+                .token_mask
+                .as_ref()
+                .expect("block_inputs keeps the token mask of an attention mask"),
+        );
+        let mut x = self.embed.index_select(0, &packing.pack(input_ids));
+        inputs.packing = Some(packing);
+        let mut opts = ForwardOptions::default();
+        for l in 0..self.layers.len() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.forward_block(l, x, &inputs, layer_cache, &mut opts);
         }
-        if let Some(o) = opts.observer.as_deref_mut() {
-            o.on_hidden(l, HiddenPoint::BlockOutput, &x);
-        }
-        x
+        self.norm.forward(&x)
     }
 
     /// LM-head logits in f32 for final hidden states.

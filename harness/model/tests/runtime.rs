@@ -187,3 +187,153 @@ fn retaining_experts_keeps_the_config_in_step() {
     let d = f64::try_from((logits(&model) - logits(&reloaded)).abs().max()).unwrap();
     assert_eq!(d, 0.0);
 }
+
+/// A ragged batch run packed (token-wise work on real tokens only) gives the padded forward's
+/// hidden states at every real position, from scratch and continuing a cached prefix, for
+/// every family. Bound: 1e-5 absolute (the two runs multiply matrices of different heights,
+/// which BLAS may block differently); seen: ≤ 4e-6 here, and bit-identical log-likelihoods on
+/// SmolLM2's ARC-Easy at batch 8.
+#[test]
+fn packed_forward_equals_the_padded_rows() {
+    let _g = tch::no_grad_guard();
+    let ids =
+        Tensor::from_slice(&[3i64, 17, 42, 5, 99, 1, 64, 7, 0, 0, 8, 0, 0, 0, 0]).view([3, 5]);
+    let new_mask =
+        Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0]).view([3, 5]);
+    let prefix = Tensor::from_slice(&[11i64, 12, 13, 14])
+        .view([1, 4])
+        .repeat([3, 1]);
+    for name in [
+        "llama",
+        "llama3",
+        "qwen2",
+        "qwen3",
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe",
+        "olmoe",
+    ] {
+        let model = load(&tiny(name)).unwrap();
+        for past in [0, 4] {
+            let cache_after_prefix = || {
+                let mut cache = moebench_model::KvCache::new(model.num_layers());
+                if past > 0 {
+                    let _ = model.forward_hidden(
+                        &prefix,
+                        None,
+                        Some(&mut cache),
+                        &mut Default::default(),
+                    );
+                }
+                cache
+            };
+            let mask = Tensor::cat(
+                &[
+                    Tensor::ones([3, past], (Kind::Int64, Device::Cpu)),
+                    new_mask.shallow_clone(),
+                ],
+                1,
+            );
+            let (mut padded_cache, mut packed_cache) = (cache_after_prefix(), cache_after_prefix());
+            let padded = model.forward_hidden(
+                &ids,
+                Some(&mask),
+                Some(&mut padded_cache),
+                &mut Default::default(),
+            );
+            let packed = model.forward_hidden_packed(&ids, &mask, Some(&mut packed_cache));
+            let real = new_mask.reshape([-1]).nonzero().squeeze_dim(1);
+            let expected = padded.flatten(0, 1).index_select(0, &real);
+            assert_eq!(packed.size(), expected.size(), "{name}, past {past}");
+            let diff = f64::try_from((&packed - &expected).abs().max()).unwrap();
+            assert!(diff <= 1e-5, "{name}, past {past}: max |Δ| {diff}");
+            // The cached keys and values of real positions agree too (generation continues them).
+            let continue_one = |cache: &mut moebench_model::KvCache| {
+                let next = Tensor::from_slice(&[5i64, 6, 7]).view([3, 1]);
+                let mask = Tensor::cat(
+                    &[
+                        mask.shallow_clone(),
+                        Tensor::ones([3, 1], (Kind::Int64, Device::Cpu)),
+                    ],
+                    1,
+                );
+                model.forward_hidden(&next, Some(&mask), Some(cache), &mut Default::default())
+            };
+            let diff = f64::try_from(
+                (continue_one(&mut packed_cache) - continue_one(&mut padded_cache))
+                    .abs()
+                    .max(),
+            )
+            .unwrap();
+            assert!(
+                diff <= 1e-5,
+                "{name}, past {past}, next token: max |Δ| {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn lookup_draft_continues_the_latest_earlier_ngram() {
+    use moebench_model::generate::lookup_draft;
+    // The last trigram (7, 8, 9) occurred at 4..7; the draft is what followed it.
+    let text = [1, 7, 8, 9, 7, 8, 9, 4, 5, 6, 7, 8, 9];
+    assert_eq!(lookup_draft(&text, 3), [4, 5, 6]);
+    assert_eq!(lookup_draft(&text, 10), [4, 5, 6, 7, 8, 9]);
+    // Only the bigram (2, 3) repeats.
+    assert_eq!(lookup_draft(&[9, 2, 3, 4, 1, 2, 3], 2), [4, 1]);
+    assert!(lookup_draft(&[1, 2, 3, 4], 5).is_empty());
+    assert!(lookup_draft(&[1, 2, 1, 2], 0).is_empty());
+}
+
+/// Decoding with prompt-lookup drafts gives plain greedy decoding's ids, for dense and MoE
+/// families, on prompts whose repeats make drafts (and the test checks that some were fed).
+#[test]
+fn lookup_decoding_is_greedy_decoding() {
+    use moebench_model::generate::{
+        decode_lookup, greedy_batch, lookup_draft, GreedyDecoder, StopOnIds,
+    };
+    let prompt: Vec<i64> = [5, 6, 7, 8, 9].repeat(4);
+    for name in ["llama", "qwen3", "mixtral", "qwen2_moe", "olmoe"] {
+        let model = load(&tiny(name)).unwrap();
+        let greedy = greedy_batch(
+            &model,
+            std::slice::from_ref(&prompt),
+            24,
+            &mut StopOnIds(vec![]),
+        )
+        .remove(0);
+        let (decoder, first) = GreedyDecoder::prefill(&model, std::slice::from_ref(&prompt));
+        let lookup = decode_lookup(
+            decoder,
+            prompt.clone(),
+            first[0],
+            24,
+            &mut StopOnIds(vec![]),
+        );
+        assert_eq!(lookup, greedy, "{name}");
+        let text: Vec<i64> = prompt.iter().chain(&greedy).copied().collect();
+        assert!(
+            (prompt.len() + 1..text.len()).any(|end| !lookup_draft(&text[..end], 4).is_empty()),
+            "{name}: no draft was fed"
+        );
+        // Stops are honoured inside a kept draft.
+        let stop_at = greedy[3];
+        let (decoder, first) = GreedyDecoder::prefill(&model, std::slice::from_ref(&prompt));
+        let stopped = decode_lookup(
+            decoder,
+            prompt.clone(),
+            first[0],
+            24,
+            &mut StopOnIds(vec![stop_at]),
+        );
+        let expected = greedy_batch(
+            &model,
+            std::slice::from_ref(&prompt),
+            24,
+            &mut StopOnIds(vec![stop_at]),
+        )
+        .remove(0);
+        assert_eq!(stopped, expected, "{name}, stop id");
+    }
+}

@@ -720,6 +720,7 @@ impl Runner<'_> {
             batch_size: defaults.batch_size.get(),
             token_budget: budget.resolve(model, max_length).0,
             prefix_cache: true,
+            lookup_decoding: true,
         };
         let opts = EvalOptions {
             limit: plan.limit(&plan.tasks[t]),

@@ -51,7 +51,7 @@ pub struct MergeSettings {
     pub samples: usize,
     /// PCA dimension of REAM's weight cost (64).
     pub pca_dim: usize,
-    /// How the PCA finds its axes: exact (default) or the REAM code's randomized solver.
+    /// How the PCA finds its axes: the REAM code's randomized solver (default) or exact.
     pub pca_solver: PcaSolver,
     /// Seed of the activation sample (REAM code: 42).
     pub seed: u64,
@@ -68,7 +68,7 @@ impl MergeSettings {
             alignment,
             samples: 32768,
             pca_dim: 64,
-            pca_solver: PcaSolver::Exact,
+            pca_solver: PcaSolver::Randomized,
             seed: 42,
             calibration: CalibrationOptions::default(),
         }

@@ -326,13 +326,13 @@ fn l2_normalise_rows(t: &Tensor) -> Tensor {
 pub enum PcaSolver {
     /// The exact top-r axes: eigenvectors of the f64 Gram `X_cᵀX_c` (`3H × 3H`, so the cost
     /// does not grow with `N·F` beyond the Gram itself).
-    #[default]
     Exact,
-    /// The REAM code's `torch.pca_lowrank(x, q=r)` (seeded): a randomized range finder with
-    /// q = r columns and 2 power iterations (Halko, Martinsson & Tropp 2011, Alg. 4.4 with QR
+    /// The REAM code's `torch.pca_lowrank(x, q=r)` (seeded), the default as in the code: a
+    /// randomized range finder with q = r columns and 2 power iterations (Halko, Martinsson & Tropp 2011, Alg. 4.4 with QR
     /// re-orthonormalisation), in f32 as the code; approximate axes at `O(N·F·3H·r)` instead
     /// of the Gram's `O(N·F·(3H)²)`. The test matrix is drawn from the merge seed, not
     /// libtorch's generator, so it is reproducible but not the code's exact draw.
+    #[default]
     Randomized,
 }
 

@@ -93,6 +93,21 @@ impl MoeLayer {
             .linear::<Tensor>(&self.w_down.get(expert), None)
     }
 
+    /// Router logits and the selection for `x` `[B, T, H]` (what [`MoeLayer::forward`] routes by).
+    pub fn route(
+        &self,
+        x: &Tensor,
+        token_mask: Option<&Tensor>,
+        route_override: Option<i64>,
+    ) -> (Tensor, Selection) {
+        let logits = self.router_logits(x);
+        let selection = match route_override {
+            Some(e) => Selection::forced(&logits, e),
+            None => self.selector.select(&logits, token_mask),
+        };
+        (logits, selection)
+    }
+
     /// `x` `[B, T, H]`; `token_mask` `[B, T]` bool marks real tokens.
     pub fn forward<'o>(
         &self,
@@ -103,11 +118,7 @@ impl MoeLayer {
         on_event: Option<&mut (dyn FnMut(&MoeEvent<'_>) + 'o)>,
     ) -> Tensor {
         let size = x.size();
-        let logits = self.router_logits(x);
-        let selection = match route_override {
-            Some(e) => Selection::forced(&logits, e),
-            None => self.selector.select(&logits, token_mask),
-        };
+        let (logits, selection) = self.route(x, token_mask, route_override);
         if let Some(on_event) = on_event {
             on_event(&MoeEvent {
                 layer,

@@ -1,6 +1,6 @@
 """Regenerates `lm_eval_hashes.json`: what lm-evaluation-harness 0.4.13 itself builds and
 scores for the `*_shared` tasks of `suites/tasks/shared/` (as hashes only: no dataset text is
-stored) and for the standard `arc_easy` and `gsm8k` tasks on the synthetic Hub-cache fixtures in
+stored) and for the standard `arc_easy`, `gsm8k` and `gsm8k_cot` tasks on the synthetic Hub-cache fixtures in
 `../fixtures/hub`.
 
 For each shared task the original files in `shared/datasets/` are converted to the Hugging Face
@@ -212,6 +212,7 @@ def main():
         ("arc_easy", "arc/arc_easy.yaml", lambda: fixture("allenai/ai2_arc", "ARC-Easy", ["train", "test"]),
          {"validation_split": None}, [0, 3]),
         ("gsm8k", "gsm8k/gsm8k.yaml", lambda: fixture("openai/gsm8k", "main", ["train", "test"]), {}, [0, 5]),
+        ("gsm8k_cot", "gsm8k/gsm8k-cot.yaml", lambda: fixture("openai/gsm8k", "main", ["train", "test"]), {}, [8]),
         ("arc_challenge_shared", "arc/arc_challenge.yaml", lambda: {"test": ai2(f"{DATA}/arc_challenge/ARC-Challenge-Test.jsonl", "question")},
          {"training_split": None, "validation_split": None, "fewshot_split": "test"}, [0, 5]),
         ("openbookqa_shared", "openbookqa/openbookqa.yaml", lambda: {"test": ai2(f"{DATA}/openbookqa/test.jsonl", "question_stem")},
@@ -242,7 +243,7 @@ def main():
             for shots in shot_counts:
                 key = f"{name}/{shots}"
                 print(key, file=sys.stderr)
-                score = shots == 0 or name == "gsm8k"
+                score = shots == 0 or name.startswith("gsm8k")
                 out[key] = build(name, yaml_path or hellaswag_yaml, rows, {"task": name, **(overrides or {})}, shots, tmp, score)
     with open(OUT, "w") as f:
         json.dump(out, f, indent=1, sort_keys=True)
