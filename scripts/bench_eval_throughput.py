@@ -52,6 +52,8 @@ class Case:
     metrics: list = field(default_factory=lambda: ["acc", "acc_norm"])
     # `--scale` does not go below this (GSM8K: 16 problems keep generation timings above noise).
     min_limit: int = 1
+    # Shown in the table when `num_fewshot` is left to the task file.
+    task_shots: int = 0
 
 
 MMLU = ["abstract_algebra", "anatomy", "marketing"]
@@ -64,7 +66,7 @@ CASES = [
     # lm-eval's 8-shot GSM8K: `gsm8k_cot.yaml`, Wei et al.'s 8 chain-of-thought exemplars,
     # the same for every problem (`first_n` samples in the task file).
     Case("gsm8k_cot_8shot", ["gsm8k_cot"], ["gsm8k_cot_offline"], None, 16, fewshot_set=True,
-         metrics=["exact_match"], min_limit=16),
+         metrics=["exact_match"], min_limit=16, task_shots=8),
     # `gsm8k.yaml` (5-shot by default) at 8 shots, outside the set: its default sampler draws
     # each problem's examples at random, so no prompt shares a prefix with another.
     Case("gsm8k_8shot", ["gsm8k"], ["gsm8k_offline"], 8, 16, fewshot_from_test=True,
@@ -193,7 +195,7 @@ def main() -> int:
                                                  batch_size=batch)
         for case in select(args.cases):
             limit = max(case.min_limit, round(case.limit * args.scale))
-            row = {"case": case.name, "shots": case.num_fewshot or 0, "limit": limit,
+            row = {"case": case.name, "shots": case.num_fewshot or case.task_shots, "limit": limit,
                    "docs": limit * len(case.moebench_tasks), "batch_size": batch, "threads": args.threads}
             ref = None if lm is None else lm_eval_run(fx, tm, lm, case, limit, work)
             cached = moebench_run(args, case, limit, batch, [])

@@ -160,9 +160,7 @@ impl<'m> Engine<'m> {
             .collect::<Result<_, _>>()?;
         let plan = Plan::new(&plan_jobs, reuse);
         let _guard = tch::no_grad_guard();
-        let mut run = Execution::new(self, plan, jobs);
-        run.pack_ragged = reuse != Reuse::Nothing;
-        run.lookup_decoding = self.lookup_decoding && reuse != Reuse::Nothing;
+        let mut run = Execution::new(self, plan, jobs, reuse);
         loop {
             if run.should_decode() {
                 run.decode_batch(stop);
@@ -207,8 +205,9 @@ struct Execution<'e, 'm> {
     scores: Vec<(f64, bool)>,
     generated: Vec<Vec<i64>>,
     stats: RunStats,
-    /// Ragged passes run packed ([`Model::forward_hidden_packed`]): rows are independent
-    /// token by token, which routing that is not causal ([`Reuse::Nothing`]) rules out.
+    /// Ragged passes run packed ([`Model::forward_hidden_packed`]): every token routes by its
+    /// own logits ([`moebench_model::moe::Selector::is_per_token`]), so the real tokens of all
+    /// rows may share one row.
     pack_ragged: bool,
     /// A generation decoded alone uses prompt-lookup drafts ([`decode_lookup`]); it needs
     /// per-token routing too, and [`Engine::lookup_decoding`].
@@ -216,7 +215,7 @@ struct Execution<'e, 'm> {
 }
 
 impl<'e, 'm> Execution<'e, 'm> {
-    fn new(engine: &'e Engine<'m>, plan: Plan, jobs: &'e [Job]) -> Self {
+    fn new(engine: &'e Engine<'m>, plan: Plan, jobs: &'e [Job], reuse: Reuse) -> Self {
         let pending = plan
             .stages
             .iter()
@@ -234,8 +233,12 @@ impl<'e, 'm> Execution<'e, 'm> {
             scores: vec![(0.0, true); jobs.len()],
             generated: vec![Vec::new(); jobs.len()],
             stats: RunStats::default(),
-            pack_ragged: false,
-            lookup_decoding: false,
+            pack_ragged: reuse != Reuse::Nothing
+                && engine
+                    .model
+                    .moe_layers()
+                    .all(|(_, moe)| moe.selector.is_per_token()),
+            lookup_decoding: engine.lookup_decoding && reuse != Reuse::Nothing,
         };
         let roots = run.plan.roots.clone();
         run.push_ready(&roots);

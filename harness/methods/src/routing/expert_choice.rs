@@ -49,6 +49,10 @@ impl Selector for ExpertChoice {
         self.mode.is_causal()
     }
 
+    fn is_per_token(&self) -> bool {
+        self.mode.is_per_token()
+    }
+
     /// A causal threshold (fitted on calibration data) is what a saved router must record; the
     /// scores are not rescaled.
     fn calibrated_state(&self) -> Option<CalibratedState> {

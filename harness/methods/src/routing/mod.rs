@@ -62,6 +62,11 @@ impl GroupMode {
         !matches!(self, GroupMode::FullSequence)
     }
 
+    /// True when a token's experts depend on its own scores only (a fitted threshold).
+    fn is_per_token(&self) -> bool {
+        matches!(self, GroupMode::Causal { .. })
+    }
+
     /// Boolean `[B, T, N]` selection of `scores` under this mode; padding never selected.
     fn select(&self, scores: &Tensor, real: &Tensor, budget: GroupBudget) -> Tensor {
         let transpose = match self {

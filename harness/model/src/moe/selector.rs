@@ -43,6 +43,12 @@ pub trait Selector: std::fmt::Debug + Send + Sync {
     fn is_causal(&self) -> bool {
         true
     }
+    /// True when a token's experts depend on its own router logits only — not on the other
+    /// tokens of its pass (Expert Choice's per-position groups across a batch depend on them):
+    /// only then may a pass pack the real tokens of ragged rows into one row.
+    fn is_per_token(&self) -> bool {
+        self.is_causal()
+    }
     /// Trainable tensors of the selector itself (e.g. DTop-p's per-layer logit scale), which a
     /// training loop optimises along with the model's weights.
     fn parameters(&self) -> Vec<Tensor> {
