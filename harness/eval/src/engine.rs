@@ -637,3 +637,63 @@ impl StopCondition for JobStop<'_> {
         generated.len() >= self.limits[row] || self.inner.is_done(self.jobs[row], generated)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moebench_model::moe::{Selection, Selector, TopK};
+    use moebench_model::Ffn;
+    use std::sync::Arc;
+
+    /// Causal, but a token's expert depends on the other rows of its pass: the mean of its
+    /// position's column (like Expert Choice's `decode_batch` groups).
+    #[derive(Debug)]
+    struct ColumnMean;
+
+    impl Selector for ColumnMean {
+        fn describe(&self) -> String {
+            "column_mean".into()
+        }
+        fn select(&self, logits: &Tensor, token_mask: Option<&Tensor>) -> Selection {
+            let mean = logits.mean_dim(0, true, Kind::Float);
+            TopK {
+                k: 1,
+                norm: moebench_model::config::RouterNorm::SoftmaxTopk,
+            }
+            .select(&(logits + mean), token_mask)
+        }
+        fn is_per_token(&self) -> bool {
+            false
+        }
+    }
+
+    /// Ragged passes are packed only when every selector routes a token by its own logits,
+    /// and never under [`Reuse::Nothing`]; lookup decoding follows the reuse mode.
+    #[test]
+    fn ragged_passes_pack_only_for_per_token_routing() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/tiny/mixtral");
+        let mut model = Model::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        let flags = |model: &Model, reuse: Reuse| {
+            let engine = Engine::new(
+                model,
+                Batching {
+                    batch_size: 4,
+                    token_budget: 1024,
+                    max_length: 64,
+                },
+            );
+            let run = Execution::new(&engine, Plan::new(&[], reuse), &[], reuse);
+            (run.pack_ragged, run.lookup_decoding)
+        };
+        assert_eq!(flags(&model, Reuse::SharedPrefixes), (true, true));
+        assert_eq!(flags(&model, Reuse::LongerPasses), (true, true));
+        assert_eq!(flags(&model, Reuse::Nothing), (false, false));
+        for block in &mut model.layers {
+            if let Ffn::Moe(moe) = &mut block.ffn {
+                moe.selector = Arc::new(ColumnMean);
+            }
+        }
+        assert_eq!(flags(&model, Reuse::SharedPrefixes), (false, true));
+    }
+}
