@@ -137,6 +137,11 @@ fn sharded_suite_on_slurm_with_a_requeued_task_equals_one_process() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Not within the second of the requeue: slurmd compares a launch credential's creation
+    // time with the job's revocation at one-second resolution and refuses a relaunch in the
+    // same second ("Job credential revoked"; the task then fails with exit 1 — seen once in CI
+    // when the release came 160 ms after the requeue). Slurm's own hold avoids it; so must we.
+    std::thread::sleep(Duration::from_secs(2));
     slurm(
         "scontrol",
         &["update", &format!("JobId={task}"), "StartTime=now"],
@@ -162,7 +167,13 @@ fn sharded_suite_on_slurm_with_a_requeued_task_equals_one_process() {
     eprintln!("report job {report} COMPLETED after array job {array}");
     for i in 0..3 {
         let state = job_state(&format!("{array}_{i}"));
-        assert_eq!(state, "COMPLETED", "task {array}_{i}");
+        assert_eq!(
+            state,
+            "COMPLETED",
+            "task {array}_{i}; its log:\n{}",
+            std::fs::read_to_string(run_dir.join(format!("slurm/shard-{i}.out")))
+                .unwrap_or_default()
+        );
     }
     let log = std::fs::read_to_string(run_dir.join("slurm/shard-0.out")).unwrap();
     let attempts: Vec<&str> = log
