@@ -332,15 +332,25 @@ impl Model {
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         opts: &mut ForwardOptions<'_>,
     ) -> Tensor {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let inputs = self.block_inputs(input_ids, attention_mask, past);
-        let mut x = self.embed_tokens(input_ids);
+        self.run_blocks(self.embed_tokens(input_ids), &inputs, cache, opts)
+    }
+
+    /// Every block on the residual stream `x`, then the final norm.
+    fn run_blocks(
+        &self,
+        mut x: Tensor,
+        inputs: &BlockInputs,
+        mut cache: Option<&mut KvCache>,
+        opts: &mut ForwardOptions<'_>,
+    ) -> Tensor {
         for l in 0..self.layers.len() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.forward_block(l, x, &inputs, layer_cache, opts);
+            x = self.forward_block(l, x, inputs, layer_cache, opts);
         }
         self.norm.forward(&x)
     }
@@ -506,7 +516,7 @@ impl Model {
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Tensor {
         let past = cache.as_ref().map_or(0, |c| c.len());
         let mut inputs = self.block_inputs(input_ids, Some(attention_mask), past);
@@ -516,14 +526,9 @@ impl Model {
                 .as_ref()
                 .expect("block_inputs keeps the token mask of an attention mask"),
         );
-        let mut x = self.embed.index_select(0, &packing.pack(input_ids));
+        let x = self.embed.index_select(0, &packing.pack(input_ids));
         inputs.packing = Some(packing);
-        let mut opts = ForwardOptions::default();
-        for l in 0..self.layers.len() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.forward_block(l, x, &inputs, layer_cache, &mut opts);
-        }
-        self.norm.forward(&x)
+        self.run_blocks(x, &inputs, cache, &mut ForwardOptions::default())
     }
 
     /// LM-head logits in f32 for final hidden states.

@@ -5,6 +5,18 @@ use moebench_model::{Model, ModelError};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+/// Every supported family's tiny random-weight checkpoint (tests/fixtures/tiny).
+const FAMILIES: [&str; 8] = [
+    "llama",
+    "llama3",
+    "qwen2",
+    "qwen3",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+];
+
 fn tiny(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/tiny")
@@ -32,16 +44,7 @@ fn scratch_copy(name: &str) -> tempfile::TempDir {
 
 #[test]
 fn save_pretrained_round_trips_every_family() {
-    for name in [
-        "llama",
-        "llama3",
-        "qwen2",
-        "qwen3",
-        "mixtral",
-        "qwen2_moe",
-        "qwen3_moe",
-        "olmoe",
-    ] {
+    for name in FAMILIES {
         let model = load(&tiny(name)).unwrap();
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("saved");
@@ -203,16 +206,7 @@ fn packed_forward_equals_the_padded_rows() {
     let prefix = Tensor::from_slice(&[11i64, 12, 13, 14])
         .view([1, 4])
         .repeat([3, 1]);
-    for name in [
-        "llama",
-        "llama3",
-        "qwen2",
-        "qwen3",
-        "mixtral",
-        "qwen2_moe",
-        "qwen3_moe",
-        "olmoe",
-    ] {
+    for name in FAMILIES {
         let model = load(&tiny(name)).unwrap();
         for past in [0, 4] {
             let cache_after_prefix = || {
