@@ -84,8 +84,7 @@ impl FakeHub {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let request = serve(stream.unwrap(), &files, addr);
-                    requests.lock().unwrap().push(request);
+                    serve(stream.unwrap(), &files, addr, &requests);
                 }
             }
         });
@@ -114,8 +113,15 @@ impl Drop for FakeHub {
     }
 }
 
-/// Answers one request and closes the connection.
-fn serve(mut stream: TcpStream, files: &HashMap<String, File>, addr: SocketAddr) -> Request {
+/// Answers one request and closes the connection. The request is logged before the answer is
+/// written: a client that has its answer must find its request in the log (logging after the
+/// write raced with the tests' request counts).
+fn serve(
+    mut stream: TcpStream,
+    files: &HashMap<String, File>,
+    addr: SocketAddr,
+    log: &Mutex<Vec<Request>>,
+) {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -140,6 +146,8 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, File>, addr: SocketAddr)
         headers,
     };
     let (status, extra, body, cut) = answer(&request, files, addr);
+    let is_head = request.method == "HEAD";
+    log.lock().unwrap().push(request);
     let mut head = format!(
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -148,10 +156,9 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, File>, addr: SocketAddr)
         head += &format!("{name}: {value}\r\n");
     }
     stream.write_all(format!("{head}\r\n").as_bytes()).unwrap();
-    if request.method != "HEAD" {
+    if !is_head {
         let _ = stream.write_all(&body[..if cut { body.len() / 2 } else { body.len() }]);
     }
-    request
 }
 
 type Answer = (&'static str, Vec<(&'static str, String)>, Vec<u8>, bool);
