@@ -154,6 +154,60 @@ fn compare_exit_codes() {
     assert!(stdout(&out).contains("REGRESSION"));
 }
 
+#[test]
+fn compare_json_lists_every_metric_with_its_verdict() {
+    let root = tempfile::tempdir().unwrap();
+    let base = synthetic_run(root.path(), "base", 0.62);
+    let worse = synthetic_run(root.path(), "worse", 0.45);
+    let out = moebench(&[
+        "compare",
+        path(&base),
+        path(&worse),
+        "--json",
+        "--fail-on-regression",
+        "--bootstrap-iters",
+        "500",
+    ]);
+    // The exit code follows the verdicts as without --json; stdout is one JSON document.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("see the rows with verdict `regression`"),
+        "{}",
+        stderr(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(doc["metrics"], rows.len());
+    assert_eq!(doc["options"]["bootstrap_iters"], 500);
+    let regressions: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "regression")
+        .collect();
+    assert_eq!(doc["regressions"], regressions.len());
+    assert_eq!(regressions.len(), 5, "{doc:#}");
+    let arc = rows
+        .iter()
+        .find(|r| {
+            r["model_label"] == "smol"
+                && r["method_label"] == "dense"
+                && r["task"] == "arc_easy"
+                && r["metric"] == "acc,none"
+        })
+        .unwrap_or_else(|| panic!("no dense arc_easy acc row: {doc:#}"));
+    assert_eq!(arc["verdict"], "regression");
+    assert_eq!(arc["higher_is_better"], true);
+    let (base_value, new_value) = (arc["base"].as_f64().unwrap(), arc["new"].as_f64().unwrap());
+    assert!((arc["delta"].as_f64().unwrap() - (new_value - base_value)).abs() < 1e-12);
+    assert!(arc["p_value"].as_f64().unwrap() < 0.05);
+    let kind = arc["test"]["kind"].as_str().unwrap();
+    assert!(["paired_bootstrap", "z_test"].contains(&kind), "{arc}");
+    // Rows that did not change are listed too, as not significant.
+    assert!(
+        rows.iter().any(|r| r["verdict"] == "not_significant"),
+        "{doc:#}"
+    );
+}
+
 fn target(method: &str, value: f64, tolerance: f64, source: &str) -> Target {
     Target {
         model: "smol".into(),

@@ -5,7 +5,7 @@ use crate::common::ModelArgs;
 use anyhow::{Context, Result};
 use moebench_eval::lm::DEFAULT_SAMPLING_SEED;
 use moebench_eval::results::{
-    markdown_table, results_json, write_lm_eval_outputs, RunConfig, RunGroup, TokenizerTokens,
+    markdown_table, plan_tasks, results_json, write_lm_eval_outputs, RunConfig, TokenizerTokens,
 };
 use moebench_eval::{evaluate_task, EvalOptions, LanguageModel, LmSettings, TaskOutcome};
 use moebench_model::cost::param_counts;
@@ -14,7 +14,7 @@ use moebench_runner::code::{check_confirmed, enable_code_execution, CodePolicy};
 use moebench_runner::loaded::TokenBudget;
 use moebench_runner::paths::task_dirs;
 use moebench_suite::write_atomic;
-use moebench_tasks::{Task, TaskIndex, TaskNode, DEFAULT_FEWSHOT_SEED};
+use moebench_tasks::{Task, TaskIndex, DEFAULT_FEWSHOT_SEED};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -89,43 +89,6 @@ pub struct Args {
     ppl_protocol: Option<String>,
 }
 
-/// Flattens resolved nodes into tasks (in order, each once) and the groups to aggregate,
-/// each over all its leaf tasks (lm-eval's `Group.aggregate` over `get_all_tasks()`, so a
-/// group of groups gets its own score).
-fn flatten(node: TaskNode, tasks: &mut Vec<moebench_tasks::TaskSpec>, groups: &mut Vec<RunGroup>) {
-    match node {
-        TaskNode::Task(spec) => {
-            if !tasks.iter().any(|t| t.name == spec.name) {
-                tasks.push(spec);
-            }
-        }
-        TaskNode::Tag { children, .. } => {
-            children.into_iter().for_each(|c| flatten(c, tasks, groups))
-        }
-        TaskNode::Group { spec, children } => {
-            groups.push(RunGroup {
-                tasks: children
-                    .iter()
-                    .flat_map(TaskNode::tasks)
-                    .map(|t| t.name.clone())
-                    .collect(),
-                members: children.iter().flat_map(member_names).collect(),
-                spec,
-            });
-            children.into_iter().for_each(|c| flatten(c, tasks, groups));
-        }
-    }
-}
-
-/// A group's members as lm-eval lists them (`group_subtasks`): tasks and groups, with tags
-/// replaced by their tasks.
-fn member_names(node: &TaskNode) -> Vec<String> {
-    match node {
-        TaskNode::Tag { children, .. } => children.iter().flat_map(member_names).collect(),
-        other => vec![other.name().to_owned()],
-    }
-}
-
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -139,10 +102,12 @@ pub fn run(args: Args) -> Result<()> {
     for (path, reason) in index.skipped() {
         eprintln!("warning: skipped {}: {reason}", path.display());
     }
-    let (mut specs, mut groups) = (Vec::new(), Vec::new());
-    for name in &args.tasks {
-        flatten(index.resolve(name)?, &mut specs, &mut groups);
-    }
+    let nodes = args
+        .tasks
+        .iter()
+        .map(|name| index.resolve(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (specs, groups) = plan_tasks(nodes);
     let code_policy = CodePolicy {
         confirmed: args.confirm_run_unsafe_code,
         python: args.code_python.clone(),

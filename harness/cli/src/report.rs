@@ -125,8 +125,12 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 10_000)]
     bootstrap_iters: usize,
     /// Print a markdown table (for a CI job summary) instead of aligned text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     markdown: bool,
+    /// Print the comparison as JSON (options, counts, and every metric's row with its test
+    /// and verdict) instead of a table. Exit codes are unchanged.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
@@ -137,23 +141,36 @@ pub fn run_compare(args: CompareArgs) -> Result<ExitCode> {
         ..CompareOptions::default()
     };
     let comparison = compare(&args.base, &args.new, &options)?;
-    print!("{}", comparison.render(args.markdown));
+    let where_to_look = match args.json {
+        true => {
+            println!("{}", serde_json::to_string_pretty(&comparison.to_json())?);
+            (
+                "the rows with verdict `not_a_number`",
+                "the rows with verdict `regression`",
+            )
+        }
+        false => {
+            print!("{}", comparison.render(args.markdown));
+            ("`NOT A NUMBER` in the table above", "the table above")
+        }
+    };
     let not_numbers = comparison.not_numbers().count();
     if not_numbers > 0 {
         bail!(
             "{not_numbers} metric(s) are not a number (NaN) in {} or {}: they cannot be compared; \
-             see `NOT A NUMBER` in the table above",
+             see {}",
             args.base.display(),
-            args.new.display()
+            args.new.display(),
+            where_to_look.0
         );
     }
     let regressions = comparison.regressions().count();
     if args.fail_on_regression && regressions > 0 {
         eprintln!(
-            "regression: {regressions} significant regression(s) between {} and {}; see the table \
-             above",
+            "regression: {regressions} significant regression(s) between {} and {}; see {}",
             args.base.display(),
-            args.new.display()
+            args.new.display(),
+            where_to_look.1
         );
         return Ok(ExitCode::Regression);
     }

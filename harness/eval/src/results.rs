@@ -12,7 +12,7 @@ use crate::EvalError;
 use moebench_core::stats::{group_mean, pooled_sample_stderr, unweighted_mean_stderr};
 use moebench_model::Tokenizer;
 use moebench_tasks::hashing::python_str;
-use moebench_tasks::GroupSpec;
+use moebench_tasks::{GroupSpec, TaskNode, TaskSpec};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -142,6 +142,50 @@ pub struct RunGroup {
     /// Its members as lm-eval lists them in `group_subtasks`: tasks and groups, with tags
     /// replaced by their tasks.
     pub members: Vec<String>,
+}
+
+/// The tasks to evaluate (in order, each once) and the groups to aggregate, from the
+/// resolved `--tasks` names. A group aggregates all its leaf tasks (lm-eval's
+/// `Group.aggregate` over `get_all_tasks()`, so a group of groups gets its own score).
+pub fn plan_tasks(nodes: Vec<TaskNode>) -> (Vec<TaskSpec>, Vec<RunGroup>) {
+    fn visit(node: TaskNode, tasks: &mut Vec<TaskSpec>, groups: &mut Vec<RunGroup>) {
+        match node {
+            TaskNode::Task(spec) => {
+                if !tasks.iter().any(|t| t.name == spec.name) {
+                    tasks.push(spec);
+                }
+            }
+            TaskNode::Tag { children, .. } => {
+                children.into_iter().for_each(|c| visit(c, tasks, groups))
+            }
+            TaskNode::Group { spec, children } => {
+                groups.push(RunGroup {
+                    tasks: children
+                        .iter()
+                        .flat_map(TaskNode::tasks)
+                        .map(|t| t.name.clone())
+                        .collect(),
+                    members: children.iter().flat_map(member_names).collect(),
+                    spec,
+                });
+                children.into_iter().for_each(|c| visit(c, tasks, groups));
+            }
+        }
+    }
+    let (mut tasks, mut groups) = (Vec::new(), Vec::new());
+    nodes
+        .into_iter()
+        .for_each(|node| visit(node, &mut tasks, &mut groups));
+    (tasks, groups)
+}
+
+/// A group's members as lm-eval lists them (`group_subtasks`): tasks and groups, with tags
+/// replaced by their tasks.
+fn member_names(node: &TaskNode) -> Vec<String> {
+    match node {
+        TaskNode::Tag { children, .. } => children.iter().flat_map(member_names).collect(),
+        other => vec![other.name().to_owned()],
+    }
 }
 
 /// A group's aggregate of its subtasks' metrics (`lm_eval/api/group.py` `Group.aggregate`):

@@ -7,6 +7,7 @@ use crate::significance::{test_records, LastLog, Test, Tested};
 use crate::text::render_table;
 use crate::ReportError;
 use moebench_suite::{Record, RecordKind};
+use serde_json::{json, Value};
 use std::path::Path;
 
 /// When a change counts as significant.
@@ -146,6 +147,25 @@ fn not_a_number(a: &Record, b: &Record) -> Row {
     }
 }
 
+/// `None` (JSON `null`) for NaN and infinities.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+impl Verdict {
+    /// The verdict's name in `compare --json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Regression => "regression",
+            Verdict::Improvement => "improvement",
+            Verdict::Changed => "changed",
+            Verdict::NotSignificant => "not_significant",
+            Verdict::Untested => "untested",
+            Verdict::NotANumber => "not_a_number",
+        }
+    }
+}
+
 fn verdict(
     delta: f64,
     p_value: Option<f64>,
@@ -177,6 +197,52 @@ impl Comparison {
         self.rows
             .iter()
             .filter(|r| r.verdict == Verdict::NotANumber)
+    }
+
+    /// The comparison for scripts and dashboards (`moebench compare --json`): the options, the
+    /// counts the exit code follows, and every row. A number that is NaN or infinite is `null`
+    /// (JSON has no NaN), with its row's verdict `not_a_number`.
+    pub fn to_json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "model_label": r.model_label,
+                    "method_label": r.method_label,
+                    "task": r.task,
+                    "metric": r.metric,
+                    "base": finite(r.base),
+                    "new": finite(r.new),
+                    "delta": finite(r.delta),
+                    "p_value": r.p_value,
+                    "ci95": r.ci.map(|(lo, hi)| [lo, hi]),
+                    "test": match r.test {
+                        Test::PairedBootstrap(documents) => {
+                            json!({"kind": "paired_bootstrap", "documents": documents})
+                        }
+                        Test::ZTest => json!({"kind": "z_test"}),
+                        Test::None => json!({"kind": "none"}),
+                    },
+                    "higher_is_better": r.higher_is_better,
+                    "verdict": r.verdict.name(),
+                })
+            })
+            .collect();
+        json!({
+            "base": self.base,
+            "new": self.new,
+            "options": {
+                "alpha": self.options.alpha,
+                "min_delta": self.options.min_delta,
+                "bootstrap_iters": self.options.iters,
+                "seed": self.options.seed,
+            },
+            "metrics": self.rows.len(),
+            "regressions": self.regressions().count(),
+            "not_numbers": self.not_numbers().count(),
+            "rows": rows,
+        })
     }
 
     /// The comparison as markdown (a CI job summary) or as an aligned text table.
