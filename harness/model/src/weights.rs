@@ -10,7 +10,9 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
 pub struct WeightMap {
-    tensors: HashMap<String, Tensor>,
+    /// The checkpoint's safetensors files, open for reading.
+    files: Vec<(PathBuf, std::fs::File)>,
+    tensors: HashMap<String, StoredTensor>,
     dir: PathBuf,
     device: Device,
     kind: Kind,
@@ -58,88 +60,172 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     })
 }
 
-/// Every tensor's shape in the checkpoint in `dir`, read from the safetensors headers only
-/// (no tensor data): what the pre-run checks compare with the config. A header longer than its
-/// file, or a tensor whose data lies past the end of its file (a truncated download), is an
-/// error naming the file.
-pub fn read_shapes(dir: &Path) -> Result<BTreeMap<String, Vec<i64>>> {
+/// Where one tensor's bytes lie in a safetensors file.
+struct StoredTensor {
+    /// Index into [`WeightMap::files`].
+    file: usize,
+    kind: Kind,
+    shape: Vec<i64>,
+    /// Absolute byte range in the file.
+    begin: u64,
+    end: u64,
+}
+
+/// Element type and size of a safetensors dtype.
+fn stored_kind(dtype: &str) -> Option<(Kind, u64)> {
+    Some(match dtype {
+        "F64" => (Kind::Double, 8),
+        "F32" => (Kind::Float, 4),
+        "F16" => (Kind::Half, 2),
+        "BF16" => (Kind::BFloat16, 2),
+        "I64" => (Kind::Int64, 8),
+        "I32" => (Kind::Int, 4),
+        "I16" => (Kind::Int16, 2),
+        "I8" => (Kind::Int8, 1),
+        "U8" => (Kind::Uint8, 1),
+        "BOOL" => (Kind::Bool, 1),
+        _ => return None,
+    })
+}
+
+/// The tensors of one safetensors file, from its header alone. A header longer than its file,
+/// a tensor whose data lies past the end of its file (a truncated download), or whose byte
+/// count does not match its shape and dtype, is an error naming the file.
+fn read_header(path: &Path, index: usize) -> Result<Vec<(String, StoredTensor)>> {
     use std::io::Read;
-    let mut shapes = BTreeMap::new();
-    for file in checkpoint_files(dir)? {
-        let bad = |msg: String| ModelError::Safetensors {
-            path: file.clone(),
-            msg,
-        };
-        let io = |source| ModelError::Io {
-            path: file.clone(),
-            source,
-        };
-        let mut f = std::fs::File::open(&file).map_err(io)?;
-        let file_len = f.metadata().map_err(io)?.len();
-        let mut len = [0u8; 8];
-        f.read_exact(&mut len)
-            .map_err(|e| bad(format!("cannot read the header length: {e}")))?;
-        let header_len = u64::from_le_bytes(len);
-        if header_len.saturating_add(8) > file_len {
+    let bad = |msg: String| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| bad(format!("cannot read the header length: {e}")))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len.saturating_add(8) > file_len {
+        return Err(bad(format!(
+            "the header claims {header_len} bytes but the file has {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("the header is not JSON: {e}")))?;
+    let data_start = 8 + header_len;
+    let mut tensors = Vec::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape: Vec<i64> = info
+            .get("shape")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or_else(|| bad(format!("tensor `{name}` has no shape")))?;
+        let offsets: Vec<u64> = info
+            .get("data_offsets")
+            .and_then(|o| serde_json::from_value(o.clone()).ok())
+            .filter(|o: &Vec<u64>| o.len() == 2 && o[0] <= o[1])
+            .ok_or_else(|| bad(format!("tensor `{name}` has no data offsets")))?;
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
+        let (kind, size) = stored_kind(dtype)
+            .ok_or_else(|| bad(format!("tensor `{name}` has unsupported dtype `{dtype}`")))?;
+        let (begin, end) = (data_start + offsets[0], data_start + offsets[1]);
+        if end > file_len {
             return Err(bad(format!(
-                "the header claims {header_len} bytes but the file has {file_len}"
+                "tensor `{name}` ends at byte {end} but the file has {file_len} (truncated)"
             )));
         }
-        let mut header = vec![0u8; header_len as usize];
-        f.read_exact(&mut header).map_err(io)?;
-        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("the header is not JSON: {e}")))?;
-        for (name, info) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let shape: Vec<i64> = info
-                .get("shape")
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
-                .ok_or_else(|| bad(format!("tensor `{name}` has no shape")))?;
-            let end = info
-                .get("data_offsets")
-                .and_then(|o| o.get(1))
-                .and_then(serde_json::Value::as_u64)
-                .ok_or_else(|| bad(format!("tensor `{name}` has no data offsets")))?;
-            if 8 + header_len + end > file_len {
-                return Err(bad(format!(
-                    "tensor `{name}` ends at byte {} but the file has {file_len} (truncated)",
-                    8 + header_len + end
-                )));
-            }
-            shapes.insert(name, shape);
+        let elements = shape.iter().map(|&d| d.max(0) as u64).product::<u64>();
+        if end - begin != elements * size {
+            return Err(bad(format!(
+                "tensor `{name}` has {} bytes, but shape {shape:?} of {dtype} needs {}",
+                end - begin,
+                elements * size
+            )));
+        }
+        let stored = StoredTensor {
+            file: index,
+            kind,
+            shape,
+            begin,
+            end,
+        };
+        tensors.push((name, stored));
+    }
+    Ok(tensors)
+}
+
+/// Every tensor's shape in the checkpoint in `dir`, read from the safetensors headers only
+/// (no tensor data): what the pre-run checks compare with the config.
+pub fn read_shapes(dir: &Path) -> Result<BTreeMap<String, Vec<i64>>> {
+    let mut shapes = BTreeMap::new();
+    for (index, file) in checkpoint_files(dir)?.iter().enumerate() {
+        for (name, stored) in read_header(file, index)? {
+            shapes.insert(name, stored.shape);
         }
     }
     Ok(shapes)
 }
 
+// Safetensors data is little-endian and is read into tensors as is.
+const _: () = assert!(cfg!(target_endian = "little"));
+
 impl WeightMap {
-    /// Loads every tensor of the checkpoint in `dir`, converted to `kind` on `device`.
+    /// Indexes every tensor of the checkpoint in `dir` (headers only). Tensors are read when
+    /// taken, each straight into its own storage: loading never holds a file's bytes and its
+    /// tensors at once, so peak memory is the model's size, not twice it.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<WeightMap> {
-        let mut tensors = HashMap::new();
-        for file in checkpoint_files(dir)? {
-            if !file.exists() {
+        let (mut files, mut tensors) = (Vec::new(), HashMap::new());
+        for (index, path) in checkpoint_files(dir)?.into_iter().enumerate() {
+            if !path.exists() {
                 return Err(ModelError::Io {
-                    path: file,
+                    path,
                     source: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
                         "shard listed in the index is missing",
                     ),
                 });
             }
-            let loaded = Tensor::read_safetensors(&file).map_err(|e| ModelError::Safetensors {
-                path: file.clone(),
-                msg: e.to_string(),
+            tensors.extend(read_header(&path, index)?);
+            let file = std::fs::File::open(&path).map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
             })?;
-            tensors.extend(loaded);
+            files.push((path, file));
         }
         Ok(WeightMap {
+            files,
             tensors,
             dir: dir.to_path_buf(),
             device,
             kind,
         })
+    }
+
+    /// Reads a stored tensor's bytes into a new CPU tensor.
+    fn read(&self, stored: &StoredTensor) -> Result<Tensor> {
+        use std::os::unix::fs::FileExt;
+        let (path, file) = &self.files[stored.file];
+        let tensor = Tensor::empty(stored.shape.as_slice(), (stored.kind, Device::Cpu));
+        let len = (stored.end - stored.begin) as usize;
+        if len > 0 {
+            // SAFETY: `tensor` is a fresh contiguous CPU tensor of exactly `len` bytes (its
+            // shape and dtype were checked against the byte range in `read_header`), and no
+            // other reference to its storage exists while the slice lives.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut u8, len) };
+            file.read_exact_at(bytes, stored.begin)
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.clone(),
+                    msg: format!("cannot read bytes {}..{}: {e}", stored.begin, stored.end),
+                })?;
+        }
+        Ok(tensor)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -156,18 +242,19 @@ impl WeightMap {
     }
 
     pub fn take_opt(&mut self, name: &str, shape: &[i64]) -> Result<Option<Tensor>> {
-        let Some(t) = self.tensors.remove(name) else {
+        let Some(stored) = self.tensors.remove(name) else {
             return Ok(None);
         };
-        if t.size() != shape {
+        if stored.shape != shape {
             return Err(ModelError::ShapeMismatch {
                 name: name.to_string(),
                 expected: shape.to_vec(),
-                found: t.size(),
+                found: stored.shape,
                 dir: self.dir.clone(),
             });
         }
-        Ok(Some(t.to_device(self.device).to_kind(self.kind)))
+        let tensor = self.read(&stored)?;
+        Ok(Some(tensor.to_device(self.device).to_kind(self.kind)))
     }
 
     /// Fails if tensors remain that the model did not use (apart from known derived buffers).
@@ -199,4 +286,90 @@ pub fn write_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Res
         path: path.to_path_buf(),
         msg: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, tensors: &[(&str, Tensor)]) {
+        let map = tensors
+            .iter()
+            .map(|(name, t)| (name.to_string(), t.shallow_clone()))
+            .collect();
+        write_safetensors(&map, &dir.join(SINGLE_FILE)).unwrap();
+    }
+
+    #[test]
+    fn tensors_are_read_on_take_in_every_stored_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        let f32s = Tensor::randn([3, 5], (Kind::Float, Device::Cpu));
+        let bf16s = Tensor::randn([4], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let ids = Tensor::from_slice(&[7i64, -2, 9]);
+        let empty = Tensor::zeros([0, 4], (Kind::Float, Device::Cpu));
+        write(
+            dir.path(),
+            &[
+                ("a", f32s.shallow_clone()),
+                ("b", bf16s.shallow_clone()),
+                ("c", ids.shallow_clone()),
+                ("e", empty),
+            ],
+        );
+        let mut weights = WeightMap::load(dir.path(), Device::Cpu, Kind::Float).unwrap();
+        assert!(weights.contains("a") && weights.contains("b"));
+        assert!(weights.take("a", &[3, 5]).unwrap().equal(&f32s));
+        // Stored bf16 arrives in the model's dtype, exactly the widened values.
+        let b = weights.take("b", &[4]).unwrap();
+        assert_eq!(b.kind(), Kind::Float);
+        assert!(b.equal(&bf16s.to_kind(Kind::Float)));
+        assert_eq!(weights.take("e", &[0, 4]).unwrap().size(), [0, 4]);
+        // A shape the config implies but the file does not hold is named, before any read.
+        let err = weights.take("c", &[4]).unwrap_err();
+        assert!(matches!(err, ModelError::ShapeMismatch { .. }), "{err}");
+        assert_eq!(
+            read_shapes(dir.path()).unwrap()["c"],
+            vec![3],
+            "read_shapes sees the header alone"
+        );
+        // Untaken tensors are reported by `finish`; a taken one reads back bit for bit.
+        let mut weights = WeightMap::load(dir.path(), Device::Cpu, Kind::Float).unwrap();
+        assert!(weights.read(&weights.tensors["c"]).unwrap().equal(&ids));
+        weights.tensors.retain(|name, _| name == "c");
+        let err = weights.finish().unwrap_err();
+        assert!(err.to_string().contains("`c`"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_range_that_does_not_fit_shape_and_dtype_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[("w", Tensor::ones([2, 2], (Kind::Float, Device::Cpu)))],
+        );
+        let path = dir.path().join(SINGLE_FILE);
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+        // Same header length: claim 3 columns instead of 2 (16 bytes hold 4 floats, not 6).
+        let lying = header.replacen("[2,2]", "[2,3]", 1);
+        assert_ne!(lying, header, "{header}");
+        let mut patched = bytes[..8].to_vec();
+        patched.extend_from_slice(lying.as_bytes());
+        patched.extend_from_slice(&bytes[8 + header_len..]);
+        std::fs::write(&path, patched).unwrap();
+        for err in [
+            WeightMap::load(dir.path(), Device::Cpu, Kind::Float)
+                .err()
+                .unwrap(),
+            read_shapes(dir.path()).unwrap_err(),
+        ] {
+            assert!(matches!(err, ModelError::Safetensors { .. }), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("tensor `w` has 16 bytes, but shape [2, 3] of F32 needs 24"),
+                "{err}"
+            );
+        }
+    }
 }
