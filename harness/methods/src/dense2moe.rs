@@ -19,7 +19,7 @@ use crate::calibration::{observe, BlockStream};
 use crate::error::{MethodError, Result};
 use crate::train::{optimize, LossFn, Module, TrainConfig, Trainable};
 use crate::upcycle::{upcycle, UpcycleConfig};
-use moebench_model::config::{MoeConfig, RouterNorm};
+use moebench_model::config::RouterNorm;
 use moebench_model::cost::{bytes_per_decode_token, BytesPerToken};
 use moebench_model::layers::{Linear, Mlp};
 use moebench_model::model::Block;
@@ -423,22 +423,16 @@ pub fn bytes_saved_per_decode_token(model: &Model, span: Span, context: usize) -
     Ok(per_block * (span.len - 1) as f64)
 }
 
-/// Removes blocks `start+1 .. end` of `span` and their entries in the config.
-fn remove_after_first(model: &mut Model, span: Span) -> Vec<Block> {
-    let removed = span.start + 1..span.end();
-    if let Some(moe) = &mut model.config.moe {
-        moe.sparse_layers.drain(removed.clone());
-    }
-    let blocks = model.layers.drain(removed).collect();
-    model.config.num_layers = model.layers.len();
-    blocks
+/// Removes blocks `start+1 .. end` of `span` (checked by the caller) and returns them.
+fn remove_after_first(model: &mut Model, span: Span) -> Result<Vec<Block>> {
+    Ok(model.remove_blocks(span.start + 1..span.end())?)
 }
 
 /// The layer-pruning baseline (§3.6 (b)): deletes the blocks LF-UC would fuse, MLPs included,
 /// keeping block `span.start`.
 pub fn layer_prune(model: &mut Model, span: Span) -> Result<()> {
     check_span(model.num_layers(), span)?;
-    remove_after_first(model, span);
+    remove_after_first(model, span)?;
     Ok(())
 }
 
@@ -691,35 +685,42 @@ pub fn lf_uc_spans(model: &mut Model, spans: &[Span], cfg: &LfUcConfig) -> Resul
     let (n, k) = resolve_for(model, &spans, cfg)?;
     let _guard = tch::no_grad_guard();
     // Back to front, so the earlier spans' indices stay valid; span i's router is seeded
-    // `seed + i`.
+    // `seed + i`. A fused layer ends up at its span's start less the blocks removed before it.
+    let mut fused = Vec::new();
     for (i, span) in spans.iter().enumerate().rev() {
-        fuse(model, *span, (n, k), cfg.seed + i as i64, cfg);
+        fused.push((
+            span.start,
+            fuse(model, *span, (n, k), cfg.seed + i as i64, cfg)?,
+        ));
     }
-    let mut sparse_layers = vec![false; model.num_layers()];
     let mut removed_before = 0;
-    for span in &spans {
-        sparse_layers[span.start - removed_before] = true;
-        removed_before += span.len - 1;
-    }
-    model.config.moe = Some(MoeConfig {
-        num_experts: n,
-        top_k: k,
-        expert_intermediate_size: model.config.intermediate_size,
-        router_norm: RouterNorm::SoftmaxTopkRenorm,
-        // The width of the always-on expert. Its gate semantics (Qwen2-MoE's sigmoid) only
-        // matter when loading a checkpoint, which this model never is.
-        shared_expert_intermediate_size: cfg
-            .keep_own_mlp_as_shared
-            .then_some(model.config.intermediate_size),
-        sparse_layers,
-    });
+    let layers = fused
+        .into_iter()
+        .rev()
+        .zip(&spans)
+        .map(|((start, moe), span)| {
+            let at = start - removed_before;
+            removed_before += span.len - 1;
+            (at, moe)
+        })
+        .collect();
+    // With the own MLP kept, it is the always-on shared expert; its gate semantics (Qwen2-MoE's
+    // sigmoid) only matter when loading a checkpoint, which this model never is.
+    model.install_moe(layers, k, RouterNorm::SoftmaxTopkRenorm)?;
     Ok(())
 }
 
-/// Fuses one span into an MoE layer with `n` experts, top-`k` (the config is set by the caller).
-fn fuse(model: &mut Model, span: Span, (n, k): (usize, usize), seed: i64, cfg: &LfUcConfig) {
+/// Fuses one span: removes its later blocks and returns the MoE layer with `n` experts,
+/// top-`k`, that replaces the first block's MLP (installed by the caller).
+fn fuse(
+    model: &mut Model,
+    span: Span,
+    (n, k): (usize, usize),
+    seed: i64,
+    cfg: &LfUcConfig,
+) -> Result<MoeLayer> {
     let own = dense_mlp(&model.layers[span.start]).shallow_clone();
-    let removed = remove_after_first(model, span);
+    let removed = remove_after_first(model, span)?;
     let mut routed: Vec<&Mlp> = removed.iter().map(dense_mlp).collect();
     if !cfg.keep_own_mlp_as_shared {
         routed.insert(0, &own);
@@ -739,7 +740,7 @@ fn fuse(model: &mut Model, span: Span, (n, k): (usize, usize), seed: i64, cfg: &
         mlp.down.weight = &own.down.weight * cfg.own_scale;
         SharedExpert { mlp, gate: None }
     });
-    model.layers[span.start].ffn = Ffn::Moe(MoeLayer {
+    Ok(MoeLayer {
         router: Linear {
             weight: router,
             bias: None,
@@ -752,7 +753,7 @@ fn fuse(model: &mut Model, span: Span, (n, k): (usize, usize), seed: i64, cfg: &
             k: k as i64,
             norm: RouterNorm::SoftmaxTopkRenorm,
         }),
-    });
+    })
 }
 
 /// The naive prune-then-upcycle baseline of the paper (§3.5): delete the span's later blocks as

@@ -524,13 +524,7 @@ pub fn install_routers(model: &mut Model, routers: &[LayerRouter], cfg: &DumeCon
             norm: RouterNorm::SoftmaxTopkRenorm,
         });
     }
-    if let Some(moe) = model.config.moe.as_mut() {
-        moe.top_k = cfg.top_k as usize;
-        moe.router_norm = RouterNorm::SoftmaxTopkRenorm;
-    }
-    if let Some(raw) = model.config.raw.as_object_mut() {
-        raw.insert("num_experts_per_tok".into(), cfg.top_k.into());
-    }
+    model.set_routing(cfg.top_k as usize, RouterNorm::SoftmaxTopkRenorm)?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! and the weights sum to 1, the upcycled model computes exactly what the dense model did until
 //! it is trained (the invariant tested below).
 use crate::error::{MethodError, Result};
-use moebench_model::config::{MoeConfig, RouterNorm};
+use moebench_model::config::RouterNorm;
 use moebench_model::layers::Linear;
 use moebench_model::moe::{MoeLayer, TopK};
 use moebench_model::{Family, Ffn, Model, ModelConfig};
@@ -126,7 +126,8 @@ pub fn upcycle(model: &mut Model, cfg: &UpcycleConfig) -> Result<()> {
     tch::manual_seed(cfg.seed);
     let (e, k) = (cfg.num_experts, cfg.top_k);
     let _guard = tch::no_grad_guard();
-    for (block, _) in model.layers.iter_mut().zip(&chosen).filter(|(_, c)| **c) {
+    let mut layers = Vec::new();
+    for (l, block) in model.layers.iter().enumerate().filter(|(l, _)| chosen[*l]) {
         let Ffn::Dense(mlp) = &block.ffn else {
             unreachable!("dense model checked above")
         };
@@ -134,7 +135,7 @@ pub fn upcycle(model: &mut Model, cfg: &UpcycleConfig) -> Result<()> {
         let h = mlp.gate.weight.size()[1];
         let router = Tensor::randn([e, h], (mlp.gate.weight.kind(), mlp.gate.weight.device()))
             * cfg.router_init_std;
-        block.ffn = Ffn::Moe(MoeLayer {
+        let moe = MoeLayer {
             router: Linear {
                 weight: router,
                 bias: None,
@@ -147,20 +148,12 @@ pub fn upcycle(model: &mut Model, cfg: &UpcycleConfig) -> Result<()> {
                 k,
                 norm: RouterNorm::SoftmaxTopkRenorm,
             }),
-        });
+        };
+        layers.push((l, moe));
     }
-    let all = chosen.iter().all(|c| *c);
-    if all && model.config.family == Family::Llama {
+    model.install_moe(layers, k as usize, RouterNorm::SoftmaxTopkRenorm)?;
+    if chosen.iter().all(|c| *c) && model.config.family == Family::Llama {
         model.config = mixtral_config(&model.config, e, k)?;
-    } else {
-        model.config.moe = Some(MoeConfig {
-            num_experts: e as usize,
-            top_k: k as usize,
-            expert_intermediate_size: model.config.intermediate_size,
-            router_norm: RouterNorm::SoftmaxTopkRenorm,
-            shared_expert_intermediate_size: None,
-            sparse_layers: chosen,
-        });
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The decoder: embeddings, blocks (attention + dense MLP or MoE FFN), final norm, LM head.
 //! Loading maps transformers' checkpoint names (per family) onto this one structure.
 use crate::attention::Attention;
-use crate::config::{Family, ModelConfig, QkNorm};
+use crate::config::{Family, ModelConfig, MoeConfig, QkNorm, RouterNorm};
 use crate::error::{ModelError, Result};
 pub use crate::kv_cache::KvCache;
 use crate::kv_cache::LayerCache;
@@ -270,6 +270,100 @@ impl Model {
                 Ffn::Moe(moe) => Some((l, moe)),
                 Ffn::Dense(_) => None,
             })
+    }
+
+    /// Turns dense models into MoE models: each listed layer's dense MLP is replaced by its MoE
+    /// layer, and `config.moe` describes the result (expert count and width from the layers,
+    /// which must agree — the config format has one of each — and `top_k`/`router_norm` as the
+    /// layers' selectors route). Every list is checked before any layer changes. The one way a
+    /// method adds MoE layers (upcycling, Dense2MoE).
+    pub fn install_moe(
+        &mut self,
+        layers: Vec<(usize, MoeLayer)>,
+        top_k: usize,
+        router_norm: RouterNorm,
+    ) -> Result<()> {
+        let invalid = |msg: String| Err(ModelError::Invalid(msg));
+        if self.config.moe.is_some() {
+            return invalid(
+                "the model already has MoE layers; install_moe starts from a dense model".into(),
+            );
+        }
+        let Some((_, first)) = layers.first() else {
+            return invalid("install_moe needs at least one layer".into());
+        };
+        let width = |m: &MoeLayer| m.w_gate.size()[1];
+        let shared_width = |m: &MoeLayer| m.shared.as_ref().map(|s| s.mlp.gate.weight.size()[0]);
+        let (experts, expert_width, shared) =
+            (first.num_experts(), width(first), shared_width(first));
+        let mut sparse_layers = vec![false; self.num_layers()];
+        for (layer, moe) in &layers {
+            if *layer >= self.num_layers() || sparse_layers[*layer] {
+                return invalid(format!(
+                    "layer {layer} is out of range (0..{}) or listed twice",
+                    self.num_layers()
+                ));
+            }
+            sparse_layers[*layer] = true;
+            if (moe.num_experts(), width(moe), shared_width(moe)) != (experts, expert_width, shared)
+            {
+                return invalid(format!(
+                    "layer {layer}: {} experts of width {} (shared {:?}), but layer {} has {experts} of width {expert_width} (shared {shared:?})",
+                    moe.num_experts(),
+                    width(moe),
+                    shared_width(moe),
+                    layers[0].0
+                ));
+            }
+        }
+        if !(1..=experts as usize).contains(&top_k) {
+            return invalid(format!("top_k {top_k} is not in 1..={experts}"));
+        }
+        for (layer, moe) in layers {
+            self.layers[layer].ffn = Ffn::Moe(moe);
+        }
+        self.config.moe = Some(MoeConfig {
+            num_experts: experts as usize,
+            top_k,
+            expert_intermediate_size: expert_width as usize,
+            router_norm,
+            shared_expert_intermediate_size: shared.map(|w| w as usize),
+            sparse_layers,
+        });
+        Ok(())
+    }
+
+    /// Removes blocks `range` (their entries of `config.moe.sparse_layers` too) and returns them.
+    pub fn remove_blocks(&mut self, range: std::ops::Range<usize>) -> Result<Vec<Block>> {
+        if range.start > range.end || range.end > self.num_layers() {
+            return Err(ModelError::Invalid(format!(
+                "blocks {range:?} are not within 0..{}",
+                self.num_layers()
+            )));
+        }
+        if let Some(moe) = &mut self.config.moe {
+            moe.sparse_layers.drain(range.clone());
+        }
+        let blocks = self.layers.drain(range).collect();
+        self.config.num_layers = self.layers.len();
+        Ok(blocks)
+    }
+
+    /// Records that every MoE layer now routes top-`top_k` with `router_norm` (a method that
+    /// replaced the layers' selectors, e.g. DUME's ridge routers): `config.moe` and the
+    /// checkpoint's `num_experts_per_tok`.
+    pub fn set_routing(&mut self, top_k: usize, router_norm: RouterNorm) -> Result<()> {
+        let Some(moe) = self.config.moe.as_mut() else {
+            return Err(ModelError::Invalid(
+                "set_routing: the model has no MoE layers".into(),
+            ));
+        };
+        moe.top_k = top_k;
+        moe.router_norm = router_norm;
+        if let Some(raw) = self.config.raw.as_object_mut() {
+            raw.insert("num_experts_per_tok".into(), top_k.into());
+        }
+        Ok(())
     }
 
     /// Keeps, in each listed MoE layer, the experts its list names (in that order): every list

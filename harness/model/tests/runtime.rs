@@ -1,8 +1,12 @@
 //! Runtime behaviour beyond parity: save/reload round trips, bad checkpoints, cost accounting.
+use moebench_model::config::RouterNorm;
 use moebench_model::cost::{bytes_per_decode_token, flops_per_token, param_counts};
+use moebench_model::layers::Linear;
+use moebench_model::moe::{MoeLayer, TopK};
 use moebench_model::save::save_pretrained;
-use moebench_model::{Model, ModelError};
+use moebench_model::{Ffn, Model, ModelError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 /// Every supported family's tiny random-weight checkpoint (tests/fixtures/tiny).
@@ -330,4 +334,93 @@ fn lookup_decoding_is_greedy_decoding() {
         .remove(0);
         assert_eq!(stopped, expected, "{name}, stop id");
     }
+}
+
+/// An MoE layer of `experts` copies of layer `l`'s dense MLP, routing top-1: it computes
+/// exactly what the MLP did.
+fn copies_of_mlp(model: &Model, l: usize, experts: i64) -> MoeLayer {
+    let Ffn::Dense(mlp) = &model.layers[l].ffn else {
+        panic!("layer {l} is not dense")
+    };
+    let stack = |w: &Tensor| w.unsqueeze(0).repeat([experts, 1, 1]);
+    let h = mlp.gate.weight.size()[1];
+    MoeLayer {
+        router: Linear {
+            weight: Tensor::randn([experts, h], (Kind::Float, Device::Cpu)),
+            bias: None,
+        },
+        w_gate: stack(&mlp.gate.weight),
+        w_up: stack(&mlp.up.weight),
+        w_down: stack(&mlp.down.weight),
+        shared: None,
+        selector: Arc::new(TopK {
+            k: 1,
+            norm: RouterNorm::SoftmaxTopkRenorm,
+        }),
+    }
+}
+
+#[test]
+fn install_moe_checks_every_layer_first_and_describes_the_result() {
+    let mut model = load(&tiny("llama")).unwrap();
+    let dense = logits(&model);
+    let norm = RouterNorm::SoftmaxTopkRenorm;
+    let refused = [
+        // Expert counts that disagree: the config holds one count.
+        vec![
+            (0, copies_of_mlp(&model, 0, 4)),
+            (1, copies_of_mlp(&model, 1, 2)),
+        ],
+        vec![(2, copies_of_mlp(&model, 1, 4))],
+        vec![
+            (0, copies_of_mlp(&model, 0, 4)),
+            (0, copies_of_mlp(&model, 0, 4)),
+        ],
+        vec![],
+    ];
+    for layers in refused {
+        let err = model.install_moe(layers, 1, norm).unwrap_err();
+        assert!(matches!(err, ModelError::Invalid(_)), "{err}");
+        assert!(
+            model.config.moe.is_none(),
+            "a refused install changed the config"
+        );
+        assert!(
+            model.moe_layers().next().is_none(),
+            "a refused install changed a layer"
+        );
+    }
+    let err = model
+        .install_moe(vec![(1, copies_of_mlp(&model, 1, 4))], 5, norm)
+        .unwrap_err();
+    assert!(err.to_string().contains("top_k 5 is not in 1..=4"), "{err}");
+
+    model
+        .install_moe(vec![(1, copies_of_mlp(&model, 1, 4))], 1, norm)
+        .unwrap();
+    let moe = model.config.moe.as_ref().unwrap();
+    assert_eq!(
+        (moe.num_experts, moe.top_k, moe.expert_intermediate_size),
+        (4, 1, model.config.intermediate_size)
+    );
+    assert_eq!(moe.sparse_layers, [false, true]);
+    assert_eq!(moe.shared_expert_intermediate_size, None);
+    let d = f64::try_from((logits(&model) - &dense).abs().max()).unwrap();
+    assert!(d < 1e-5, "copies of the MLP changed the logits by {d}");
+    assert!(model
+        .install_moe(vec![(0, copies_of_mlp(&model, 0, 4))], 1, norm)
+        .is_err());
+
+    // The routing record follows the selectors a method installs.
+    model.set_routing(2, norm).unwrap();
+    assert_eq!(model.config.moe.as_ref().unwrap().top_k, 2);
+    assert_eq!(model.config.raw["num_experts_per_tok"], 2);
+    assert!(load(&tiny("llama")).unwrap().set_routing(2, norm).is_err());
+
+    // Removing blocks keeps the config's layer list in step.
+    assert!(model.remove_blocks(1..3).is_err());
+    let removed = model.remove_blocks(0..1).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(model.config.num_layers, 1);
+    assert_eq!(model.config.moe.as_ref().unwrap().sparse_layers, [true]);
 }

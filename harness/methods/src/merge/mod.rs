@@ -617,8 +617,8 @@ fn run(
             groups,
         });
     }
-    if let (Some(m), RouterPolicy::KeepCentroidRow) = (&mut model.config.moe, s.router) {
-        m.num_experts = count;
+    if s.router == RouterPolicy::KeepCentroidRow {
+        model.sync_expert_count()?;
     }
     Ok(MergeReport {
         method: method.into(),
