@@ -684,26 +684,25 @@ pub fn lf_uc_spans(model: &mut Model, spans: &[Span], cfg: &LfUcConfig) -> Resul
     let spans = check_spans(model.num_layers(), spans)?;
     let (n, k) = resolve_for(model, &spans, cfg)?;
     let _guard = tch::no_grad_guard();
+    // A fused layer ends up at its span's start less the blocks removed before it.
+    let mut removed_before = 0;
+    let fused_at: Vec<usize> = spans
+        .iter()
+        .map(|span| {
+            let at = span.start - removed_before;
+            removed_before += span.len - 1;
+            at
+        })
+        .collect();
     // Back to front, so the earlier spans' indices stay valid; span i's router is seeded
-    // `seed + i`. A fused layer ends up at its span's start less the blocks removed before it.
-    let mut fused = Vec::new();
+    // `seed + i`.
+    let mut layers = Vec::new();
     for (i, span) in spans.iter().enumerate().rev() {
-        fused.push((
-            span.start,
+        layers.push((
+            fused_at[i],
             fuse(model, *span, (n, k), cfg.seed + i as i64, cfg)?,
         ));
     }
-    let mut removed_before = 0;
-    let layers = fused
-        .into_iter()
-        .rev()
-        .zip(&spans)
-        .map(|((start, moe), span)| {
-            let at = start - removed_before;
-            removed_before += span.len - 1;
-            (at, moe)
-        })
-        .collect();
     // With the own MLP kept, it is the always-on shared expert; its gate semantics (Qwen2-MoE's
     // sigmoid) only matter when loading a checkpoint, which this model never is.
     model.install_moe(layers, k, RouterNorm::SoftmaxTopkRenorm)?;

@@ -131,24 +131,17 @@ pub fn upcycle(model: &mut Model, cfg: &UpcycleConfig) -> Result<()> {
         let Ffn::Dense(mlp) = &block.ffn else {
             unreachable!("dense model checked above")
         };
-        let stack = |w: &Tensor| w.unsqueeze(0).repeat([e, 1, 1]);
         let h = mlp.gate.weight.size()[1];
-        let router = Tensor::randn([e, h], (mlp.gate.weight.kind(), mlp.gate.weight.device()))
-            * cfg.router_init_std;
-        let moe = MoeLayer {
-            router: Linear {
-                weight: router,
-                bias: None,
-            },
-            w_gate: stack(&mlp.gate.weight),
-            w_up: stack(&mlp.up.weight),
-            w_down: stack(&mlp.down.weight),
-            shared: None,
-            selector: Arc::new(TopK {
-                k,
-                norm: RouterNorm::SoftmaxTopkRenorm,
-            }),
+        let router = Linear {
+            weight: Tensor::randn([e, h], (mlp.gate.weight.kind(), mlp.gate.weight.device()))
+                * cfg.router_init_std,
+            bias: None,
         };
+        let selector = Arc::new(TopK {
+            k,
+            norm: RouterNorm::SoftmaxTopkRenorm,
+        });
+        let moe = MoeLayer::copies_of(mlp, e, router, selector);
         layers.push((l, moe));
     }
     model.install_moe(layers, k as usize, RouterNorm::SoftmaxTopkRenorm)?;

@@ -91,7 +91,11 @@ fn stored_kind(dtype: &str) -> Option<(Kind, u64)> {
 /// The tensors of one safetensors file, from its header alone. A header longer than its file,
 /// a tensor whose data lies past the end of its file (a truncated download), or whose byte
 /// count does not match its shape and dtype, is an error naming the file.
-fn read_header(path: &Path, index: usize) -> Result<Vec<(String, StoredTensor)>> {
+fn read_header(
+    mut f: &std::fs::File,
+    path: &Path,
+    index: usize,
+) -> Result<Vec<(String, StoredTensor)>> {
     use std::io::Read;
     let bad = |msg: String| ModelError::Safetensors {
         path: path.to_path_buf(),
@@ -101,7 +105,6 @@ fn read_header(path: &Path, index: usize) -> Result<Vec<(String, StoredTensor)>>
         path: path.to_path_buf(),
         source,
     };
-    let mut f = std::fs::File::open(path).map_err(io)?;
     let file_len = f.metadata().map_err(io)?.len();
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
@@ -164,12 +167,29 @@ fn read_header(path: &Path, index: usize) -> Result<Vec<(String, StoredTensor)>>
 /// (no tensor data): what the pre-run checks compare with the config.
 pub fn read_shapes(dir: &Path) -> Result<BTreeMap<String, Vec<i64>>> {
     let mut shapes = BTreeMap::new();
-    for (index, file) in checkpoint_files(dir)?.iter().enumerate() {
-        for (name, stored) in read_header(file, index)? {
+    for (index, path) in checkpoint_files(dir)?.iter().enumerate() {
+        for (name, stored) in read_header(&open_shard(path)?, path, index)? {
             shapes.insert(name, stored.shape);
         }
     }
     Ok(shapes)
+}
+
+/// Opens one safetensors file of a checkpoint; a missing one is named as such.
+fn open_shard(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::open(path).map_err(|source| {
+        let source = match source.kind() {
+            std::io::ErrorKind::NotFound => std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "shard listed in the index is missing",
+            ),
+            _ => source,
+        };
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 // Safetensors data is little-endian and is read into tensors as is.
@@ -182,20 +202,8 @@ impl WeightMap {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<WeightMap> {
         let (mut files, mut tensors) = (Vec::new(), HashMap::new());
         for (index, path) in checkpoint_files(dir)?.into_iter().enumerate() {
-            if !path.exists() {
-                return Err(ModelError::Io {
-                    path,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "shard listed in the index is missing",
-                    ),
-                });
-            }
-            tensors.extend(read_header(&path, index)?);
-            let file = std::fs::File::open(&path).map_err(|source| ModelError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let file = open_shard(&path)?;
+            tensors.extend(read_header(&file, &path, index)?);
             files.push((path, file));
         }
         Ok(WeightMap {

@@ -9,17 +9,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
-/// Every supported family's tiny random-weight checkpoint (tests/fixtures/tiny).
-const FAMILIES: [&str; 8] = [
-    "llama",
-    "llama3",
-    "qwen2",
-    "qwen3",
-    "mixtral",
-    "qwen2_moe",
-    "qwen3_moe",
-    "olmoe",
-];
+/// Every tiny random-weight checkpoint in tests/fixtures/tiny (one or more per supported
+/// family; `harness/eval/tests/prefix_cache.rs` checks the set against its list).
+fn families() -> Vec<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny");
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "fixtures missing: {names:?}");
+    names
+}
 
 fn tiny(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -48,7 +49,7 @@ fn scratch_copy(name: &str) -> tempfile::TempDir {
 
 #[test]
 fn save_pretrained_round_trips_every_family() {
-    for name in FAMILIES {
+    for name in &families() {
         let model = load(&tiny(name)).unwrap();
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("saved");
@@ -210,7 +211,7 @@ fn packed_forward_equals_the_padded_rows() {
     let prefix = Tensor::from_slice(&[11i64, 12, 13, 14])
         .view([1, 4])
         .repeat([3, 1]);
-    for name in FAMILIES {
+    for name in &families() {
         let model = load(&tiny(name)).unwrap();
         for past in [0, 4] {
             let cache_after_prefix = || {
@@ -342,22 +343,18 @@ fn copies_of_mlp(model: &Model, l: usize, experts: i64) -> MoeLayer {
     let Ffn::Dense(mlp) = &model.layers[l].ffn else {
         panic!("layer {l} is not dense")
     };
-    let stack = |w: &Tensor| w.unsqueeze(0).repeat([experts, 1, 1]);
-    let h = mlp.gate.weight.size()[1];
-    MoeLayer {
-        router: Linear {
-            weight: Tensor::randn([experts, h], (Kind::Float, Device::Cpu)),
-            bias: None,
-        },
-        w_gate: stack(&mlp.gate.weight),
-        w_up: stack(&mlp.up.weight),
-        w_down: stack(&mlp.down.weight),
-        shared: None,
-        selector: Arc::new(TopK {
-            k: 1,
-            norm: RouterNorm::SoftmaxTopkRenorm,
-        }),
-    }
+    let router = Linear {
+        weight: Tensor::randn(
+            [experts, mlp.gate.weight.size()[1]],
+            (Kind::Float, Device::Cpu),
+        ),
+        bias: None,
+    };
+    let selector = Arc::new(TopK {
+        k: 1,
+        norm: RouterNorm::SoftmaxTopkRenorm,
+    });
+    MoeLayer::copies_of(mlp, experts, router, selector)
 }
 
 #[test]

@@ -41,6 +41,21 @@ pub struct MoeLayer {
 }
 
 impl MoeLayer {
+    /// `experts` copies of a dense MLP behind `router`: sparse upcycling's starting point
+    /// (Komatsuzaki et al. 2023). With weights that sum to 1 over the chosen experts it computes
+    /// exactly what the MLP did.
+    pub fn copies_of(mlp: &Mlp, experts: i64, router: Linear, selector: Arc<dyn Selector>) -> Self {
+        let stack = |w: &Tensor| w.unsqueeze(0).repeat([experts, 1, 1]);
+        MoeLayer {
+            router,
+            w_gate: stack(&mlp.gate.weight),
+            w_up: stack(&mlp.up.weight),
+            w_down: stack(&mlp.down.weight),
+            shared: None,
+            selector,
+        }
+    }
+
     pub fn num_experts(&self) -> i64 {
         self.w_gate.size()[0]
     }
