@@ -23,6 +23,21 @@ fn copied_binary(dir: &Path) -> Command {
     command
 }
 
+/// Runs `command`, retrying while the kernel says the fresh copy is busy (ETXTBSY): a process
+/// another test thread forks while the copy's write handle is open inherits that handle until
+/// it execs, and executing a file open for writing fails. The copy itself is complete.
+fn output(command: &mut Command) -> std::process::Output {
+    for _ in 0..100 {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            result => return result.unwrap(),
+        }
+    }
+    panic!("the copied binary stayed busy (ETXTBSY) for 5 s")
+}
+
 #[test]
 fn a_copied_binary_runs_eval_and_a_suite_from_another_directory() {
     let Some(_) = smollm2_dir("a_copied_binary_runs_eval_and_a_suite_from_another_directory")
@@ -31,20 +46,17 @@ fn a_copied_binary_runs_eval_and_a_suite_from_another_directory() {
     };
     let _lock = model_lock();
     let dir = tempfile::tempdir().unwrap();
-    let out = copied_binary(dir.path())
-        .args([
-            "eval",
-            SMOLLM2,
-            "--tasks",
-            "arc_easy_shared",
-            "--limit",
-            "2",
-            "--out",
-            "ev",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = output(copied_binary(dir.path()).args([
+        "eval",
+        SMOLLM2,
+        "--tasks",
+        "arc_easy_shared",
+        "--limit",
+        "2",
+        "--out",
+        "ev",
+        "--json",
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
@@ -56,10 +68,14 @@ fn a_copied_binary_runs_eval_and_a_suite_from_another_directory() {
         format!("name: t\nmodels:\n  - id: {SMOLLM2}\n    label: smol\nmethods:\n  - name: dense\ntasks:\n  - name: arc_easy_shared\n    limit: 2\nmeasure:\n  routing: false\n"),
     )
     .unwrap();
-    let out = copied_binary(dir.path())
-        .args(["run", "suite.yaml", "--run-dir", "run", "--json", "--quiet"])
-        .output()
-        .unwrap();
+    let out = output(copied_binary(dir.path()).args([
+        "run",
+        "suite.yaml",
+        "--run-dir",
+        "run",
+        "--json",
+        "--quiet",
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["failed"], serde_json::json!([]), "{summary}");
@@ -73,11 +89,11 @@ fn the_data_directory_variable_is_looked_at_first() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("suites/tasks")).unwrap();
-    let out = copied_binary(dir.path())
-        .env("MOEBENCH_DATA", &data)
-        .args(["doctor", "--json"])
-        .output()
-        .unwrap();
+    let out = output(
+        copied_binary(dir.path())
+            .env("MOEBENCH_DATA", &data)
+            .args(["doctor", "--json"]),
+    );
     let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tasks = checks
         .as_array()
